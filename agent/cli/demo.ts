@@ -1,0 +1,7 @@
+// Placeholder: implemented by its own issue.
+import { TesseraError } from "../common/errors.js";
+import type { CliIO } from "./io.js";
+
+export async function runDemo(_argv: string[], _io: CliIO): Promise<number> {
+  throw new TesseraError("TESSERA_USAGE", "not implemented yet");
+}

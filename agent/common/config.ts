@@ -1,0 +1,193 @@
+// The one place that reads flags and environment variables. Every setting is a flag with an
+// environment mirror; derived paths (sockets, checkpoint, CDI spec names) are computed here so
+// every module and the deploy manifests agree with shared/contracts.md.
+import * as os from "node:os";
+import * as path from "node:path";
+import { TesseraError } from "./errors.js";
+
+export type FlagType = "string" | "int" | "bool" | "list";
+
+export interface FlagSpec {
+  name: string; // long name without dashes, e.g. "kubelet-root"
+  type: FlagType;
+  env?: string; // environment mirror, e.g. "KUBELET_ROOT"
+  default?: string | number | boolean | string[];
+  short?: string; // one-letter alias, e.g. "o"
+  help: string;
+}
+
+export type FlagValue = string | number | boolean | string[] | undefined;
+export interface ParsedArgs {
+  values: Record<string, FlagValue>;
+  positionals: string[];
+}
+
+/** Parses `--name value`, `--name=value`, `-o json`, bool `--flag` / `--flag=false`. Env fills unset flags. */
+export function parseFlags(argv: readonly string[], specs: readonly FlagSpec[], env: NodeJS.ProcessEnv = process.env): ParsedArgs {
+  const byName = new Map<string, FlagSpec>();
+  for (const s of specs) {
+    byName.set(s.name, s);
+    if (s.short) byName.set(s.short, s);
+  }
+  const raw = new Map<string, string>();
+  const positionals: string[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i] as string;
+    if (arg === "--") {
+      positionals.push(...argv.slice(i + 1));
+      break;
+    }
+    if (!arg.startsWith("-") || arg === "-") {
+      positionals.push(arg);
+      continue;
+    }
+    const body = arg.replace(/^--?/, "");
+    const eq = body.indexOf("=");
+    const key = eq >= 0 ? body.slice(0, eq) : body;
+    const spec = byName.get(key);
+    if (!spec) throw new TesseraError("TESSERA_USAGE", `unknown flag ${arg}; run \`tessera --help\``);
+    if (eq >= 0) raw.set(spec.name, body.slice(eq + 1));
+    else if (spec.type === "bool") raw.set(spec.name, "true");
+    else {
+      const next = argv[i + 1];
+      if (next === undefined) throw new TesseraError("TESSERA_USAGE", `flag --${spec.name} needs a value`);
+      raw.set(spec.name, next);
+      i++;
+    }
+  }
+  const values: Record<string, FlagValue> = {};
+  for (const s of specs) {
+    const fromFlag = raw.get(s.name);
+    const fromEnv = s.env !== undefined ? env[s.env] : undefined;
+    const text = fromFlag ?? (fromEnv !== undefined && fromEnv !== "" ? fromEnv : undefined);
+    values[s.name] = text === undefined ? s.default : convert(s, text, fromFlag !== undefined ? `--${s.name}` : `$${s.env}`);
+  }
+  return { values, positionals };
+}
+
+function convert(s: FlagSpec, text: string, where: string): FlagValue {
+  switch (s.type) {
+    case "string":
+      return text;
+    case "list":
+      return text.split(",").map((x) => x.trim()).filter((x) => x.length > 0);
+    case "bool":
+      if (text === "true" || text === "1") return true;
+      if (text === "false" || text === "0") return false;
+      throw new TesseraError("TESSERA_CONFIG", `${where}=${text}: expected true or false`);
+    case "int": {
+      const n = Number(text);
+      if (!Number.isInteger(n)) throw new TesseraError("TESSERA_CONFIG", `${where}=${text}: expected a whole number`);
+      return n;
+    }
+  }
+}
+
+export function str(args: ParsedArgs, name: string): string {
+  const v = args.values[name];
+  if (typeof v !== "string") throw new TesseraError("TESSERA_USAGE", `flag --${name} is required`);
+  return v;
+}
+
+export function optStr(args: ParsedArgs, name: string): string | undefined {
+  const v = args.values[name];
+  return typeof v === "string" ? v : undefined;
+}
+
+export function int(args: ParsedArgs, name: string): number {
+  const v = args.values[name];
+  if (typeof v !== "number") throw new TesseraError("TESSERA_USAGE", `flag --${name} is required`);
+  return v;
+}
+
+export function bool(args: ParsedArgs, name: string): boolean {
+  return args.values[name] === true;
+}
+
+export function list(args: ParsedArgs, name: string): string[] {
+  const v = args.values[name];
+  return Array.isArray(v) ? v : [];
+}
+
+// ---- Node-level settings shared by agent, diag, claims and demo -------------------------------
+
+export const DEFAULT_DRIVER_NAME = "gpu.tessera.dev";
+
+export const NODE_FLAGS: readonly FlagSpec[] = [
+  { name: "driver-name", type: "string", env: "DRIVER_NAME", default: DEFAULT_DRIVER_NAME, help: "DRA driver name" },
+  { name: "node-name", type: "string", env: "NODE_NAME", help: "node name = pool name (default: host name)" },
+  { name: "kubelet-root", type: "string", env: "KUBELET_ROOT", default: "/var/lib/kubelet", help: "kubelet root directory" },
+  { name: "state-dir", type: "string", env: "STATE_DIR", help: "checkpoint directory (default <kubelet-root>/plugins/<driver>)" },
+  { name: "cdi-root", type: "string", env: "CDI_ROOT", default: "/var/run/cdi", help: "CDI spec directory" },
+  { name: "sysfs-root", type: "string", env: "SYSFS_ROOT", default: "/sys", help: "sysfs root (fixtures bring their own)" },
+  { name: "discovery", type: "string", env: "DISCOVERY", default: "nvidia-smi", help: "nvidia-smi | fixture:<name-or-path>" },
+  { name: "kube", type: "string", env: "KUBE", default: "auto", help: "auto | kubeconfig:<path> | standalone:<dir>" },
+  { name: "mig-mode", type: "string", env: "MIG_MODE", default: "static", help: "static | dynamic" },
+  { name: "log-level", type: "string", env: "LOG_LEVEL", default: "info", help: "debug | info | warn | error" },
+];
+
+export const OUTPUT_FLAG: FlagSpec = { name: "output", short: "o", type: "string", default: "table", help: "table | json" };
+
+export interface NodeConfig {
+  driverName: string;
+  nodeName: string;
+  kubeletRoot: string;
+  stateDir: string;
+  cdiRoot: string;
+  sysfsRoot: string;
+  discovery: string;
+  kube: string;
+  migMode: "static" | "dynamic";
+  logLevel: "debug" | "info" | "warn" | "error";
+  registrationSocket: string;
+  draSocket: string;
+  checkpointFile: string;
+}
+
+const MAX_SOCKET_PATH = 107; // sun_path is 108 bytes including the terminating NUL
+
+export function resolveNodeConfig(args: ParsedArgs, hostname: () => string = os.hostname): NodeConfig {
+  const driverName = str(args, "driver-name");
+  const kubeletRoot = path.resolve(str(args, "kubelet-root"));
+  const pluginDir = path.join(kubeletRoot, "plugins", driverName);
+  const stateDir = path.resolve(optStr(args, "state-dir") ?? pluginDir);
+  const migMode = str(args, "mig-mode");
+  if (migMode !== "static" && migMode !== "dynamic") {
+    throw new TesseraError("TESSERA_CONFIG", `--mig-mode=${migMode}: expected static or dynamic`);
+  }
+  const logLevel = str(args, "log-level");
+  if (!["debug", "info", "warn", "error"].includes(logLevel)) {
+    throw new TesseraError("TESSERA_CONFIG", `--log-level=${logLevel}: expected debug, info, warn or error`);
+  }
+  return {
+    driverName,
+    nodeName: optStr(args, "node-name") ?? hostname(),
+    kubeletRoot,
+    stateDir,
+    cdiRoot: path.resolve(str(args, "cdi-root")),
+    sysfsRoot: path.resolve(str(args, "sysfs-root")),
+    discovery: str(args, "discovery"),
+    kube: str(args, "kube"),
+    migMode,
+    logLevel: logLevel as NodeConfig["logLevel"],
+    registrationSocket: path.join(kubeletRoot, "plugins_registry", `${driverName}-reg.sock`),
+    draSocket: path.join(pluginDir, "dra.sock"),
+    checkpointFile: path.join(stateDir, "checkpoint.json"),
+  };
+}
+
+/** Refuses socket paths the kernel would silently truncate. */
+export function assertSocketPath(p: string): void {
+  if (Buffer.byteLength(p) > MAX_SOCKET_PATH) {
+    throw new TesseraError(
+      "TESSERA_SOCKET_PATH_TOO_LONG",
+      `socket path ${p} is ${Buffer.byteLength(p)} bytes, over the ${MAX_SOCKET_PATH}-byte limit of unix sockets; use a shorter --kubelet-root`,
+    );
+  }
+}
+
+export function outputFormat(args: ParsedArgs): "table" | "json" {
+  const o = str(args, "output");
+  if (o !== "table" && o !== "json") throw new TesseraError("TESSERA_USAGE", `-o ${o}: expected table or json`);
+  return o;
+}

@@ -1,0 +1,65 @@
+// One catalogue of Tessera error codes. Every user-facing failure is a TesseraError with a code
+// from this table; the message says what went wrong, where, and how to fix it. Causes are kept
+// (`cause`), never flattened into strings. The CLI prints `code: message` and no stack.
+
+export const ERROR_CATALOGUE = {
+  TESSERA_USAGE: "bad command line; run `tessera --help` for the verbs and flags",
+  TESSERA_CONFIG: "invalid setting; check the flag or its environment variable",
+  TESSERA_SOCKET_PATH_TOO_LONG: "a unix socket path exceeds 107 bytes and would be truncated by the kernel; use a shorter --kubelet-root",
+  TESSERA_SOCKET: "a unix socket could not be created or reached",
+  TESSERA_STORE: "the standalone object store could not be read or written",
+  TESSERA_KUBE_API: "the Kubernetes API call failed",
+  TESSERA_KUBE_TIMEOUT: "the Kubernetes API did not answer in time",
+  TESSERA_NOT_FOUND: "the named object does not exist",
+  TESSERA_INPUT: "the input file is not a valid Kubernetes object of the expected kind",
+  TESSERA_CLAIM_UID_MISMATCH: "the ResourceClaim was replaced: its UID differs from the one the kubelet asked for",
+  TESSERA_CLAIM_NOT_ALLOCATED: "the ResourceClaim has no status.allocation; the scheduler (or `tessera claims apply`) must allocate it first",
+  TESSERA_CLAIM_INVALID_UID: "the claim UID is not a valid UID and cannot name a file",
+  TESSERA_DEVICE_UNKNOWN: "the allocated device is not on this node",
+  TESSERA_DEVICE_CONFLICT: "the device is already prepared for another claim",
+  TESSERA_CHECKPOINT: "the checkpoint file is corrupt or of an unknown version",
+  TESSERA_CDI: "the CDI spec could not be written",
+  TESSERA_DISCOVERY: "GPU discovery failed",
+  TESSERA_DISCOVERY_TIMEOUT: "a discovery command did not finish in time",
+  TESSERA_PARSE: "command output could not be parsed",
+  TESSERA_FIXTURE: "the fixture node does not exist or is incomplete",
+  TESSERA_CEL: "a CEL expression does not compile or does not evaluate to a bool",
+  TESSERA_VALIDATION: "the ResourceClaim fails validation",
+  TESSERA_UNSATISFIABLE: "the claim cannot be allocated on this node",
+  TESSERA_WASM: "the WebAssembly core could not be loaded",
+  TESSERA_PROXY: "the proxy could not serve the request",
+  TESSERA_INTERNAL: "an internal error; please report it with the log",
+} as const;
+
+export type ErrorCode = keyof typeof ERROR_CATALOGUE;
+
+export class TesseraError extends Error {
+  readonly code: ErrorCode;
+  constructor(code: ErrorCode, message?: string, options?: { cause?: unknown }) {
+    super(message ?? ERROR_CATALOGUE[code], options?.cause === undefined ? undefined : { cause: options.cause });
+    this.name = "TesseraError";
+    this.code = code;
+  }
+}
+
+export function isTesseraError(err: unknown): err is TesseraError {
+  return err instanceof TesseraError;
+}
+
+/** `code: message` for one line of CLI output; unknown errors become TESSERA_INTERNAL. */
+export function formatError(err: unknown): string {
+  if (isTesseraError(err)) return `${err.code}: ${err.message}`;
+  const msg = err instanceof Error ? err.message : String(err);
+  return `TESSERA_INTERNAL: ${msg}`;
+}
+
+/** Message of an error and its causes, joined, for logs ("what: because: because"). */
+export function describeChain(err: unknown): string {
+  const parts: string[] = [];
+  let cur: unknown = err;
+  for (let depth = 0; cur !== undefined && cur !== null && depth < 8; depth++) {
+    parts.push(cur instanceof Error ? cur.message : String(cur));
+    cur = cur instanceof Error ? (cur as Error & { cause?: unknown }).cause : undefined;
+  }
+  return parts.join(": ");
+}

@@ -1,0 +1,13 @@
+#!/usr/bin/env node
+// Entry point of the `tessera` command. The TypeScript sources are compiled to dist/ by
+// `npm run build` (run automatically by `npm ci` through the `prepare` script).
+import { existsSync } from "node:fs";
+import { fileURLToPath } from "node:url";
+
+const entry = new URL("../dist/agent/cli/main.js", import.meta.url);
+if (!existsSync(fileURLToPath(entry))) {
+  process.stderr.write("TESSERA_USAGE: tessera is not built (dist/ is missing); run `npm ci` or `npm run build` in the project root\n");
+  process.exit(1);
+}
+const { main } = await import(entry.href);
+process.exitCode = await main(process.argv.slice(2));

@@ -1,0 +1,60 @@
+#!/usr/bin/env node
+// `npm test`: build what the tests need (TypeScript + the .wasm), run every compiled test file
+// under tap, stream tap's own TAP output, and end with the line CI reads:
+//   tests: N passed, N failed, N skipped
+// Counts are of leaf test points (assertions and leaf subtests), not of files.
+import { spawnSync, spawn } from "node:child_process";
+import { readdirSync, existsSync } from "node:fs";
+import { join } from "node:path";
+
+const root = new URL("..", import.meta.url).pathname;
+const build = spawnSync("npm", ["run", "build", "--silent"], { cwd: root, stdio: "inherit" });
+if (build.status !== 0) {
+  console.log("tests: 0 passed, 1 failed, 0 skipped");
+  process.exit(1);
+}
+
+const testDir = join(root, "dist", "test");
+const filter = process.argv.slice(2);
+const files = existsSync(testDir)
+  ? readdirSync(testDir).filter((f) => f.endsWith(".test.js")).filter((f) => filter.length === 0 || filter.some((x) => f.includes(x))).map((f) => join("dist", "test", f))
+  : [];
+if (files.length === 0) {
+  console.log("no test files found under dist/test");
+  console.log("tests: 0 passed, 1 failed, 0 skipped");
+  process.exit(1);
+}
+
+const tapBin = join(root, "node_modules", ".bin", "tap");
+const child = spawn(tapBin, ["--reporter=tap", "--allow-incomplete-coverage", "--coverage-report=text-summary", "--timeout=120", ...files], {
+  cwd: root,
+  stdio: ["ignore", "pipe", "inherit"],
+  env: { ...process.env, FORCE_COLOR: "0" },
+});
+
+let passed = 0, failed = 0, skipped = 0;
+const stack = []; // indents of open "# Subtest:" blocks
+let buf = "";
+function onLine(line) {
+  const sub = /^(\s*)# Subtest: /.exec(line);
+  if (sub) { stack.push(sub[1].length); return; }
+  const pt = /^(\s*)(not ok|ok) \d+/.exec(line);
+  if (!pt) return;
+  const indent = pt[1].length;
+  if (stack.length > 0 && stack[stack.length - 1] === indent) { stack.pop(); if (pt[2] === "not ok" && !/# (TODO|SKIP)/i.test(line)) { /* counted through its children */ } return; }
+  if (/# SKIP/i.test(line) || /# TODO/i.test(line)) skipped++;
+  else if (pt[2] === "ok") passed++;
+  else failed++;
+}
+child.stdout.on("data", (chunk) => {
+  process.stdout.write(chunk);
+  buf += chunk.toString("utf8");
+  let nl;
+  while ((nl = buf.indexOf("\n")) >= 0) { onLine(buf.slice(0, nl)); buf = buf.slice(nl + 1); }
+});
+child.on("close", (code) => {
+  if (buf) onLine(buf);
+  if (code !== 0 && failed === 0) failed = 1; // a crash or timeout outside any test point still fails the run
+  console.log(`tests: ${passed} passed, ${failed} failed, ${skipped} skipped`);
+  process.exit(code === 0 && failed === 0 ? 0 : 1);
+});

@@ -1,0 +1,104 @@
+// The shared foundation: error catalogue, flag/env config, the standalone store, the CLI's
+// error contract, and the fake API server every Kubernetes-facing test uses.
+import t from "tap";
+import { mkdtempSync, readdirSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import * as k8s from "@kubernetes/client-node";
+import { ERROR_CATALOGUE, TesseraError, formatError, describeChain } from "../agent/common/errors.js";
+import { NODE_FLAGS, OUTPUT_FLAG, parseFlags, resolveNodeConfig, assertSocketPath } from "../agent/common/config.js";
+import { createStandaloneStore } from "../agent/kube/standalone-store.js";
+import { parseKubeSpec } from "../agent/kube/kube-source.js";
+import { main } from "../agent/cli/main.js";
+import { captureIO } from "../agent/cli/io.js";
+import { startFakeApiServer } from "./support/fake-apiserver.js";
+
+t.test("error catalogue: every code formats as one line `code: message`", async (t) => {
+  for (const code of Object.keys(ERROR_CATALOGUE) as (keyof typeof ERROR_CATALOGUE)[]) {
+    t.match(code, /^TESSERA_[A-Z_]+$/, `${code} is a TESSERA_ code`);
+    const line = formatError(new TesseraError(code));
+    t.equal(line, `${code}: ${ERROR_CATALOGUE[code]}`);
+    t.notMatch(line, /\n/, `${code} message is one line`);
+  }
+  const wrapped = new TesseraError("TESSERA_STORE", "cannot write x", { cause: new Error("EACCES") });
+  t.equal(describeChain(wrapped), "cannot write x: EACCES", "causes are kept, not flattened");
+  t.equal(formatError(new Error("boom")), "TESSERA_INTERNAL: boom");
+});
+
+t.test("config: flags beat env, env beats defaults, derived paths match contracts.md", async (t) => {
+  const args = parseFlags(["--kubelet-root", "/k", "-o", "json"], [...NODE_FLAGS, OUTPUT_FLAG], { NODE_NAME: "n1", KUBELET_ROOT: "/ignored", CDI_ROOT: "/cdi" });
+  const cfg = resolveNodeConfig(args);
+  t.equal(cfg.nodeName, "n1");
+  t.equal(cfg.kubeletRoot, "/k");
+  t.equal(cfg.cdiRoot, "/cdi");
+  t.equal(cfg.registrationSocket, "/k/plugins_registry/gpu.tessera.dev-reg.sock");
+  t.equal(cfg.draSocket, "/k/plugins/gpu.tessera.dev/dra.sock");
+  t.equal(cfg.stateDir, "/k/plugins/gpu.tessera.dev");
+  t.equal(cfg.checkpointFile, "/k/plugins/gpu.tessera.dev/checkpoint.json");
+  t.equal(args.values.output, "json");
+  t.throws(() => parseFlags(["--nope"], NODE_FLAGS), { code: "TESSERA_USAGE" });
+  t.throws(() => parseFlags(["--kube"], NODE_FLAGS), { code: "TESSERA_USAGE" });
+  t.throws(() => resolveNodeConfig(parseFlags(["--mig-mode", "x"], NODE_FLAGS, {})), { code: "TESSERA_CONFIG" });
+  t.throws(() => assertSocketPath("/" + "a".repeat(107)), { code: "TESSERA_SOCKET_PATH_TOO_LONG" });
+  t.doesNotThrow(() => assertSocketPath("/" + "a".repeat(106)));
+  t.same(parseKubeSpec("standalone:/tmp/x"), { mode: "standalone", dir: "/tmp/x" });
+  t.same(parseKubeSpec("kubeconfig:/k.yaml"), { mode: "kubeconfig", path: "/k.yaml" });
+  t.throws(() => parseKubeSpec("cluster"), { code: "TESSERA_CONFIG" });
+});
+
+t.test("standalone store: contract layout, atomic writes, no path tricks", async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), "tessera-store-"));
+  const store = createStandaloneStore(dir);
+  await store.putClaim({ apiVersion: "resource.k8s.io/v1", kind: "ResourceClaim", metadata: { name: "c1", namespace: "ns1", uid: "u1" }, spec: {} });
+  t.same(readdirSync(join(dir, "resourceclaims", "ns1")), ["c1.json"], "no temp files left behind");
+  t.equal((await store.getClaim("ns1", "c1"))?.metadata.uid, "u1");
+  t.equal(await store.getClaim("ns1", "missing"), undefined);
+  t.equal((await store.listClaims()).length, 1);
+  await t.rejects(store.getClaim("..", "c1"), { code: "TESSERA_INPUT" });
+  await t.rejects(store.getSlice("../../etc/passwd"), { code: "TESSERA_INPUT" });
+  t.same(await store.listSlices(), []);
+});
+
+t.test("cli: unknown verb is one line on stderr and exit 1", async (t) => {
+  const io = captureIO();
+  t.equal(await main(["frobnicate"], io), 1);
+  t.equal(io.err.join(""), 'TESSERA_USAGE: unknown command "frobnicate"; run `tessera --help`\n');
+});
+
+t.test("fake API server: real client-node against real paths, watch, conflicts, faults", async (t) => {
+  const api = await startFakeApiServer();
+  t.teardown(() => api.close());
+  const dir = mkdtempSync(join(tmpdir(), "tessera-kc-"));
+  await api.writeKubeconfig(join(dir, "kubeconfig"));
+  const kc = new k8s.KubeConfig();
+  kc.loadFromFile(join(dir, "kubeconfig"));
+  const res = kc.makeApiClient(k8s.ResourceV1Api);
+  const created = await res.createResourceSlice({
+    body: { apiVersion: "resource.k8s.io/v1", kind: "ResourceSlice", metadata: { name: "s1" }, spec: { driver: "gpu.tessera.dev", nodeName: "n1", pool: { name: "n1", generation: 1, resourceSliceCount: 1 }, devices: [] } },
+  });
+  t.ok(created.metadata?.uid, "server assigns a uid");
+  const listed = await res.listResourceSlice({ fieldSelector: "spec.nodeName=n1,spec.driver=gpu.tessera.dev" });
+  t.equal(listed.items.length, 1);
+  const none = await res.listResourceSlice({ fieldSelector: "spec.nodeName=n2" });
+  t.equal(none.items.length, 0);
+  const stale = { ...created, metadata: { ...created.metadata, resourceVersion: "1" } };
+  await t.rejects(res.replaceResourceSlice({ name: "s1", body: stale }), /409|Conflict/);
+  api.fault = (r) => (r.verb === "get" ? { status: 500 } : undefined);
+  await t.rejects(res.readResourceSlice({ name: "s1" }), /500|InternalError/);
+  api.fault = undefined;
+  await t.rejects(res.readResourceSlice({ name: "nope" }), /404|NotFound/);
+
+  const events: string[] = [];
+  const watch = new k8s.Watch(kc);
+  let seenDelete!: () => void;
+  const deleted = new Promise<void>((r) => (seenDelete = r));
+  const req = await watch.watch("/apis/resource.k8s.io/v1/resourceslices", {}, (type) => {
+    events.push(type);
+    if (type === "DELETED") seenDelete();
+  }, () => undefined);
+  api.remove("resource.k8s.io", "resourceslices", "s1");
+  await deleted;
+  req.abort();
+  t.same(events, ["DELETED"]);
+  t.ok(api.requests.some((r) => r.verb === "watch" && r.resource === "resourceslices"), "request log records verbs for RBAC checks");
+});
