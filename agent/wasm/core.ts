@@ -37,7 +37,7 @@ export function loadWasmCore(file: string = DEFAULT_WASM_PATH): WasmCore {
   }
   let instance: WebAssembly.Instance;
   try {
-    const mod = new WebAssembly.Module(bytes);
+    const mod = new WebAssembly.Module(new Uint8Array(bytes));
     instance = new WebAssembly.Instance(mod, {
       env: {
         abort(_msg: number, _file: number, line: number, col: number): never {
