@@ -1,12 +1,136 @@
-// Placeholder: implemented by its own issue.
-import { TesseraError } from "../common/errors.js";
+// `tessera diag ping|prepare|unprepare`: kubelet-style calls against a running agent's sockets.
+// ping does what the kubelet does every few seconds: GetInfo on the registration socket and an
+// empty NodePrepareResources on the DRA socket, each with a 1 s deadline.
+import { existsSync } from "node:fs";
+import { NODE_FLAGS, OUTPUT_FLAG, optStr, outputFormat, parseFlags, resolveNodeConfig, type FlagSpec, type NodeConfig } from "../common/config.js";
+import { ERROR_CATALOGUE, TesseraError, type ErrorCode } from "../common/errors.js";
+import { createDraClient, createRegistrationClient, type PluginInfo, type WireDevice } from "../plugin/protos.js";
+import { claimSourceFor } from "./agent.js";
 import type { CliIO } from "./io.js";
-export async function runPing(_argv: string[], _io: CliIO): Promise<number> {
-  throw new TesseraError("TESSERA_USAGE", "not implemented yet");
+
+const PING_DEADLINE_MS = 1000;
+/** The kubelet waits 45 s for NodePrepareResources; diag does the same. */
+const PREPARE_DEADLINE_MS = 45_000;
+const UID_FLAG: FlagSpec = { name: "uid", type: "string", help: "claim UID (unprepare of a claim that no longer exists)" };
+
+function unreachable(socket: string, what: string, err: unknown, deadlineMs = PING_DEADLINE_MS): TesseraError {
+  const detail = (err as { details?: string }).details ?? (err instanceof Error ? err.message : String(err));
+  if (!existsSync(socket)) {
+    return new TesseraError("TESSERA_SOCKET", `${what} socket ${socket} does not exist; is \`tessera agent\` running with the same --kubelet-root?`);
+  }
+  return new TesseraError("TESSERA_SOCKET", `${what} socket ${socket} did not answer within ${deadlineMs / 1000} s (${detail}); check the agent's log`, { cause: err });
 }
-export async function runPrepare(_argv: string[], _io: CliIO): Promise<number> {
-  throw new TesseraError("TESSERA_USAGE", "not implemented yet");
+
+async function timed<T>(fn: () => Promise<T>): Promise<[T, number]> {
+  const t0 = process.hrtime.bigint();
+  const r = await fn();
+  return [r, Number(process.hrtime.bigint() - t0) / 1e6];
 }
-export async function runUnprepare(_argv: string[], _io: CliIO): Promise<number> {
-  throw new TesseraError("TESSERA_USAGE", "not implemented yet");
+
+export async function runPing(argv: string[], io: CliIO): Promise<number> {
+  const args = parseFlags(argv, [...NODE_FLAGS, OUTPUT_FLAG], io.env);
+  const out = outputFormat(args);
+  const config = resolveNodeConfig(args);
+  const reg = createRegistrationClient(config.registrationSocket, { deadlineMs: PING_DEADLINE_MS });
+  let info: PluginInfo;
+  let regMs: number;
+  try {
+    [info, regMs] = await timed(() => reg.getInfo({}));
+  } catch (err) {
+    throw unreachable(config.registrationSocket, "registration", err);
+  } finally {
+    reg.close();
+  }
+  const endpoint = info.endpoint || config.draSocket;
+  const dra = createDraClient(endpoint, "v1", { deadlineMs: PING_DEADLINE_MS });
+  let draMs: number;
+  try {
+    [, draMs] = await timed(() => dra.prepare({ claims: [] }));
+  } catch (err) {
+    throw unreachable(endpoint, "DRA", err);
+  } finally {
+    dra.close();
+  }
+  if (out === "json") {
+    io.stdout(JSON.stringify({ registration: { socket: config.registrationSocket, ms: round(regMs), info }, dra: { socket: endpoint, ms: round(draMs) } }) + "\n");
+  } else {
+    io.stdout(`registration  ${config.registrationSocket}  ok  ${round(regMs)} ms  ${info.type} ${info.name} [${info.supported_versions.join(", ")}]\n`);
+    io.stdout(`dra           ${endpoint}  ok  ${round(draMs)} ms  empty NodePrepareResources answered\n`);
+  }
+  return 0;
+}
+
+const round = (ms: number): number => Math.round(ms * 100) / 100;
+
+function parseRef(positionals: string[], verb: string): { namespace: string; name: string } {
+  const ref = positionals[0];
+  const m = ref === undefined || positionals.length !== 1 ? null : /^([^/]+)\/([^/]+)$/.exec(ref);
+  if (!m) throw new TesseraError("TESSERA_USAGE", `usage: tessera diag ${verb} <namespace>/<name>`);
+  return { namespace: m[1] as string, name: m[2] as string };
+}
+
+async function claimUID(config: NodeConfig, io: CliIO, ref: { namespace: string; name: string }): Promise<string> {
+  const claim = await claimSourceFor(config, io.env).get(ref.namespace, ref.name);
+  const uid = claim.metadata.uid;
+  if (!uid) throw new TesseraError("TESSERA_INPUT", `ResourceClaim ${ref.namespace}/${ref.name} has no metadata.uid`);
+  return uid;
+}
+
+/** An entry error ("CODE: message") becomes the same one-line CLI error. */
+function entryError(text: string): TesseraError {
+  const m = /^(TESSERA_[A-Z_]+): (.*)$/s.exec(text);
+  const code = m && m[1] && m[1] in ERROR_CATALOGUE ? (m[1] as ErrorCode) : "TESSERA_INTERNAL";
+  return new TesseraError(code, m ? (m[2] as string) : text);
+}
+
+export async function runPrepare(argv: string[], io: CliIO): Promise<number> {
+  const args = parseFlags(argv, [...NODE_FLAGS, OUTPUT_FLAG], io.env);
+  const out = outputFormat(args);
+  const config = resolveNodeConfig(args);
+  const ref = parseRef(args.positionals, "prepare");
+  const uid = await claimUID(config, io, ref);
+  const dra = createDraClient(config.draSocket, "v1", { deadlineMs: PREPARE_DEADLINE_MS });
+  let devices: WireDevice[];
+  try {
+    const res = await dra.prepare({ claims: [{ ...ref, uid }] });
+    const entry = res.claims[uid];
+    if (!entry) throw new TesseraError("TESSERA_INTERNAL", `the plugin answered without an entry for claim uid ${uid}`);
+    if (entry.error) throw entryError(entry.error);
+    devices = entry.devices;
+  } catch (err) {
+    if (err instanceof TesseraError) throw err;
+    throw unreachable(config.draSocket, "DRA", err, PREPARE_DEADLINE_MS);
+  } finally {
+    dra.close();
+  }
+  if (out === "json") {
+    io.stdout(JSON.stringify({ claim: `${ref.namespace}/${ref.name}`, uid, devices }) + "\n");
+    return 0;
+  }
+  io.stdout(`claim ${ref.namespace}/${ref.name} (uid ${uid}) prepared\n`);
+  const rows = [["REQUEST", "POOL", "DEVICE", "CDI DEVICE IDS"], ...devices.map((d) => [d.request_names.join(",") || "*", d.pool_name, d.device_name, d.cdi_device_ids.join(" ")])];
+  const widths = [0, 1, 2].map((i) => Math.max(...rows.map((r) => (r[i] ?? "").length)));
+  for (const r of rows) io.stdout(r.map((c, i) => (i < 3 ? c.padEnd(widths[i] ?? 0) : c)).join("  ") + "\n");
+  return 0;
+}
+
+export async function runUnprepare(argv: string[], io: CliIO): Promise<number> {
+  const args = parseFlags(argv, [...NODE_FLAGS, OUTPUT_FLAG, UID_FLAG], io.env);
+  const out = outputFormat(args);
+  const config = resolveNodeConfig(args);
+  const ref = parseRef(args.positionals, "unprepare");
+  const uid = optStr(args, "uid") ?? (await claimUID(config, io, ref));
+  const dra = createDraClient(config.draSocket, "v1", { deadlineMs: PREPARE_DEADLINE_MS });
+  try {
+    const res = await dra.unprepare({ claims: [{ ...ref, uid }] });
+    const error = res.claims[uid]?.error;
+    if (error) throw entryError(error);
+  } catch (err) {
+    if (err instanceof TesseraError) throw err;
+    throw unreachable(config.draSocket, "DRA", err, PREPARE_DEADLINE_MS);
+  } finally {
+    dra.close();
+  }
+  io.stdout(out === "json" ? JSON.stringify({ claim: `${ref.namespace}/${ref.name}`, uid, unprepared: true }) + "\n" : `claim ${ref.namespace}/${ref.name} (uid ${uid}) unprepared\n`);
+  return 0;
 }

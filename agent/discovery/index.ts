@@ -1,17 +1,160 @@
-// Discovery entry point (issue: node discovery). Placeholder with the final signature:
-// `createDiscovery(config).discover()` returns the node's Inventory from nvidia-smi + sysfs or a fixture.
+// Discovery entry point: `createDiscovery(config, deps).discover()` returns the node's Inventory.
+//   --discovery nvidia-smi        runs `nvidia-smi -q -x`, `-L`, `mig -lgi` (no shell, timeout,
+//                                 bounded output) and reads sysfs under --sysfs-root
+//   --discovery fixture:<name|path>  feeds files of fixtures/nodes/<name>/ (or a path) to the same
+//                                 parsers, with the fixture's own sys/ and proc/ trees
+// `-q -x` failing is fatal for one discover() call (the caller keeps its last good inventory, see
+// watcher.ts); `-L` or `mig -lgi` failing only degrades MIG facts and is reported as a condition.
+import { promises as fsp } from "node:fs";
+import * as path from "node:path";
+import { fileURLToPath } from "node:url";
 import type { NodeConfig } from "../common/config.js";
-import { TesseraError } from "../common/errors.js";
-import type { Inventory } from "./model.js";
+import { TesseraError, isTesseraError } from "../common/errors.js";
+import type { Logger } from "../common/log.js";
+import { silentLogger } from "../common/log.js";
+import { assembleInventory } from "./assemble.js";
+import { DEFAULT_EXEC_OPTIONS, execChecked, execFile, type ExecFn, type ExecOptions } from "./exec.js";
+import { systeminformationHostFacts, type HostFactsFn } from "./host.js";
+import type { DiscoveryCondition, HostFacts, Inventory } from "./model.js";
+import { isNoMigMessage, parseListGpus, parseMigLgi, type GpuInstanceRow, type ListedGpu } from "./nvsmi-text.js";
+import { parseNvidiaSmiXml } from "./nvsmi-xml.js";
+import { readMigMinors, readNumaNodes, readPciFacts, realSysFs, type PciFacts, type SysFs } from "./sysfs.js";
 
 export interface Discovery {
   discover(): Promise<Inventory>;
 }
 
-export function createDiscovery(config: NodeConfig): Discovery {
+export interface DiscoveryDeps {
+  exec?: ExecFn;
+  execOptions?: Partial<ExecOptions>;
+  nvidiaSmi?: string; // binary, resolved on PATH by spawn (no shell)
+  fs?: SysFs;
+  procRoot?: string; // default /proc
+  hostFacts?: HostFactsFn;
+  logger?: Logger;
+  fixturesDir?: string; // where fixture:<name> resolves; default <package>/fixtures/nodes
+}
+
+/** <package root>/fixtures/nodes, found from this file (dist/agent/discovery/ or agent/discovery/). */
+export function defaultFixturesDir(): string {
+  let dir = path.dirname(fileURLToPath(import.meta.url));
+  for (let i = 0; i < 5; i++) {
+    if (path.basename(dir) === "dist") return path.join(path.dirname(dir), "fixtures", "nodes");
+    dir = path.dirname(dir);
+  }
+  return path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..", "..", "fixtures", "nodes");
+}
+
+export function resolveFixture(spec: string, fixturesDir: string): string {
+  const nameOrPath = spec.slice("fixture:".length);
+  if (!nameOrPath) throw new TesseraError("TESSERA_CONFIG", "--discovery=fixture: needs a fixture name or path, e.g. fixture:h100-sxm-8x");
+  return /^[a-z0-9][a-z0-9-]*$/.test(nameOrPath) ? path.join(fixturesDir, nameOrPath) : path.resolve(nameOrPath);
+}
+
+async function readOptional(file: string): Promise<string | undefined> {
+  try {
+    return await fsp.readFile(file, "utf8");
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === "ENOENT") return undefined;
+    throw new TesseraError("TESSERA_FIXTURE", `cannot read ${file}`, { cause: err });
+  }
+}
+
+interface Sources {
+  xml: string;
+  xmlSource: string;
+  listed?: ListedGpu[];
+  instances?: GpuInstanceRow[];
+  sysRoot: string;
+  procRoot: string;
+  host: HostFacts;
+  conditions: DiscoveryCondition[];
+}
+
+function condition(err: unknown, what: string): DiscoveryCondition {
+  const code = isTesseraError(err) ? err.code : "TESSERA_DISCOVERY";
+  const msg = err instanceof Error ? err.message : String(err);
+  return { code, message: `${what}: ${msg}` };
+}
+
+async function fromFixture(dir: string): Promise<Sources> {
+  const xml = await readOptional(path.join(dir, "nvidia-smi-q-x.xml"));
+  if (xml === undefined) {
+    throw new TesseraError("TESSERA_FIXTURE", `fixture ${dir} has no nvidia-smi-q-x.xml; names: h100-sxm-8x, a100-80gb-mig, l40s-1x, workstation-2numa-4gpu, or a path`);
+  }
+  const conditions: DiscoveryCondition[] = [];
+  const l = await readOptional(path.join(dir, "nvidia-smi-L.txt"));
+  const lgi = await readOptional(path.join(dir, "nvidia-smi-mig-lgi.txt"));
+  const hostText = await readOptional(path.join(dir, "host.json"));
+  let host: HostFacts = {};
+  if (hostText !== undefined) {
+    try {
+      host = JSON.parse(hostText) as HostFacts;
+    } catch (err) {
+      conditions.push(condition(err, `${dir}/host.json`));
+    }
+  }
+  const src: Sources = { xml, xmlSource: `fixture ${path.basename(dir)}/nvidia-smi-q-x.xml`, sysRoot: path.join(dir, "sys"), procRoot: path.join(dir, "proc"), host, conditions };
+  if (l !== undefined) src.listed = parseListGpus(l);
+  if (lgi !== undefined) src.instances = parseMigLgi(lgi);
+  return src;
+}
+
+async function fromNvidiaSmi(config: NodeConfig, deps: DiscoveryDeps): Promise<Sources> {
+  const exec = deps.exec ?? execFile;
+  const opts: ExecOptions = { ...DEFAULT_EXEC_OPTIONS, ...deps.execOptions };
+  const bin = deps.nvidiaSmi ?? "nvidia-smi";
+  const xml = await execChecked(exec, bin, ["-q", "-x"], opts); // fatal on failure: no GPUs without it
+  const conditions: DiscoveryCondition[] = [];
+  const src: Sources = { xml, xmlSource: `${bin} -q -x`, sysRoot: config.sysfsRoot, procRoot: deps.procRoot ?? "/proc", host: {}, conditions };
+  try {
+    src.listed = parseListGpus(await execChecked(exec, bin, ["-L"], opts));
+  } catch (err) {
+    conditions.push(condition(err, `${bin} -L (MIG UUIDs unknown)`));
+  }
+  try {
+    const r = await exec(bin, ["mig", "-lgi"], opts);
+    if (r.code === 0 || isNoMigMessage(r.stdout + r.stderr)) src.instances = parseMigLgi(r.stdout);
+    else conditions.push({ code: "TESSERA_DISCOVERY", message: `${bin} mig -lgi exited with ${r.code}: ${(r.stderr || r.stdout).trim().split("\n")[0] ?? ""}` });
+  } catch (err) {
+    conditions.push(condition(err, `${bin} mig -lgi (MIG placements unknown)`));
+  }
+  try {
+    src.host = await (deps.hostFacts ?? systeminformationHostFacts())();
+  } catch (err) {
+    conditions.push(condition(err, "host facts"));
+  }
+  return src;
+}
+
+export function createDiscovery(config: NodeConfig, deps: DiscoveryDeps = {}): Discovery {
+  const fs = deps.fs ?? realSysFs;
+  const logger = deps.logger ?? silentLogger;
   return {
     async discover(): Promise<Inventory> {
-      throw new TesseraError("TESSERA_DISCOVERY", `discovery ${config.discovery} is not implemented yet`);
+      const fixture = config.discovery.startsWith("fixture:");
+      if (!fixture && config.discovery !== "nvidia-smi") {
+        throw new TesseraError("TESSERA_CONFIG", `--discovery=${config.discovery}: expected nvidia-smi or fixture:<name-or-path>`);
+      }
+      const src = fixture ? await fromFixture(resolveFixture(config.discovery, deps.fixturesDir ?? defaultFixturesDir())) : await fromNvidiaSmi(config, deps);
+      const xml = parseNvidiaSmiXml(src.xml, src.xmlSource);
+      // An explicit --sysfs-root other than the default wins over a fixture's own tree.
+      const sysRoot = fixture && config.sysfsRoot === "/sys" ? src.sysRoot : config.sysfsRoot;
+      const pci = new Map<string, PciFacts>();
+      for (const g of xml.gpus) pci.set(g.pciBusId, await readPciFacts(fs, sysRoot, g.pciBusId));
+      const inv = assembleInventory({
+        nodeName: config.nodeName,
+        xml,
+        ...(src.listed !== undefined ? { listed: src.listed } : {}),
+        ...(src.instances !== undefined ? { instances: src.instances } : {}),
+        pci,
+        numaNodes: await readNumaNodes(fs, sysRoot),
+        migMinors: await readMigMinors(fs, src.procRoot),
+        host: src.host,
+        conditions: src.conditions,
+      });
+      for (const c of inv.conditions ?? []) logger.warn("discovery condition", { code: c.code, detail: c.message });
+      return inv;
     },
   };
 }

@@ -52,6 +52,14 @@ export interface Gpu {
   memoryBytes: number;
   migMode: "enabled" | "disabled" | "unsupported";
   migDevices: MigDevice[];
+  pciDeviceId?: string; // "0x233010DE" (added by discovery: selects the MIG profile table)
+  localCpuList?: string; // sysfs local_cpulist of the GPU's PCI device
+}
+
+/** A degraded or failed discovery step, shown by diag and logged (e.g. `nvidia-smi -L` failed). */
+export interface DiscoveryCondition {
+  code: string; // a TESSERA_ error code
+  message: string;
 }
 
 export interface Inventory {
@@ -62,6 +70,8 @@ export interface Inventory {
   pcieRoots: string[];
   gpus: Gpu[];
   host: HostFacts;
+  /** Steps that failed or were partial; empty/absent when discovery was clean. */
+  conditions?: DiscoveryCondition[];
 }
 
 export function gpuDeviceName(minor: number): string {

@@ -1,0 +1,145 @@
+// The checkpoint (<state-dir>/checkpoint.json): which claims this node has prepared, with their
+// devices and CDI IDs, so prepare is idempotent and unprepare works after the claim is gone.
+// Versioned and checksummed; every write atomic (temp, fsync, rename, dir fsync) and writes
+// are serialized with group commit so a slow fsync never lets an older snapshot win.
+// A corrupt or unknown-version file is moved aside, never crash-looped on.
+import { createHash } from "node:crypto";
+import { promises as fsp } from "node:fs";
+import * as path from "node:path";
+import { writeFileAtomic } from "../common/atomic-file.js";
+import type { Logger } from "../common/log.js";
+import type { PreparedDevice } from "./prepared.js";
+
+export const CHECKPOINT_VERSION = 1;
+
+export type ClaimState = "PrepareStarted" | "PrepareCompleted";
+
+export interface ClaimEntry {
+  state: ClaimState;
+  namespace: string;
+  name: string;
+  devices: PreparedDevice[];
+  /** Set when rebuilt from a CDI spec after checkpoint loss: devices are partial. */
+  rebuilt?: boolean;
+}
+
+export interface CheckpointData {
+  bootId: string;
+  claims: Record<string, ClaimEntry>;
+}
+
+interface CheckpointFile {
+  version: number;
+  checksum: string;
+  data: CheckpointData;
+}
+
+export function checksum(data: CheckpointData): string {
+  return "sha256:" + createHash("sha256").update(JSON.stringify(data)).digest("hex");
+}
+
+export function encodeCheckpoint(data: CheckpointData): string {
+  const file: CheckpointFile = { version: CHECKPOINT_VERSION, checksum: checksum(data), data };
+  return JSON.stringify(file, null, 1) + "\n";
+}
+
+/** Parses and verifies; returns the reason when the file cannot be trusted. */
+export function decodeCheckpoint(text: string): { ok: true; data: CheckpointData } | { ok: false; reason: string } {
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(text);
+  } catch {
+    return { ok: false, reason: "not valid JSON (truncated or overwritten)" };
+  }
+  const f = parsed as Partial<CheckpointFile> | null;
+  if (!f || typeof f !== "object") return { ok: false, reason: "not a JSON object" };
+  if (f.version !== CHECKPOINT_VERSION) return { ok: false, reason: `unknown version ${JSON.stringify(f.version)} (this agent reads ${CHECKPOINT_VERSION})` };
+  const d = f.data;
+  if (!d || typeof d !== "object" || typeof d.bootId !== "string" || !d.claims || typeof d.claims !== "object") {
+    return { ok: false, reason: "missing data.bootId or data.claims" };
+  }
+  if (f.checksum !== checksum(d)) return { ok: false, reason: "checksum mismatch" };
+  return { ok: true, data: d };
+}
+
+export type LoadResult =
+  | { kind: "fresh"; data: CheckpointData }
+  | { kind: "loaded"; data: CheckpointData; rebooted: boolean; previousBootId: string }
+  | { kind: "moved-aside"; data: CheckpointData; reason: string; movedTo: string };
+
+export interface Checkpoint {
+  readonly file: string;
+  readonly data: CheckpointData;
+  get(uid: string): ClaimEntry | undefined;
+  set(uid: string, entry: ClaimEntry): void;
+  delete(uid: string): void;
+  entries(): [string, ClaimEntry][];
+  /** Persists the current in-memory state; resolves when a write that includes it is durable. */
+  save(): Promise<void>;
+  /** Waits for any write in flight (shutdown). */
+  flush(): Promise<void>;
+}
+
+export interface CheckpointDeps {
+  bootId: string;
+  log: Logger;
+  now?: () => Date;
+}
+
+/** Reads the checkpoint, moving a bad one aside. Never throws for file content problems. */
+export async function loadCheckpoint(file: string, deps: CheckpointDeps): Promise<{ checkpoint: Checkpoint; result: LoadResult }> {
+  await fsp.mkdir(path.dirname(file), { recursive: true, mode: 0o750 });
+  const text = await fsp.readFile(file, "utf8").catch((err: NodeJS.ErrnoException) => {
+    if (err.code === "ENOENT") return undefined;
+    throw err;
+  });
+  let result: LoadResult;
+  if (text === undefined) {
+    result = { kind: "fresh", data: { bootId: deps.bootId, claims: {} } };
+  } else {
+    const decoded = decodeCheckpoint(text);
+    if (decoded.ok) {
+      const previousBootId = decoded.data.bootId;
+      result = { kind: "loaded", data: { bootId: deps.bootId, claims: decoded.data.claims }, rebooted: previousBootId !== deps.bootId, previousBootId };
+    } else {
+      const stamp = (deps.now ?? (() => new Date()))().toISOString().replace(/[:.]/g, "-");
+      const movedTo = `${file}.bad-${stamp}`;
+      await fsp.rename(file, movedTo);
+      deps.log.error("checkpoint unusable, moved aside; rebuilding from CDI specs", { file, movedTo, reason: decoded.reason });
+      result = { kind: "moved-aside", data: { bootId: deps.bootId, claims: {} }, reason: decoded.reason, movedTo };
+    }
+  }
+  return { checkpoint: createCheckpoint(file, result.data), result };
+}
+
+function createCheckpoint(file: string, data: CheckpointData): Checkpoint {
+  let inFlight: Promise<void> = Promise.resolve();
+  let queued: Promise<void> | undefined;
+  const write = (): Promise<void> => writeFileAtomic(file, encodeCheckpoint(data), 0o600);
+  return {
+    file,
+    data,
+    get: (uid) => data.claims[uid],
+    set: (uid, entry) => void (data.claims[uid] = entry),
+    delete: (uid) => void delete data.claims[uid],
+    entries: () => Object.entries(data.claims),
+    save() {
+      // Group commit: callers arriving while a write is in flight share the next write, whose
+      // snapshot is taken when it starts and so contains all their changes.
+      if (queued) return queued;
+      const next = inFlight.catch(() => undefined).then(() => {
+        queued = undefined;
+        return write();
+      });
+      queued = next;
+      inFlight = next;
+      return next;
+    },
+    flush: () => inFlight.catch(() => undefined),
+  };
+}
+
+/** The kernel's boot id; a change means the node rebooted (and /var/run/cdi was emptied). */
+export async function readBootId(file = "/proc/sys/kernel/random/boot_id"): Promise<string> {
+  return (await fsp.readFile(file, "utf8").catch(() => "unknown")).trim();
+}

@@ -1,0 +1,127 @@
+// The pure core of prepare: ResourceClaim + this node's device facts -> the devices the kubelet
+// gets back and the facts the CDI spec is written from. No I/O; serves first prepare,
+// re-prepare and restore-after-restart alike.
+import { TesseraError } from "../common/errors.js";
+import type { DeviceFacts } from "../discovery/model.js";
+import type { ResourceClaim } from "../kube/types.js";
+
+export const CDI_VENDOR = "k8s.gpu.tessera.dev";
+export const CDI_CLASS = "claim";
+export const CDI_KIND = `${CDI_VENDOR}/${CDI_CLASS}`;
+export const TOOLKIT_KIND = "nvidia.com/gpu";
+
+/** One allocated device as prepared: what goes on the wire plus what the CDI spec needs. */
+export interface PreparedDevice {
+  requestNames: string[];
+  poolName: string;
+  deviceName: string;
+  /** Present only when the allocation result has shareID. */
+  shareID?: string;
+  adminAccess?: boolean;
+  cdiDeviceIds: string[];
+  kind: "gpu" | "mig";
+  uuid: string;
+  gpuMinor: number;
+  deviceNodes: string[];
+  /** Opaque parameters of our driver that apply to this device, in claim order. */
+  configs?: unknown[];
+}
+
+export interface PreparedClaim {
+  uid: string;
+  namespace: string;
+  name: string;
+  devices: PreparedDevice[];
+}
+
+// Kubernetes UIDs are RFC 4122 strings; we accept the general lower-case hex-and-dash shape and
+// nothing else, so a UID can never carry "/", "..", or NUL into a file name.
+const UID_RE = /^[0-9a-fA-F][0-9a-fA-F-]{0,62}[0-9a-fA-F]$/;
+
+export function assertClaimUID(uid: string): void {
+  if (!UID_RE.test(uid)) {
+    throw new TesseraError("TESSERA_CLAIM_INVALID_UID", `claim UID ${JSON.stringify(uid.slice(0, 80))} is not a Kubernetes UID (hex digits and '-'); it cannot name a CDI spec file`);
+  }
+}
+
+export function cdiDeviceName(claimUID: string, deviceName: string): string {
+  return `${claimUID}-${deviceName}`;
+}
+
+export function claimRef(c: { namespace: string; name: string; uid: string }): string {
+  // Entries rebuilt from CDI specs do not know namespace and name.
+  const nn = c.name ? `${c.namespace}/${c.name} ` : "";
+  return `${nn}(uid ${c.uid})`;
+}
+
+export interface ComputeOptions {
+  /** UUIDs for which an NVIDIA Container Toolkit spec defines nvidia.com/gpu=<uuid>. */
+  toolkitUUIDs?: ReadonlySet<string>;
+}
+
+/** The object read from the API is the one the kubelet asked for (same UID). */
+export function assertSameClaim(claim: ResourceClaim, want: { uid: string; namespace: string; name: string }): void {
+  if (claim.metadata.uid !== want.uid) {
+    throw new TesseraError("TESSERA_CLAIM_UID_MISMATCH", `ResourceClaim ${claimRef(want)}: the stored object has uid ${claim.metadata.uid ?? "(none)"}; the claim was replaced, the kubelet will retry with the new one`);
+  }
+}
+
+/**
+ * Maps every allocation result of `driverName` to a prepared device. Throws TesseraError (not
+ * allocated, unknown device); the caller puts the message into that claim's response entry.
+ */
+export function computePrepared(
+  claim: ResourceClaim,
+  devices: ReadonlyMap<string, DeviceFacts>,
+  driverName: string,
+  opts: ComputeOptions = {},
+): PreparedClaim {
+  const want = { uid: claim.metadata.uid ?? "", namespace: claim.metadata.namespace ?? "", name: claim.metadata.name ?? "" };
+  const ref = claimRef(want);
+  const allocation = claim.status?.allocation;
+  if (!allocation) {
+    throw new TesseraError("TESSERA_CLAIM_NOT_ALLOCATED", `ResourceClaim ${ref} is not allocated (no status.allocation); allocate it first (scheduler or \`tessera claims apply\`)`);
+  }
+  const results = (allocation.devices?.results ?? []).filter((r) => r.driver === driverName);
+  const configs = (allocation.devices?.config ?? []).filter((c) => c.opaque?.driver === driverName);
+  const out: PreparedDevice[] = [];
+  for (const r of results) {
+    const facts = devices.get(r.device);
+    if (!facts) {
+      throw new TesseraError("TESSERA_DEVICE_UNKNOWN", `ResourceClaim ${ref}: allocated device ${r.pool}/${r.device} is not on this node; check discovery (\`tessera diag topology\`)`);
+    }
+    const baseRequest = r.request.split("/")[0] ?? r.request;
+    const applicable = configs
+      .filter((c) => !c.requests || c.requests.length === 0 || c.requests.includes(r.request) || c.requests.includes(baseRequest))
+      .map((c) => c.opaque?.parameters);
+    const ids = [`${CDI_KIND}=${cdiDeviceName(want.uid, r.device)}`];
+    if (opts.toolkitUUIDs?.has(facts.uuid)) ids.push(`${TOOLKIT_KIND}=${facts.uuid}`);
+    const d: PreparedDevice = {
+      requestNames: [baseRequest],
+      poolName: r.pool,
+      deviceName: r.device,
+      cdiDeviceIds: ids,
+      kind: facts.kind,
+      uuid: facts.uuid,
+      gpuMinor: facts.gpuMinor,
+      deviceNodes: [...facts.deviceNodes],
+    };
+    if (r.shareID !== undefined) d.shareID = r.shareID;
+    if (r.adminAccess) d.adminAccess = true;
+    if (applicable.length > 0) d.configs = applicable;
+    out.push(d);
+  }
+  return { uid: want.uid, namespace: want.namespace, name: want.name, devices: out };
+}
+
+/** Two prepared devices use the same hardware: same device, or a MIG slice of a whole GPU. */
+export function overlaps(a: PreparedDevice, b: PreparedDevice): boolean {
+  if (a.poolName === b.poolName && a.deviceName === b.deviceName) return true;
+  if (a.kind !== b.kind && a.gpuMinor === b.gpuMinor) return true;
+  return false;
+}
+
+/** Sharing is allowed when both sides were allocated as shared (shareID) or for admin access. */
+export function exclusive(d: PreparedDevice): boolean {
+  return d.shareID === undefined && !d.adminAccess;
+}

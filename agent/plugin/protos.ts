@@ -1,0 +1,155 @@
+// The kubelet's wire contracts: loads protos/*.proto with @grpc/proto-loader (keepCase, so field
+// names are exactly the upstream snake_case ones) and exposes typed service definitions. The one
+// place that knows where the .proto files live and how they are decoded.
+import { existsSync } from "node:fs";
+import * as path from "node:path";
+import { fileURLToPath } from "node:url";
+import * as grpc from "@grpc/grpc-js";
+import * as protoLoader from "@grpc/proto-loader";
+
+export const DRA_V1_SERVICE = "k8s.io.kubelet.pkg.apis.dra.v1.DRAPlugin";
+export const DRA_V1BETA1_SERVICE = "k8s.io.kubelet.pkg.apis.dra.v1beta1.DRAPlugin";
+export const REGISTRATION_SERVICE = "pluginregistration.Registration";
+
+// ---- wire message shapes (snake_case as on the wire) -------------------------------------------
+
+export interface WireClaim {
+  namespace: string;
+  uid: string;
+  name: string;
+}
+export interface WireDevice {
+  request_names: string[];
+  pool_name: string;
+  device_name: string;
+  cdi_device_ids: string[];
+  /** v1 only; the key is absent when the allocation has no shareID. */
+  share_id?: string;
+}
+export interface WirePrepareResponse {
+  devices: WireDevice[];
+  error: string;
+}
+export interface NodePrepareResourcesRequest {
+  claims: WireClaim[];
+}
+export interface NodePrepareResourcesResponse {
+  claims: Record<string, WirePrepareResponse>;
+}
+export interface NodeUnprepareResourcesRequest {
+  claims: WireClaim[];
+}
+export interface NodeUnprepareResourcesResponse {
+  claims: Record<string, { error: string }>;
+}
+export interface PluginInfo {
+  type: string;
+  name: string;
+  endpoint: string;
+  supported_versions: string[];
+}
+export interface RegistrationStatus {
+  plugin_registered: boolean;
+  error: string;
+}
+
+/** Finds <repo>/protos from dist/agent/plugin or agent/plugin alike. */
+export function protosDir(): string {
+  let dir = path.dirname(fileURLToPath(import.meta.url));
+  for (let i = 0; i < 6; i++) {
+    const candidate = path.join(dir, "protos");
+    if (existsSync(path.join(candidate, "pluginregistration.proto"))) return candidate;
+    dir = path.dirname(dir);
+  }
+  throw new Error("protos/ directory not found next to the installed package");
+}
+
+export const PROTO_FILES = { registration: "pluginregistration.proto", v1: "dra-v1.proto", v1beta1: "dra-v1beta1.proto" } as const;
+
+/**
+ * Server side decodes with defaults (missing repeated fields become []). `defaults: false` is for
+ * clients that must see which keys were really on the wire (share_id presence).
+ */
+export function loadProto(file: string, opts: { defaults?: boolean } = {}): protoLoader.PackageDefinition {
+  return protoLoader.loadSync(path.join(protosDir(), file), {
+    keepCase: true,
+    longs: String,
+    enums: String,
+    defaults: opts.defaults ?? true,
+    arrays: true,
+    oneofs: false, // no virtual "_share_id" keys in decoded messages
+  });
+}
+
+export interface KubeletProtos {
+  registration: grpc.ServiceDefinition;
+  v1: grpc.ServiceDefinition;
+  v1beta1: grpc.ServiceDefinition;
+  /** The raw package definitions (for clients and the field-number test). */
+  packages: Record<keyof typeof PROTO_FILES, protoLoader.PackageDefinition>;
+}
+
+function service(pkg: protoLoader.PackageDefinition, name: string): grpc.ServiceDefinition {
+  const def = pkg[name];
+  if (!def || !("NodePrepareResources" in def || "GetInfo" in def)) throw new Error(`service ${name} missing from protos`);
+  return def as grpc.ServiceDefinition;
+}
+
+export function loadKubeletProtos(opts: { defaults?: boolean } = {}): KubeletProtos {
+  const packages = {
+    registration: loadProto(PROTO_FILES.registration, opts),
+    v1: loadProto(PROTO_FILES.v1, opts),
+    v1beta1: loadProto(PROTO_FILES.v1beta1, opts),
+  };
+  return {
+    packages,
+    registration: service(packages.registration, REGISTRATION_SERVICE),
+    v1: service(packages.v1, DRA_V1_SERVICE),
+    v1beta1: service(packages.v1beta1, DRA_V1BETA1_SERVICE),
+  };
+}
+
+// ---- a minimal client, used by `diag`, the bench and the tests (acting as the kubelet) ----------
+
+type Unary<Req, Res> = (req: Req, deadlineMs?: number) => Promise<Res>;
+
+export interface DraClient {
+  prepare: Unary<NodePrepareResourcesRequest, NodePrepareResourcesResponse>;
+  unprepare: Unary<NodeUnprepareResourcesRequest, NodeUnprepareResourcesResponse>;
+  close(): void;
+}
+export interface RegistrationClient {
+  getInfo: Unary<Record<string, never>, PluginInfo>;
+  notify: Unary<RegistrationStatus, Record<string, never>>;
+  close(): void;
+}
+
+function unary<Req, Res>(client: grpc.Client, method: string, defaultDeadlineMs: number): Unary<Req, Res> {
+  type Call = (req: Req, opts: grpc.CallOptions, cb: (err: grpc.ServiceError | null, res: Res) => void) => void;
+  const fn = (client as unknown as Record<string, Call | undefined>)[method];
+  if (typeof fn !== "function") throw new Error(`gRPC method ${method} missing`);
+  return (req, deadlineMs = defaultDeadlineMs) =>
+    new Promise<Res>((resolve, reject) => {
+      fn.call(client, req, { deadline: Date.now() + deadlineMs }, (err, res) => (err ? reject(err) : resolve(res)));
+    });
+}
+
+export function createDraClient(socket: string, version: "v1" | "v1beta1" = "v1", opts: { defaults?: boolean; deadlineMs?: number } = {}): DraClient {
+  const def = loadKubeletProtos(opts)[version];
+  const Ctor = grpc.makeGenericClientConstructor(def, `DRAPlugin${version}`);
+  const client = new Ctor(`unix:${socket}`, grpc.credentials.createInsecure());
+  const d = opts.deadlineMs ?? 10_000;
+  return {
+    prepare: unary(client, "NodePrepareResources", d),
+    unprepare: unary(client, "NodeUnprepareResources", d),
+    close: () => client.close(),
+  };
+}
+
+export function createRegistrationClient(socket: string, opts: { deadlineMs?: number } = {}): RegistrationClient {
+  const def = loadKubeletProtos().registration;
+  const Ctor = grpc.makeGenericClientConstructor(def, "Registration");
+  const client = new Ctor(`unix:${socket}`, grpc.credentials.createInsecure());
+  const d = opts.deadlineMs ?? 10_000;
+  return { getInfo: unary(client, "GetInfo", d), notify: unary(client, "NotifyRegistrationStatus", d), close: () => client.close() };
+}

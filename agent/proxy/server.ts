@@ -1,0 +1,282 @@
+// `tessera proxy` in-process: an HTTP/1.1 server that routes OpenAI completions and chat requests
+// by prompt prefix (WASM router) and load (scraped vLLM metrics + our in-flight counts), streams
+// answers chunk by chunk through undici keep-alive pools, and propagates client aborts. Other
+// paths pass through to the least busy ready endpoint. No request can crash the process: every
+// failure becomes an HTTP answer or a closed connection.
+import * as http from "node:http";
+import { pipeline } from "node:stream/promises";
+import { performance } from "node:perf_hooks";
+import type { AddressInfo } from "node:net";
+import { isTesseraError, TesseraError } from "../common/errors.js";
+import { silentLogger, type Logger } from "../common/log.js";
+import { createWasmPrefixRouter, type WasmPrefixRouter } from "../routing/wasm-router.js";
+import type { RouterConfigInput } from "../routing/config.js";
+import { routedRequest } from "../routing/prompt.js";
+import type { EndpointState } from "../routing/types.js";
+import { createEndpointTable, type Endpoint, type EndpointTable } from "./endpoints.js";
+import { createProxyMetrics, type ProxyMetrics } from "./proxy-metrics.js";
+import { DESTINATION_HEADER, downstreamHeaders, isConnectFailure, readBody, sendError, upstreamHeaders } from "./http-util.js";
+
+/** Where endpoint URLs come from (static list, InferencePool watch); calls onChange with the full set. */
+export interface EndpointSource {
+  start(onChange: (urls: string[]) => void): Promise<void>;
+  stop(): Promise<void>;
+}
+
+export interface ProxyOptions {
+  listen: string; // "host:port"; port 0 picks a free one
+  endpoints?: readonly string[];
+  source?: EndpointSource;
+  router?: RouterConfigInput;
+  scrapeIntervalMs?: number; // default 50
+  scrapeTimeoutMs?: number; // default 1000
+  maxBodyBytes?: number; // default 8 MiB
+  trustEndpointHeader?: boolean; // default false
+  requestTimeoutMs?: number; // whole client request must arrive within (default 30 s)
+  headersTimeoutMs?: number; // client request headers within (default 10 s)
+  upstreamHeadersTimeoutMs?: number; // backend's first header within (default 300 s: queues can be long)
+  upstreamBodyTimeoutMs?: number; // between two backend chunks (default 300 s)
+  connectTimeoutMs?: number; // default 2 s
+  connections?: number; // keep-alive connections per endpoint (default 256)
+  retryAfterSeconds?: number; // on 429 (default 1)
+  log?: Logger;
+}
+
+export interface RunningProxy {
+  url: string;
+  router: WasmPrefixRouter;
+  metrics: ProxyMetrics;
+  endpoints: EndpointTable;
+  stop(): Promise<void>;
+}
+
+type Routed = "completions" | "chat";
+
+function parseListen(listen: string): { host: string; port: number } {
+  const m = /^(.*):(\d+)$/.exec(listen);
+  const port = m ? Number(m[2]) : NaN;
+  if (!m || !(port >= 0 && port <= 65535)) throw new TesseraError("TESSERA_CONFIG", `--listen=${listen}: expected <host>:<port>, e.g. 0.0.0.0:8080`);
+  return { host: (m[1] as string).replace(/^\[|\]$/g, "") || "0.0.0.0", port };
+}
+
+export async function startProxy(opts: ProxyOptions): Promise<RunningProxy> {
+  const log = opts.log ?? silentLogger;
+  const { host, port } = parseListen(opts.listen);
+  const maxBody = opts.maxBodyBytes ?? 8 * 1024 * 1024;
+  const retryAfter = String(opts.retryAfterSeconds ?? 1);
+  const router = createWasmPrefixRouter(opts.router ?? {});
+  let endpoints!: EndpointTable;
+  const metrics = createProxyMetrics(() => endpoints.states(), (id) => router.indexedBlocks(id));
+  endpoints = createEndpointTable({
+    scrapeIntervalMs: opts.scrapeIntervalMs ?? 50,
+    scrapeTimeoutMs: opts.scrapeTimeoutMs ?? 1000,
+    connections: opts.connections ?? 256,
+    upstreamHeadersTimeoutMs: opts.upstreamHeadersTimeoutMs ?? 300_000,
+    upstreamBodyTimeoutMs: opts.upstreamBodyTimeoutMs ?? 300_000,
+    connectTimeoutMs: opts.connectTimeoutMs ?? 2000,
+    blockSizeBytes: router.config.blockSize,
+    log,
+    onAdded: (id) => router.addEndpoint(id),
+    onRemoved: (id) => router.removeEndpoint(id),
+    onCapacity: (id, blocks) => router.setCapacity(id, blocks),
+  });
+
+  const count = (path: string, code: number): void => metrics.requests.inc({ path, code: String(code) });
+
+  /** Forwards to `ep`; on a connection failure before any byte, once more to the next best. */
+  async function forward(req: http.IncomingMessage, res: http.ServerResponse, ep: Endpoint, path: string, body: Buffer | http.IncomingMessage, t0: number, retry: (() => Endpoint | undefined) | undefined): Promise<void> {
+    const ac = new AbortController();
+    let clientGone = false;
+    const onClose = (): void => {
+      if (res.writableFinished) return;
+      clientGone = true;
+      ac.abort();
+    };
+    res.on("close", onClose);
+    ep.state.inFlight++;
+    try {
+      const headers = upstreamHeaders(req.headers);
+      if (Buffer.isBuffer(body)) headers["content-length"] = String(body.length);
+      const pending = ep.pool.request({ path: req.url ?? path, method: req.method as "POST", headers, body: req.method === "GET" || req.method === "HEAD" ? null : body, signal: ac.signal });
+      metrics.addedLatency.observe((performance.now() - t0) / 1000);
+      const up = await pending;
+      res.writeHead(up.statusCode, downstreamHeaders(up.headers, ep.state.id));
+      res.flushHeaders();
+      await pipeline(up.body, res);
+      count(path, up.statusCode);
+    } catch (err) {
+      if (clientGone) {
+        metrics.aborts.inc();
+        count(path, 499);
+        return;
+      }
+      if (!res.headersSent && retry && isConnectFailure(err)) {
+        ep.state.ready = false; // until its next successful scrape
+        const next = retry();
+        if (next) {
+          metrics.retries.inc();
+          log.warn("connection failed; retrying on the next best endpoint", { endpoint: ep.state.id, next: next.state.id });
+          res.off("close", onClose);
+          await forward(req, res, next, path, body, t0, undefined);
+          return;
+        }
+      }
+      log.warn("upstream failed", { endpoint: ep.state.id, error: err instanceof Error ? err.message : String(err) });
+      count(path, 502);
+      sendError(res, 502, "TESSERA_UPSTREAM", `endpoint ${ep.state.id}: ${err instanceof Error ? err.message : String(err)}`);
+    } finally {
+      ep.state.inFlight--;
+      res.off("close", onClose);
+    }
+  }
+
+  const ready = (): EndpointState[] => endpoints.states().filter((s) => s.ready);
+
+  async function handleRouted(req: http.IncomingMessage, res: http.ServerResponse, kind: Routed, path: string): Promise<void> {
+    const got = await readBody(req, maxBody);
+    if (got.kind === "aborted") return;
+    if (got.kind === "too-large") {
+      count(path, 413);
+      return sendError(res, 413, "TESSERA_BODY_TOO_LARGE", `request body over ${maxBody} bytes; raise --max-body-bytes or send less`, {}, true);
+    }
+    const t0 = performance.now();
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(got.body.toString("utf8"));
+    } catch (err) {
+      count(path, 400);
+      return sendError(res, 400, "TESSERA_BAD_REQUEST", `invalid JSON: ${err instanceof Error ? err.message : String(err)}`);
+    }
+    const rr = routedRequest(kind, parsed);
+    if (!rr) {
+      count(path, 400);
+      return sendError(res, 400, "TESSERA_BAD_REQUEST", kind === "chat" ? "expected a JSON object with a messages array" : "expected a JSON object with a prompt");
+    }
+    const pinned = opts.trustEndpointHeader ? req.headers[DESTINATION_HEADER] : undefined;
+    const states = endpoints.states();
+    if (typeof pinned === "string") {
+      const ep = endpoints.byId.get(pinned.trim());
+      if (!ep || !ep.state.ready) {
+        count(path, 503);
+        return sendError(res, 503, "TESSERA_NO_ENDPOINT", `endpoint ${pinned} named by ${DESTINATION_HEADER} is not a ready endpoint`);
+      }
+      metrics.decisions.inc({ reason: "header" });
+      return forward(req, res, ep, path, got.body, t0, undefined);
+    }
+    let chosen: Endpoint | undefined;
+    try {
+      const d = router.route(rr.prompt, rr.model, states, rr.salt);
+      metrics.decisions.inc({ reason: d.reason });
+      metrics.prefixHitBlocks.inc(d.matchedBlocks);
+      metrics.promptBlocks.inc(d.totalBlocks);
+      chosen = endpoints.byId.get(d.endpoint);
+    } catch (err) {
+      if (isTesseraError(err) && err.code === "TESSERA_SATURATED") {
+        count(path, 429);
+        return sendError(res, 429, "TESSERA_SATURATED", undefined, { "retry-after": retryAfter });
+      }
+      if (isTesseraError(err) && err.code === "TESSERA_NO_ENDPOINT") {
+        count(path, 503);
+        return sendError(res, 503, "TESSERA_NO_ENDPOINT");
+      }
+      throw err;
+    }
+    if (!chosen) {
+      count(path, 503);
+      return sendError(res, 503, "TESSERA_NO_ENDPOINT");
+    }
+    const first = chosen;
+    const retry = (): Endpoint | undefined => {
+      const others = endpoints.states().filter((s) => s.id !== first.state.id);
+      try {
+        return endpoints.byId.get(router.route(rr.prompt, rr.model, others, rr.salt).endpoint);
+      } catch {
+        return undefined;
+      }
+    };
+    await forward(req, res, chosen, path, got.body, t0, retry);
+  }
+
+  async function handlePassthrough(req: http.IncomingMessage, res: http.ServerResponse, path: string): Promise<void> {
+    let best: Endpoint | undefined;
+    for (const s of ready()) {
+      const ep = endpoints.byId.get(s.id);
+      if (ep && (!best || s.inFlight < best.state.inFlight)) best = ep;
+    }
+    if (!best) {
+      count("other", 503);
+      return sendError(res, 503, "TESSERA_NO_ENDPOINT");
+    }
+    await forward(req, res, best, "other", req, performance.now(), undefined);
+  }
+
+  async function handle(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
+    const path = (req.url ?? "/").split("?")[0] ?? "/";
+    if (req.method === "GET" && path === "/healthz") {
+      const n = ready().length;
+      res.writeHead(n > 0 ? 200 : 503, { "content-type": "text/plain" }).end(n > 0 ? `ok: ${n} ready endpoints\n` : "no ready endpoint\n");
+      return;
+    }
+    if (req.method === "GET" && path === "/metrics") {
+      const text = await metrics.registry.metrics();
+      res.writeHead(200, { "content-type": metrics.registry.contentType }).end(text);
+      return;
+    }
+    const kind: Routed | undefined = req.method !== "POST" ? undefined : path === "/v1/completions" ? "completions" : path === "/v1/chat/completions" ? "chat" : undefined;
+    if (kind) await handleRouted(req, res, kind, path);
+    else await handlePassthrough(req, res, path);
+  }
+
+  const requestTimeout = opts.requestTimeoutMs ?? 30_000;
+  const server = http.createServer({
+    requestTimeout,
+    headersTimeout: Math.min(opts.headersTimeoutMs ?? 10_000, requestTimeout),
+    connectionsCheckingInterval: Math.max(100, Math.min(1000, Math.floor(requestTimeout / 2))),
+    keepAliveTimeout: 5000,
+  }, (req, res) => {
+    handle(req, res).catch((err: unknown) => {
+      log.error("request failed", { error: err instanceof Error ? err.message : String(err) });
+      sendError(res, 500, "TESSERA_INTERNAL", "internal proxy error; see the proxy log");
+    });
+  });
+  server.on("clientError", (_err, socket) => {
+    if (socket.writable) socket.end("HTTP/1.1 400 Bad Request\r\nconnection: close\r\ncontent-length: 0\r\n\r\n");
+    socket.destroy();
+  });
+
+  const urls = opts.endpoints ?? [];
+  endpoints.setEndpoints(urls);
+  if (opts.source) await opts.source.start((list) => {
+    try {
+      endpoints.setEndpoints(list);
+    } catch (err) {
+      log.error("endpoint list rejected", { error: err instanceof Error ? err.message : String(err) });
+    }
+  });
+  await endpoints.scrapeAll();
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", (err) => reject(new TesseraError("TESSERA_PROXY", `cannot listen on ${opts.listen}: ${err.message}`, { cause: err })));
+    server.listen(port, host, () => resolve());
+  });
+  const addr = server.address() as AddressInfo;
+  const shownHost = addr.family === "IPv6" ? `[${addr.address}]` : addr.address;
+  log.info("proxy listening", { listen: `${shownHost}:${addr.port}`, endpoints: endpoints.states().map((s) => s.id) });
+  let stopped = false;
+  return {
+    url: `http://${shownHost}:${addr.port}`,
+    router,
+    metrics,
+    endpoints,
+    async stop() {
+      if (stopped) return;
+      stopped = true;
+      const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+      server.closeIdleConnections();
+      if (opts.source) await opts.source.stop();
+      const deadline = setTimeout(() => server.closeAllConnections(), 2000);
+      await closed;
+      clearTimeout(deadline);
+      await endpoints.close();
+    },
+  };
+}

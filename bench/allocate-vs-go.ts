@@ -1,0 +1,145 @@
+// `npm run bench -- allocate-vs-go [--quick]`: time per claim of Tessera's allocator and of
+// the kube-scheduler's allocator (k8s.io/dynamic-resource-allocation/structured, run by the Go
+// harness in test/conformance) on the same seeded cases, in the same run. Per case the
+// median of several allocations; across cases p50/p99/mean. JSON lines on stdout (contract),
+// a table on stderr. Without Go the Tessera figures are printed with a null baseline.
+import { spawn, spawnSync } from "node:child_process";
+import { existsSync } from "node:fs";
+import { dirname, join } from "node:path";
+import { fileURLToPath, pathToFileURL } from "node:url";
+
+interface BenchLine {
+  bench: string;
+  case: string;
+  metric: string;
+  unit: string;
+  value: number;
+  baseline: string | null;
+  baselineValue: number | null;
+  ratio: number | null;
+}
+
+interface CaseLine {
+  name: string;
+  node: string;
+  slices: unknown[];
+  deviceClasses: unknown[];
+  allocatedClaims: unknown[];
+  claim: unknown;
+}
+
+type AllocateFn = (input: Record<string, unknown>) => unknown;
+
+const here = dirname(fileURLToPath(import.meta.url));
+const root = join(here, "..", "..");
+const harnessDir = join(root, "test", "conformance");
+const harnessBin = join(harnessDir, "bin", "tessera-conformance");
+const quick = process.argv.includes("--quick");
+const COUNT = quick ? 150 : 1000;
+const REPEAT = quick ? 5 : 9;
+const SEED = "11";
+const GO = "k8s structured allocator (Go, incubating channel)";
+
+function harness(): string | undefined {
+  const go = spawnSync("go", ["version"], { encoding: "utf8" });
+  if (go.error || go.status !== 0) return existsSync(harnessBin) ? harnessBin : undefined;
+  const b = spawnSync("go", ["build", "-o", harnessBin, "./cmd/tessera-conformance"], {
+    cwd: harnessDir,
+    env: { ...process.env, GOFLAGS: process.env.GOFLAGS ?? "-mod=mod" },
+    stdio: ["ignore", "ignore", "inherit"],
+  });
+  return b.status === 0 ? harnessBin : undefined;
+}
+
+function run(cmd: string, args: string[], input?: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(cmd, args, { stdio: ["pipe", "pipe", "inherit"] });
+    const chunks: Buffer[] = [];
+    child.stdout.on("data", (d: Buffer) => chunks.push(d));
+    child.on("error", reject);
+    child.on("close", (code) => (code === 0 ? resolve(Buffer.concat(chunks).toString("utf8")) : reject(new Error(`${cmd} ${args[0]} exited ${code}`))));
+    child.stdin.end(input ?? "");
+  });
+}
+
+function quantile(sorted: number[], q: number): number {
+  if (sorted.length === 0) return 0;
+  return sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))] ?? 0;
+}
+
+async function loadAllocator(): Promise<AllocateFn> {
+  const mod: unknown = await import(pathToFileURL(join(root, "dist", "agent", "allocator", "index.js")).href);
+  const fn = typeof mod === "object" && mod !== null ? (mod as Record<string, unknown>).allocateClaim : undefined;
+  if (typeof fn !== "function") throw new Error("dist/agent/allocator/index.js exports no allocateClaim");
+  return fn as AllocateFn;
+}
+
+async function timeTessera(allocate: AllocateFn, cases: CaseLine[]): Promise<number[]> {
+  const perCase: number[] = [];
+  for (const c of cases) {
+    const input = { slices: c.slices, deviceClasses: c.deviceClasses, allocatedClaims: c.allocatedClaims, claim: c.claim, nodeName: c.node, strategy: "first-fit" };
+    const times: number[] = [];
+    for (let k = 0; k <= REPEAT; k++) {
+      const t0 = process.hrtime.bigint();
+      try {
+        await allocate(input);
+      } catch {
+        /* invalid claims are timed too: the scheduler pays for rejecting them as well */
+      }
+      if (k > 0) times.push(Number(process.hrtime.bigint() - t0)); // first round warms caches
+    }
+    times.sort((a, b) => a - b);
+    perCase.push((times[Math.floor(times.length / 2)] ?? 0) / 1000);
+  }
+  return perCase;
+}
+
+async function main(): Promise<void> {
+  const bin = harness();
+  if (!bin) {
+    process.stderr.write("allocate-vs-go: Go harness unavailable (no Go, not built); cannot generate the shared cases\n");
+    return;
+  }
+  const casesText = await run(bin, ["gen", "--seed", SEED, "--count", String(COUNT)]);
+  const cases = casesText.split("\n").filter((l) => l.trim()).map((l) => JSON.parse(l) as CaseLine);
+  const goOut = await run(bin, ["oracle", "--repeat", String(REPEAT + 1)], casesText);
+  const goUs = goOut.split("\n").filter((l) => l.trim()).map((l) => (JSON.parse(l) as { ns: number }).ns / 1000);
+  const allocate = await loadAllocator();
+  const tsUs = await timeTessera(allocate, cases);
+
+  const lines: BenchLine[] = [];
+  const name = `random-${COUNT}-seed${SEED} first-fit`;
+  const ts = [...tsUs].sort((a, b) => a - b);
+  const gs = [...goUs].sort((a, b) => a - b);
+  const mean = (xs: number[]): number => xs.reduce((s, x) => s + x, 0) / Math.max(1, xs.length);
+  const fig = (metric: string, v: number, b: number): BenchLine => ({
+    bench: "allocate-vs-go",
+    case: name,
+    metric,
+    unit: "us",
+    value: Number(v.toFixed(2)),
+    baseline: GO,
+    baselineValue: Number(b.toFixed(2)),
+    ratio: b > 0 ? Number((v / b).toFixed(3)) : null,
+  });
+  lines.push(fig("p50_us", quantile(ts, 0.5), quantile(gs, 0.5)));
+  lines.push(fig("p99_us", quantile(ts, 0.99), quantile(gs, 0.99)));
+  lines.push(fig("mean_us", mean(ts), mean(gs)));
+  // Same-case ratio: how often Tessera is faster on the very same claim.
+  let faster = 0;
+  tsUs.forEach((t, i) => {
+    if (t < (goUs[i] ?? Infinity)) faster++;
+  });
+  lines.push({ bench: "allocate-vs-go", case: name, metric: "cases_tessera_faster", unit: "%", value: Number(((100 * faster) / Math.max(1, tsUs.length)).toFixed(1)), baseline: null, baselineValue: null, ratio: null });
+  for (const l of lines) process.stdout.write(JSON.stringify(l) + "\n");
+  process.stderr.write(`allocate-vs-go: ${COUNT} cases, median of ${REPEAT} allocations each (µs per claim)\n`);
+  process.stderr.write(`  metric    Tessera      Go      ratio\n`);
+  for (const l of lines.slice(0, 3)) {
+    process.stderr.write(`  ${l.metric.padEnd(8)} ${String(l.value).padStart(8)} ${String(l.baselineValue).padStart(8)} ${String(l.ratio).padStart(8)}\n`);
+  }
+}
+
+main().catch((err: unknown) => {
+  process.stderr.write(`allocate-vs-go: ${err instanceof Error ? err.message : String(err)}\n`);
+  process.exitCode = 1;
+});

@@ -1,0 +1,206 @@
+// Package kubelet is Tier 1: it starts `tessera agent` on a fixture node with a standalone
+// store and drives it with the kubelet's generated gRPC clients, checking what the kubelet
+// relies on.
+package kubelet
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	resourceapi "k8s.io/api/resource/v1"
+)
+
+// Agent is one running `tessera agent` and the directories it owns.
+type Agent struct {
+	Root, KubeletRoot, CDIRoot, StoreDir, StateDir, Node, Driver string
+	cmd                                                          *exec.Cmd
+	exited                                                       chan error
+	log                                                          *os.File
+}
+
+func (a *Agent) RegSocket() string {
+	return filepath.Join(a.KubeletRoot, "plugins_registry", a.Driver+"-reg.sock")
+}
+func (a *Agent) DRASocket() string {
+	return filepath.Join(a.KubeletRoot, "plugins", a.Driver, "dra.sock")
+}
+
+// StartAgent launches the agent on a standalone store in its own process group so Stop can
+// end all of it.
+func StartAgent(repo, fixture, node string) (*Agent, error) {
+	return StartAgentWithKube(repo, fixture, node, "")
+}
+
+// StartAgentWithKube is StartAgent with another --kube source ("" = the standalone store).
+func StartAgentWithKube(repo, fixture, node, kube string) (*Agent, error) {
+	root, err := os.MkdirTemp("", "tessera-conf-")
+	if err != nil {
+		return nil, err
+	}
+	a := &Agent{Root: root, KubeletRoot: filepath.Join(root, "kubelet"), CDIRoot: filepath.Join(root, "cdi"),
+		StoreDir: filepath.Join(root, "store"), StateDir: filepath.Join(root, "state"), Node: node, Driver: "gpu.tessera.dev"}
+	for _, d := range []string{a.KubeletRoot, a.CDIRoot, a.StoreDir, a.StateDir} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return nil, err
+		}
+	}
+	a.log, err = os.Create(filepath.Join(root, "agent.log"))
+	if err != nil {
+		return nil, err
+	}
+	if kube == "" {
+		kube = "standalone:" + a.StoreDir
+	}
+	a.cmd = exec.Command("node", filepath.Join(repo, "bin", "tessera.js"), "agent",
+		"--discovery", "fixture:"+fixture, "--node-name", node,
+		"--kubelet-root", a.KubeletRoot, "--cdi-root", a.CDIRoot, "--state-dir", a.StateDir,
+		"--kube", kube)
+	a.cmd.Dir = repo
+	a.cmd.Stdout, a.cmd.Stderr = a.log, a.log
+	a.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := a.cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start tessera agent: %w", err)
+	}
+	a.exited = make(chan error, 1)
+	go func() { a.exited <- a.cmd.Wait() }()
+	return a, nil
+}
+
+// WaitSockets waits until both sockets exist or the agent exits.
+func (a *Agent) WaitSockets(timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) {
+		_, e1 := os.Stat(a.RegSocket())
+		_, e2 := os.Stat(a.DRASocket())
+		if e1 == nil && e2 == nil {
+			return nil
+		}
+		select {
+		case err := <-a.exited:
+			a.exited <- err
+			return fmt.Errorf("agent exited before serving its sockets (%v); log: %s", err, a.Tail())
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	return fmt.Errorf("sockets %s and %s not there after %s; log: %s", a.RegSocket(), a.DRASocket(), timeout, a.Tail())
+}
+
+// Tail returns the end of the agent's log for error messages.
+func (a *Agent) Tail() string {
+	b, _ := os.ReadFile(filepath.Join(a.Root, "agent.log"))
+	s := strings.TrimSpace(string(b))
+	if len(s) > 1500 {
+		s = "…" + s[len(s)-1500:]
+	}
+	return s
+}
+
+// Stop sends SIGTERM and waits; it kills the group when the agent does not exit in time.
+// It returns the exit error (nil for exit 0) and whether the sockets were removed.
+func (a *Agent) Stop(timeout time.Duration) (exitErr error, socketsGone bool) {
+	if a.cmd == nil || a.cmd.Process == nil {
+		return nil, true
+	}
+	_ = syscall.Kill(-a.cmd.Process.Pid, syscall.SIGTERM)
+	select {
+	case exitErr = <-a.exited:
+	case <-time.After(timeout):
+		_ = syscall.Kill(-a.cmd.Process.Pid, syscall.SIGKILL)
+		exitErr = fmt.Errorf("agent did not exit within %s of SIGTERM (killed)", timeout)
+		<-a.exited
+	}
+	_ = syscall.Kill(-a.cmd.Process.Pid, syscall.SIGKILL) // anything left in the group
+	_, e1 := os.Stat(a.RegSocket())
+	_, e2 := os.Stat(a.DRASocket())
+	_ = a.log.Close()
+	return exitErr, os.IsNotExist(e1) && os.IsNotExist(e2)
+}
+
+// Cleanup removes the temporary tree unless keep is set (kept for failed runs).
+func (a *Agent) Cleanup(keep bool) {
+	if !keep {
+		_ = os.RemoveAll(a.Root)
+	}
+}
+
+// Slices reads the ResourceSlices the agent wrote to the standalone store.
+func (a *Agent) Slices() ([]resourceapi.ResourceSlice, error) {
+	entries, err := os.ReadDir(filepath.Join(a.StoreDir, "resourceslices"))
+	if err != nil {
+		return nil, err
+	}
+	var out []resourceapi.ResourceSlice
+	for _, e := range entries {
+		if !strings.HasSuffix(e.Name(), ".json") {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join(a.StoreDir, "resourceslices", e.Name()))
+		if err != nil {
+			return nil, err
+		}
+		var s resourceapi.ResourceSlice
+		if err := json.Unmarshal(b, &s); err != nil {
+			return nil, fmt.Errorf("%s: %w", e.Name(), err)
+		}
+		out = append(out, s)
+	}
+	return out, nil
+}
+
+// WaitSlices waits until the agent has published at least one slice.
+func (a *Agent) WaitSlices(ctx context.Context, timeout time.Duration) ([]resourceapi.ResourceSlice, error) {
+	deadline := time.Now().Add(timeout)
+	for {
+		s, err := a.Slices()
+		if err == nil && len(s) > 0 {
+			return s, nil
+		}
+		if time.Now().After(deadline) {
+			return nil, fmt.Errorf("no ResourceSlice in %s/resourceslices after %s (%v); log: %s", a.StoreDir, timeout, err, a.Tail())
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// WriteClaim stores a claim as the standalone store holds it (temp file + rename).
+func (a *Agent) WriteClaim(c *resourceapi.ResourceClaim) error {
+	dir := filepath.Join(a.StoreDir, "resourceclaims", c.Namespace)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	b, err := json.MarshalIndent(c, "", "  ")
+	if err != nil {
+		return err
+	}
+	tmp := filepath.Join(dir, "."+c.Name+".tmp")
+	if err := os.WriteFile(tmp, b, 0o644); err != nil {
+		return err
+	}
+	return os.Rename(tmp, filepath.Join(dir, c.Name+".json"))
+}
+
+// ContractSlices is a stand-in inventory with the contract's names (`gpu-<minor>`), used
+// only when the agent published no slices, so prepare can still be exercised.
+func ContractSlices(node string, gpus int) []resourceapi.ResourceSlice {
+	typ := "gpu"
+	s := resourceapi.ResourceSlice{}
+	s.APIVersion, s.Kind, s.Name = "resource.k8s.io/v1", "ResourceSlice", node+"-stand-in"
+	s.Spec.Driver, s.Spec.NodeName = "gpu.tessera.dev", &node
+	s.Spec.Pool = resourceapi.ResourcePool{Name: node, Generation: 1, ResourceSliceCount: 1}
+	for i := 0; i < gpus; i++ {
+		s.Spec.Devices = append(s.Spec.Devices, resourceapi.Device{Name: fmt.Sprintf("gpu-%d", i),
+			Attributes: map[resourceapi.QualifiedName]resourceapi.DeviceAttribute{"type": {StringValue: &typ}}})
+	}
+	return []resourceapi.ResourceSlice{s}
+}

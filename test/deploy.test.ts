@@ -1,0 +1,606 @@
+// deploy/: the manifests an admin applies. Rendered with real kustomize (base and each overlay),
+// validated against the Kubernetes schemas (kubernetes-models), CEL evaluated (DeviceClass
+// selectors, the own-node admission policy), RBAC proven least-privilege by running the agent's
+// and the proxy's Kubernetes flows against a fake API server that enforces the ClusterRole, and
+// the DaemonSet checked against the CLI's flags (agent/common/config.ts) and contracts.md.
+import t from "tap";
+import { spawnSync } from "node:child_process";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import { homedir, tmpdir } from "node:os";
+import { dirname, join } from "node:path";
+import { fileURLToPath, pathToFileURL } from "node:url";
+import { parseAllDocuments } from "yaml";
+import { run, parse as celParse, type CelInput } from "@bufbuild/cel";
+import { KubeConfig } from "@kubernetes/client-node";
+import { Namespace, Service, ServiceAccount } from "kubernetes-models/v1";
+import { DaemonSet } from "kubernetes-models/apps/v1";
+import { ClusterRole, ClusterRoleBinding } from "kubernetes-models/rbac.authorization.k8s.io/v1";
+import { ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding } from "kubernetes-models/admissionregistration.k8s.io/v1";
+import { DeviceClass } from "kubernetes-models/resource.k8s.io/v1";
+import { NODE_FLAGS, parseFlags, resolveNodeConfig } from "../agent/common/config.js";
+import { SHUTDOWN_DEADLINE_MS } from "../agent/cli/agent.js";
+import { createKubeClaimSource } from "../agent/plugin/claim-source.js";
+import { createDiscovery } from "../agent/discovery/index.js";
+import type { Inventory } from "../agent/discovery/model.js";
+import { startFakeApiServer, type FakeApiServer, type RequestRecord } from "./support/fake-apiserver.js";
+
+/** The repository root (this file runs from dist/test/). */
+const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
+
+// ---- manifests -------------------------------------------------------------------------------
+
+type Obj = { apiVersion: string; kind: string; metadata: { name: string; namespace?: string; [k: string]: unknown }; [k: string]: unknown };
+type Rec = Record<string, unknown>;
+
+const rec = (x: unknown): Rec => (x !== null && typeof x === "object" && !Array.isArray(x) ? (x as Rec) : {});
+const arr = (x: unknown): unknown[] => (Array.isArray(x) ? x : []);
+const at = (o: unknown, ...keys: (string | number)[]): unknown => keys.reduce<unknown>((cur, k) => (typeof k === "number" ? arr(cur)[k] : rec(cur)[k]), o);
+
+function parseDocs(text: string, where: string): Obj[] {
+  return parseAllDocuments(text).flatMap((d) => {
+    if (d.errors.length > 0) throw new Error(`${where}: ${d.errors[0]?.message}`);
+    const o = d.toJS() as Obj | null;
+    return o ? [o] : [];
+  });
+}
+
+/** The base's resources read straight from the files (no kustomize needed). */
+function readBase(): Obj[] {
+  const k = rec(parseDocs(readFileSync(join(ROOT, "deploy/base/kustomization.yaml"), "utf8"), "kustomization")[0]);
+  return arr(k.resources).flatMap((f) => parseDocs(readFileSync(join(ROOT, "deploy/base", String(f)), "utf8"), String(f)));
+}
+
+/** CEL over plain test data (objects become CEL maps). */
+const celRun = (expr: string, vars: Rec): unknown => run(expr, vars as Record<string, CelInput>);
+
+const model = <T>(C: new (data: T) => { validate(): void }) => (o: unknown): void => new C(o as T).validate();
+const MODELS: Record<string, (o: unknown) => void> = {
+  "v1/Namespace": model(Namespace),
+  "v1/ServiceAccount": model(ServiceAccount),
+  "v1/Service": model(Service),
+  "apps/v1/DaemonSet": model(DaemonSet),
+  "rbac.authorization.k8s.io/v1/ClusterRole": model(ClusterRole),
+  "rbac.authorization.k8s.io/v1/ClusterRoleBinding": model(ClusterRoleBinding),
+  "admissionregistration.k8s.io/v1/ValidatingAdmissionPolicy": model(ValidatingAdmissionPolicy),
+  "admissionregistration.k8s.io/v1/ValidatingAdmissionPolicyBinding": model(ValidatingAdmissionPolicyBinding),
+  "resource.k8s.io/v1/DeviceClass": model(DeviceClass),
+};
+const CLUSTER_SCOPED = new Set(["Namespace", "ClusterRole", "ClusterRoleBinding", "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding", "DeviceClass"]);
+const NAMESPACE = "tessera-system";
+
+const one = (objs: Obj[], kind: string, name?: string): Obj => {
+  const o = objs.find((x) => x.kind === kind && (name === undefined || x.metadata.name === name));
+  if (!o) throw new Error(`no ${kind}${name ? ` ${name}` : ""} in the manifests`);
+  return o;
+};
+const container = (ds: Obj, name: string): Rec => rec(arr(at(ds, "spec", "template", "spec", "containers")).find((c) => rec(c).name === name));
+const envOf = (c: Rec): Map<string, Rec> => new Map(arr(c.env).map((e) => [String(rec(e).name), rec(e)]));
+
+// ---- kustomize: a pinned build from the Go module proxy, cached outside the repo ----------------
+
+const KUSTOMIZE_VERSION = "v5.7.1";
+const cacheDir = join(process.env.XDG_CACHE_HOME ?? join(homedir(), ".cache"), "tessera", `kustomize-${KUSTOMIZE_VERSION}`);
+
+type Renderer = { name: string; render(dir: string): string };
+
+function findKustomize(): Renderer | string {
+  const runner = (name: string, cmd: string, pre: string[]): Renderer => ({
+    name,
+    render(dir) {
+      const r = spawnSync(cmd, [...pre, dir], { encoding: "utf8", timeout: 30_000 });
+      if (r.status !== 0) throw new Error(`${name} ${dir}: ${r.stderr || r.error?.message}`);
+      return r.stdout;
+    },
+  });
+  const works = (cmd: string, args: string[]): boolean => spawnSync(cmd, args, { encoding: "utf8", timeout: 15_000 }).status === 0;
+  const explicit = process.env.KUSTOMIZE;
+  if (explicit) return runner(explicit, explicit, ["build"]);
+  const cached = join(cacheDir, "kustomize");
+  if (existsSync(cached)) return runner(`kustomize ${KUSTOMIZE_VERSION} (${cached})`, cached, ["build"]);
+  if (works("go", ["version"])) {
+    // One build, reused by every later run (about a minute on two cores, once).
+    mkdirSync(cacheDir, { recursive: true });
+    const r = spawnSync("go", ["install", `sigs.k8s.io/kustomize/kustomize/v5@${KUSTOMIZE_VERSION}`], {
+      encoding: "utf8",
+      timeout: 300_000,
+      env: { ...process.env, GOBIN: cacheDir, GOFLAGS: "-buildvcs=false" },
+    });
+    if (r.status === 0 && existsSync(cached)) return runner(`kustomize ${KUSTOMIZE_VERSION} (built now)`, cached, ["build"]);
+  }
+  if (works("kustomize", ["version"])) return runner("kustomize on PATH", "kustomize", ["build"]);
+  if (works("kubectl", ["kustomize", "--help"])) return runner("kubectl kustomize", "kubectl", ["kustomize"]);
+  return "no kustomize: Go is missing (or could not build sigs.k8s.io/kustomize/kustomize/v5) and neither kustomize nor kubectl is on PATH";
+}
+
+const kustomize = findKustomize();
+const RENDERED: Record<string, Obj[]> = {};
+if (typeof kustomize !== "string") {
+  for (const dir of ["base", "overlays/fake", "overlays/nvidia"]) RENDERED[dir] = parseDocs(kustomize.render(join(ROOT, "deploy", dir)), dir);
+}
+const BASE = readBase();
+
+// ---- schemas and scopes ------------------------------------------------------------------------
+
+t.test("every manifest validates against the Kubernetes schemas and sits in the right scope", async (t) => {
+  const sets: [string, Obj[]][] = [["base files", BASE], ...Object.entries(RENDERED)];
+  if (typeof kustomize === "string") t.comment(`rendering skipped: ${kustomize}`);
+  else t.comment(`rendered with ${kustomize.name}`);
+  for (const [name, objs] of sets) {
+    t.same(objs.map((o) => o.kind).sort(), ["ClusterRole", "ClusterRoleBinding", "DaemonSet", "DeviceClass", "DeviceClass", "Namespace", "Service", "ServiceAccount", "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"], `${name}: the expected objects`);
+    for (const o of objs) {
+      const validate = MODELS[`${o.apiVersion}/${o.kind}`];
+      const id = `${name}: ${o.kind} ${o.metadata.name}`;
+      if (!validate) {
+        t.fail(`${id}: no schema known for ${o.apiVersion}`);
+        continue;
+      }
+      try {
+        validate(o);
+        t.pass(`${id} validates`);
+      } catch (err) {
+        t.fail(`${id}: ${(err as Error).message}`);
+      }
+      if (CLUSTER_SCOPED.has(o.kind)) t.equal(o.metadata.namespace, undefined, `${id} is cluster-scoped: no namespace`);
+      else t.equal(o.metadata.namespace, NAMESPACE, `${id} is in ${NAMESPACE}`);
+    }
+  }
+  t.ok(Object.keys(RENDERED).length === 3 || typeof kustomize === "string", "base and both overlays rendered");
+});
+
+t.test("overlays: fake drops the GPU-only privileges, nvidia selects GPU nodes", { skip: typeof kustomize === "string" ? kustomize : false }, async (t) => {
+  const fake = one(RENDERED["overlays/fake"] ?? [], "DaemonSet");
+  const nvidia = one(RENDERED["overlays/nvidia"] ?? [], "DaemonSet");
+  const fa = container(fake, "agent"), na = container(nvidia, "agent");
+  t.match(envOf(fa).get("DISCOVERY")?.value, /^fixture:/, "fake: fixture discovery");
+  t.equal(envOf(na).get("DISCOVERY")?.value, "nvidia-smi", "nvidia: real discovery");
+  t.equal(at(fa, "securityContext", "privileged"), false, "fake agent is not privileged");
+  t.same(at(fa, "securityContext", "capabilities", "drop"), ["ALL"], "fake agent has no capabilities");
+  t.equal(at(na, "securityContext", "privileged"), true, "nvidia agent is privileged (device nodes, Bidirectional)");
+  const hostPaths = (ds: Obj): string[] => arr(at(ds, "spec", "template", "spec", "volumes")).map((v) => String(at(v, "hostPath", "path") ?? "")).filter(Boolean);
+  t.notOk(hostPaths(fake).includes("/") || hostPaths(fake).includes("/sys"), "fake mounts neither the driver root nor /sys");
+  t.ok(hostPaths(nvidia).includes("/sys"), "nvidia mounts /sys");
+  const mounts = (c: Rec): string[] => arr(c.volumeMounts).map((m) => String(rec(m).mountPath));
+  t.same(new Set(mounts(fa)).size, mounts(fa).length, "fake: no duplicate mounts after the patch");
+  t.same(at(nvidia, "spec", "template", "spec", "nodeSelector"), { "nvidia.com/gpu.present": "true" }, "nvidia: GPU nodes only");
+  t.equal(at(fake, "spec", "template", "spec", "nodeSelector"), undefined, "fake: every node");
+  for (const ds of [fake, nvidia]) {
+    const vols = new Set(arr(at(ds, "spec", "template", "spec", "volumes")).map((v) => rec(v).name));
+    for (const c of ["agent", "proxy"]) for (const m of arr(container(ds, c).volumeMounts)) t.ok(vols.has(rec(m).name), `${c} mount ${String(rec(m).name)} has a volume`);
+  }
+});
+
+// ---- DeviceClasses -----------------------------------------------------------------------------
+
+const DRIVER = "gpu.tessera.dev";
+/** A ResourceSlice device (resource.k8s.io/v1 wire shape) of the given driver and `type`. */
+const device = (type: string, driver = DRIVER): { driver: string; device: Rec } => ({ driver, device: { name: `${type}-0`, attributes: { type: { string: type } } } });
+/** The same device as plain CEL input, for when the allocator's environment is not there. */
+const plainCel = (d: { driver: string; device: Rec }): Rec => ({
+  driver: d.driver,
+  attributes: new Map([[d.driver, new Map(Object.entries(rec(d.device.attributes)).map(([k, v]) => [k, rec(v).string]))]]),
+  capacity: new Map(),
+});
+
+type Evaluate = (expression: string, d: { driver: string; device: Rec }) => unknown;
+
+/** The allocator's CEL environment (agent/allocator/cel-env.ts) when present, else plain @bufbuild/cel. */
+async function selectorEvaluator(): Promise<{ name: string; evaluate: Evaluate }> {
+  const env = await optionalImport("dist/agent/allocator/cel-env.js");
+  const compile = env?.compileSelector, view = env?.celDevice;
+  if (typeof compile === "function" && typeof view === "function") {
+    return {
+      name: "the allocator's CEL environment (agent/allocator/cel-env.ts)",
+      evaluate: (e, d) => (compile(e, "deploy/base/deviceclasses.yaml") as { evaluate(x: unknown): unknown }).evaluate(view(d.driver, d.device)),
+    };
+  }
+  return { name: "@bufbuild/cel (agent/allocator/cel-env.ts not present)", evaluate: (e, d) => celRun(e, { device: plainCel(d) }) };
+}
+
+t.test("DeviceClass selectors compile and pick exactly their type", async (t) => {
+  const classes = BASE.filter((o) => o.kind === "DeviceClass");
+  t.same(classes.map((c) => c.metadata.name).sort(), ["gpu.tessera.dev", "mig.tessera.dev"], "the two classes of contracts.md");
+  const cases: [string, { driver: string; device: Rec }, boolean][] = [
+    ["gpu.tessera.dev", device("gpu"), true],
+    ["gpu.tessera.dev", device("mig"), false],
+    ["mig.tessera.dev", device("mig"), true],
+    ["mig.tessera.dev", device("gpu"), false],
+    ["gpu.tessera.dev", device("gpu", "other.example.com"), false],
+  ];
+  const cel = await selectorEvaluator();
+  t.comment(`selectors evaluated in ${cel.name}`);
+  for (const [cls, dev, want] of cases) {
+    const exprs = arr(at(one(classes, "DeviceClass", cls), "spec", "selectors")).map((s) => String(at(s, "cel", "expression")));
+    t.equal(exprs.length, 1, `${cls}: one selector`);
+    for (const e of exprs) {
+      t.doesNotThrow(() => celParse(e), `${cls}: parses`);
+      t.equal(cel.evaluate(e, dev), want, `${cls} on a ${dev.driver} ${String(at(dev.device, "attributes", "type", "string"))}: ${want}`);
+    }
+  }
+  const builtin = await optionalImport("dist/agent/allocator/builtin-classes.js");
+  const make = builtin?.builtinDeviceClasses;
+  if (typeof make !== "function") {
+    t.comment("agent/allocator/builtin-classes.ts (builtinDeviceClasses) not present: nothing to compare with");
+    return;
+  }
+  const strip = (c: unknown): Rec => ({ name: at(c, "metadata", "name"), spec: at(c, "spec") });
+  t.same(arr(make()).map(strip).sort(byName), classes.map(strip).sort(byName), "deploy/ DeviceClasses equal the allocator's built-in classes");
+});
+
+const byName = (a: Rec, b: Rec): number => String(a.name).localeCompare(String(b.name));
+
+async function optionalImport(rel: string): Promise<Rec | undefined> {
+  const file = join(ROOT, rel);
+  return existsSync(file) ? ((await import(pathToFileURL(file).href)) as Rec) : undefined;
+}
+
+// ---- the own-node admission policy, evaluated ----------------------------------------------------
+
+interface AdmissionRequest {
+  operation: "CREATE" | "UPDATE" | "DELETE";
+  username: string;
+  node?: string; // the node name the token carries
+  object?: Rec;
+  oldObject?: Rec;
+}
+
+/** Evaluates a ValidatingAdmissionPolicy as the API server does: match conditions, variables in
+ *  order, then every validation; returns the messages of failed validations ([] = admitted). */
+function admit(policy: Obj, req: AdmissionRequest): { matched: boolean; denied: string[] } {
+  const spec = rec(policy.spec);
+  const extra = new Map<string, string[]>(req.node === undefined ? [] : [["authentication.kubernetes.io/node-name", [req.node]]]);
+  const activation: Rec = {
+    request: { operation: req.operation, userInfo: { username: req.username, groups: ["system:serviceaccounts"], extra } },
+    object: req.object ?? null,
+    oldObject: req.oldObject ?? null,
+  };
+  for (const c of arr(spec.matchConditions)) if (celRun(String(rec(c).expression), activation) !== true) return { matched: false, denied: [] };
+  const variables: Rec = {};
+  for (const v of arr(spec.variables)) variables[String(rec(v).name)] = celRun(String(rec(v).expression), { ...activation, variables });
+  const denied: string[] = [];
+  for (const v of arr(spec.validations)) {
+    const ctx = { ...activation, variables };
+    if (celRun(String(rec(v).expression), ctx) === true) continue;
+    const me = rec(v).messageExpression;
+    denied.push(me ? String(celRun(String(me), ctx)) : String(rec(v).message));
+  }
+  return { matched: true, denied };
+}
+
+t.test("admission policy: the agent writes only ResourceSlices of the node its token names", async (t) => {
+  const policy = one(BASE, "ValidatingAdmissionPolicy");
+  const sa = one(BASE, "ServiceAccount");
+  const binding = one(BASE, "ValidatingAdmissionPolicyBinding");
+  t.equal(at(binding, "spec", "policyName"), policy.metadata.name, "the binding names the policy");
+  t.same(at(binding, "spec", "validationActions"), ["Deny"], "violations are denied, not just audited");
+  t.equal(at(policy, "spec", "failurePolicy"), "Fail", "a broken policy fails closed");
+  const me = `system:serviceaccount:${sa.metadata.namespace}:${sa.metadata.name}`;
+  const slice = (node?: string): Rec => ({ spec: node === undefined ? { driver: DRIVER, allNodes: true } : { driver: DRIVER, nodeName: node } });
+  const cases: [string, AdmissionRequest, boolean][] = [
+    ["create own", { operation: "CREATE", username: me, node: "a", object: slice("a") }, true],
+    ["create other", { operation: "CREATE", username: me, node: "a", object: slice("b") }, false],
+    ["create cluster-wide", { operation: "CREATE", username: me, node: "a", object: slice() }, false],
+    ["create without node in token", { operation: "CREATE", username: me, object: slice("a") }, false],
+    ["update own", { operation: "UPDATE", username: me, node: "a", object: slice("a"), oldObject: slice("a") }, true],
+    ["update: take over another node's slice", { operation: "UPDATE", username: me, node: "a", object: slice("a"), oldObject: slice("b") }, false],
+    ["update: hand own slice to another node", { operation: "UPDATE", username: me, node: "a", object: slice("b"), oldObject: slice("a") }, false],
+    ["delete own", { operation: "DELETE", username: me, node: "a", oldObject: slice("a") }, true],
+    ["delete other", { operation: "DELETE", username: me, node: "a", oldObject: slice("b") }, false],
+    ["delete cluster-wide", { operation: "DELETE", username: me, node: "a", oldObject: slice() }, false],
+  ];
+  for (const [name, req, allowed] of cases) {
+    const r = admit(policy, req);
+    t.ok(r.matched, `${name}: the policy applies to our ServiceAccount`);
+    t.equal(r.denied.length === 0, allowed, `${name}: ${allowed ? "admitted" : `denied (${r.denied.join("; ")})`}`);
+  }
+  const other = admit(policy, { operation: "DELETE", username: "system:serviceaccount:kube-system:resourceclaim-controller", oldObject: slice("b") });
+  t.same(other, { matched: false, denied: [] }, "other users (the scheduler, controllers, admins) are not restricted by this policy");
+  t.equal(at(policy, "spec", "matchConstraints", "resourceRules", 0, "resources", 0), "resourceslices");
+  t.same([...(arr(at(policy, "spec", "matchConstraints", "resourceRules", 0, "operations")) as string[])].sort(), ["CREATE", "DELETE", "UPDATE"]);
+});
+
+// ---- least privilege ----------------------------------------------------------------------------
+
+interface Rule { apiGroups: string[]; resources: string[]; verbs: string[] }
+const ruleKey = (group: string, resource: string, verb: string): string => `${verb} ${group === "" ? "core" : group}/${resource}`;
+
+function roleTriples(role: Obj): Set<string> {
+  const out = new Set<string>();
+  for (const r of arr(role.rules) as Rule[]) for (const g of r.apiGroups) for (const res of r.resources) for (const v of r.verbs) out.add(ruleKey(g, res, v));
+  return out;
+}
+const requestKey = (r: RequestRecord): string => ruleKey(r.group, r.subresource ? `${r.resource}/${r.subresource}` : r.resource, r.verb);
+
+/** What the issue grants, and nothing more. */
+const ISSUE_ROLE = [
+  "get resource.k8s.io/resourceclaims", "list resource.k8s.io/resourceclaims", "watch resource.k8s.io/resourceclaims",
+  ...["get", "list", "watch", "create", "update", "patch", "delete"].map((v) => `${v} resource.k8s.io/resourceslices`),
+  "get core/nodes",
+  "get inference.networking.k8s.io/inferencepools", "list inference.networking.k8s.io/inferencepools", "watch inference.networking.k8s.io/inferencepools",
+  "get core/pods", "list core/pods", "watch core/pods",
+];
+
+interface Flow {
+  name: string;
+  /** undefined: the flow ran; a string: why it could not run yet (its module is missing). */
+  run(api: FakeApiServer, kc: KubeConfig, dir: string): Promise<string | undefined>;
+}
+
+const CLAIM = { apiVersion: "resource.k8s.io/v1", kind: "ResourceClaim", metadata: { name: "claim-1", namespace: "team-a", uid: "0b7d1f3e-1111-4222-8333-944455556666" }, spec: { devices: { requests: [] } } };
+
+const NODE = "node-a";
+
+/** Resolves when `cond` holds (checked on every tick of `ms`), rejects after `timeoutMs`. */
+async function until(cond: () => boolean, what: string, timeoutMs = 10_000, ms = 20): Promise<void> {
+  const end = Date.now() + timeoutMs;
+  while (!cond()) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, ms));
+  }
+}
+
+interface Publisher { update(inv: unknown): void; synced(): Promise<void>; stop(): Promise<void> }
+interface PoolSource { start(cb: (urls: string[]) => void): Promise<void>; stop(): Promise<void> }
+
+const FLOWS: Flow[] = [
+  {
+    name: "kubelet plugin: claim source reads the claim of NodePrepareResources",
+    async run(api, kc) {
+      api.seed("resource.k8s.io", "v1", "resourceclaims", CLAIM);
+      const claim = await createKubeClaimSource(kc).get("team-a", "claim-1");
+      if (claim.metadata.uid !== CLAIM.metadata.uid) throw new Error("claim source returned another claim");
+      return undefined;
+    },
+  },
+  {
+    name: "ResourceSlice publisher: publish, restore a slice deleted behind its back, shrink, empty",
+    async run(api, kc) {
+      const backends = await optionalImport("dist/agent/slices/backend.js");
+      const publisher = await optionalImport("dist/agent/slices/publisher.js");
+      if (typeof backends?.clusterSliceBackend !== "function" || typeof publisher?.startSlicePublisher !== "function") return "agent/slices (clusterSliceBackend, startSlicePublisher) not present";
+      api.seed("", "v1", "nodes", { apiVersion: "v1", kind: "Node", metadata: { name: NODE } });
+      const cfg = resolveNodeConfig(parseFlags(["--discovery", "fixture:h100-sxm-8x", "--node-name", NODE], NODE_FLAGS, {}));
+      const inv = (await createDiscovery(cfg).discover()) as Inventory;
+      const backend = backends.clusterSliceBackend(kc, NODE, DRIVER);
+      const pub = publisher.startSlicePublisher({ backend, inventory: inv, driverName: DRIVER, nodeName: NODE, migMode: "static", debounceMs: 10, backoffInitialMs: 10 }) as Publisher;
+      const slices = (): Rec[] => api.objects("resource.k8s.io", "resourceslices");
+      try {
+        await pub.synced();
+        await until(() => slices().length > 0, "the first slices");
+        // The kubelet deletes a node's slices when it restarts; the publisher's watch restores them.
+        const count = slices().length;
+        const mark = api.requests.length;
+        api.remove("resource.k8s.io", "resourceslices", String(at(slices()[0], "metadata", "name")));
+        await until(() => slices().length === count && api.requests.slice(mark).some((r) => r.verb === "create"), "the deleted slice to be restored");
+        pub.update({ ...inv, gpus: inv.gpus.slice(0, 2) });
+        await pub.synced();
+        pub.update({ ...inv, gpus: [] });
+        await pub.synced();
+      } finally {
+        await pub.stop();
+      }
+      const policy = one(BASE, "ValidatingAdmissionPolicy");
+      const sa = one(BASE, "ServiceAccount");
+      for (const s of slices()) {
+        const verdict = admit(policy, { operation: "CREATE", username: `system:serviceaccount:${sa.metadata.namespace}:${sa.metadata.name}`, node: NODE, object: s });
+        if (verdict.denied.length > 0) throw new Error(`the publisher wrote a slice the own-node policy denies: ${verdict.denied.join("; ")}`);
+      }
+      return undefined;
+    },
+  },
+  {
+    name: "proxy: InferencePool and its Pods on this node, watched",
+    async run(api, kc) {
+      const mod = await optionalImport("dist/agent/proxy/inference-pool.js");
+      if (typeof mod?.createInferencePoolSource !== "function") return "agent/proxy/inference-pool.ts (createInferencePoolSource) not present";
+      api.seed("inference.networking.k8s.io", "v1", "inferencepools", {
+        apiVersion: "inference.networking.k8s.io/v1", kind: "InferencePool", metadata: { name: "pool", namespace: "team-a" },
+        spec: { selector: { matchLabels: { app: "vllm" } }, targetPorts: [{ number: 8000 }] },
+      });
+      const pod = (name: string, ip: string): Rec => ({
+        apiVersion: "v1", kind: "Pod", metadata: { name, namespace: "team-a", labels: { app: "vllm" } },
+        spec: { nodeName: NODE }, status: { podIP: ip, conditions: [{ type: "Ready", status: "True" }] },
+      });
+      api.seed("", "v1", "pods", pod("vllm-0", "10.0.0.7"));
+      const src = mod.createInferencePoolSource({ kube: kc, pool: "team-a/pool", nodeName: NODE, restartDelayMs: 50 }) as PoolSource;
+      let urls: string[] = [];
+      try {
+        await src.start((u) => (urls = u));
+        await until(() => urls.length === 1, "the first endpoint");
+        api.seed("", "v1", "pods", pod("vllm-1", "10.0.0.8"));
+        await until(() => urls.length === 2, "the second endpoint through the pod watch");
+      } finally {
+        await src.stop();
+      }
+      return undefined;
+    },
+  },
+];
+
+t.test("RBAC: the ClusterRole is exactly the issue's list and every flow stays inside it", async (t) => {
+  const role = one(BASE, "ClusterRole");
+  const granted = roleTriples(role);
+  t.same([...granted].sort(), [...ISSUE_ROLE].sort(), "ClusterRole rules = what the agent and proxy call, per the issue");
+  for (const r of arr(role.rules)) {
+    t.notOk(arr(rec(r).verbs).includes("*") || arr(rec(r).resources).includes("*") || arr(rec(r).apiGroups).includes("*"), "no wildcards");
+    t.equal(rec(r).resourceNames, undefined, "no resourceNames (they cannot express 'this node')");
+  }
+  const crb = one(BASE, "ClusterRoleBinding");
+  const sa = one(BASE, "ServiceAccount");
+  t.same(at(crb, "roleRef"), { apiGroup: "rbac.authorization.k8s.io", kind: "ClusterRole", name: role.metadata.name });
+  t.same(at(crb, "subjects"), [{ kind: "ServiceAccount", name: sa.metadata.name, namespace: sa.metadata.namespace }]);
+  t.equal(at(one(BASE, "DaemonSet"), "spec", "template", "spec", "serviceAccountName"), sa.metadata.name);
+  t.match(String(at(one(BASE, "ValidatingAdmissionPolicy"), "spec", "matchConditions", 0, "expression")), `"system:serviceaccount:${sa.metadata.namespace}:${sa.metadata.name}"`, "the admission policy names the same identity");
+
+  const api = await startFakeApiServer();
+  t.teardown(() => api.close());
+  const outside: string[] = [];
+  api.authorize = (r) => {
+    const ok = granted.has(requestKey(r));
+    if (!ok) outside.push(requestKey(r));
+    return ok;
+  };
+  // The authorizer really enforces: a call outside the role is refused.
+  const probe = await fetch(`${api.url}/api/v1/namespaces/kube-system/secrets`);
+  t.equal(probe.status, 403, "list secrets is refused by the enforcing API server");
+  outside.length = 0;
+  api.requests.length = 0;
+
+  const dir = mkdtempSync(join(tmpdir(), "tessera-deploy-"));
+  const kubeconfig = join(dir, "kubeconfig");
+  await api.writeKubeconfig(kubeconfig);
+  const kc = new KubeConfig();
+  kc.loadFromFile(kubeconfig);
+  for (const flow of FLOWS) {
+    const before = api.requests.length;
+    const skipped = await flow.run(api, kc, dir);
+    if (skipped) t.comment(`flow not run yet: ${flow.name}: ${skipped}`);
+    else t.ok(api.requests.length > before, `${flow.name}: ran against the API server`);
+  }
+  t.same(outside, [], "no call outside the ClusterRole");
+  const used = new Set(api.requests.map(requestKey));
+  const unused = [...granted].filter((k) => !used.has(k)).sort();
+  t.comment(`RBAC rules used by a code path: ${[...used].sort().join(", ") || "none"}`);
+  t.comment(`RBAC rules no code path used: ${unused.join(", ") || "none"}`);
+  writeFileSync(join(dir, "rbac-report.json"), JSON.stringify({ used: [...used].sort(), unused }, null, 2));
+});
+
+// ---- the DaemonSet against the CLI (NODE_FLAGS) and contracts.md --------------------------------
+
+function readContracts(): string {
+  for (const p of [join(ROOT, "..", "shared", "contracts.md"), "/work/shared/contracts.md"]) if (existsSync(p)) return readFileSync(p, "utf8");
+  throw new Error("shared/contracts.md not found beside the repository");
+}
+
+/** contracts.md "Files and sockets" rows: what -> default (with <kubelet-root> placeholders). */
+function contractPaths(md: string): Map<string, string> {
+  const out = new Map<string, string>();
+  for (const m of md.matchAll(/^\| ([a-zA-Z ()]+?) \| `([^`]+)` \|/gm)) out.set(String(m[1]), String(m[2]));
+  return out;
+}
+
+/** Env the agent container sets that are not flag mirrors, each with the reason it exists. */
+const EXTRA_ENV: Record<string, string> = {
+  POD_UID: "downward API, asked for by the install issue (tells instances apart during rolling updates)",
+  NVIDIA_DRIVER_ROOT: "read by the image's nvidia-smi wrapper (Dockerfile), not by tessera",
+};
+
+t.test("DaemonSet: env names, paths and probes match the CLI's flags and contracts.md", async (t) => {
+  const md = readContracts();
+  const paths = contractPaths(md);
+  const pkg = JSON.parse(readFileSync(join(ROOT, "package.json"), "utf8")) as { bin: Record<string, string> };
+  const bin = Object.keys(pkg.bin)[0];
+  const flagByEnv = new Map(NODE_FLAGS.filter((f) => f.env).map((f) => [String(f.env), f]));
+  const sets: [string, Obj[]][] = [["base files", BASE], ...Object.entries(RENDERED)];
+  for (const [name, objs] of sets) {
+    const ds = one(objs, "DaemonSet");
+    const pod = rec(at(ds, "spec", "template", "spec"));
+    const agent = container(ds, "agent");
+    const env = envOf(agent);
+    const fake = String(env.get("DISCOVERY")?.value ?? "").startsWith("fixture:");
+    t.same([...(agent.command as string[]), ...(agent.args as string[])], [bin, "agent"], `${name}: runs \`tessera agent\``);
+    t.match(md, /`tessera agent \[flags\]`/, "contracts.md names the agent verb");
+    for (const [envName, e] of env) {
+      const flag = flagByEnv.get(envName);
+      t.ok(flag || EXTRA_ENV[envName], `${name}: env ${envName} is ${flag ? `the mirror of --${flag.name}` : EXTRA_ENV[envName] ?? "UNKNOWN to the CLI"}`);
+    }
+    t.equal(at(env.get("NODE_NAME"), "valueFrom", "fieldRef", "fieldPath"), "spec.nodeName", `${name}: NODE_NAME from the downward API`);
+    t.equal(at(env.get("POD_UID"), "valueFrom", "fieldRef", "fieldPath"), "metadata.uid", `${name}: POD_UID from the downward API`);
+    t.match(md, new RegExp(`DRA driver name \\| \`${String(env.get("DRIVER_NAME")?.value).replace(/\./g, "\\.")}\``), `${name}: DRIVER_NAME is contracts.md's driver name`);
+    // The CLI's own resolution of this env, compared with contracts.md's defaults.
+    const literal: NodeJS.ProcessEnv = { NODE_NAME: "node-a" };
+    for (const [k, e] of env) if (typeof e.value === "string") literal[k] = e.value;
+    const cfg = resolveNodeConfig(parseFlags([], NODE_FLAGS, literal));
+    const sub = (p: string): string => p.replace("<kubelet-root>", cfg.kubeletRoot);
+    t.equal(cfg.kubeletRoot, paths.get("kubelet root"), `${name}: kubelet root`);
+    t.equal(cfg.registrationSocket, sub(String(paths.get("registration socket"))), `${name}: registration socket`);
+    t.equal(cfg.draSocket, sub(String(paths.get("DRA socket"))), `${name}: DRA socket`);
+    t.equal(cfg.stateDir, sub(String(paths.get("state (checkpoint) dir"))), `${name}: state dir`);
+    t.equal(cfg.cdiRoot, paths.get("CDI spec dir"), `${name}: CDI root`);
+    t.equal(cfg.sysfsRoot, paths.get("sysfs root"), `${name}: sysfs root`);
+    // Every path the agent writes is a host directory mounted at the same path, writable.
+    const vols = new Map(arr(pod.volumes).map((v) => [String(rec(v).name), rec(v)]));
+    const mountFor = (p: string): Rec | undefined =>
+      arr(agent.volumeMounts).map(rec).filter((m) => p === m.mountPath || p.startsWith(`${String(m.mountPath)}/`)).sort((a, b) => String(b.mountPath).length - String(a.mountPath).length)[0];
+    for (const [what, p] of [["registration socket", cfg.registrationSocket], ["DRA socket", cfg.draSocket], ["checkpoint", cfg.checkpointFile], ["CDI specs", `${cfg.cdiRoot}/x.json`]] as const) {
+      const m = mountFor(p);
+      t.ok(m && !m.readOnly, `${name}: ${what} (${p}) lies on a writable mount`);
+      t.equal(at(vols.get(String(m?.name)), "hostPath", "path"), m?.mountPath, `${name}: ${what}: host path = container path`);
+    }
+    const plugins = mountFor(cfg.draSocket);
+    t.equal(plugins?.mountPropagation, fake ? "HostToContainer" : "Bidirectional", `${name}: plugins dir propagation`);
+    if (fake) {
+      const fixture = String(env.get("DISCOVERY")?.value).slice("fixture:".length);
+      t.match(md, `\`${fixture}\``, `${name}: fixture ${fixture} is one contracts.md requires`);
+    } else {
+      const sys = mountFor(cfg.sysfsRoot);
+      t.ok(sys?.readOnly && at(vols.get(String(sys.name)), "hostPath", "path") === "/sys", `${name}: /sys mounted read-only`);
+      const driver = arr(agent.volumeMounts).map(rec).find((m) => m.mountPath === env.get("NVIDIA_DRIVER_ROOT")?.value);
+      t.ok(driver?.readOnly, `${name}: the driver root is mounted read-only where the nvidia-smi wrapper looks`);
+    }
+    // Probes run what contracts.md says the kubelet check is.
+    for (const probe of ["startupProbe", "livenessProbe"]) t.same(at(agent, probe, "exec", "command"), [bin, "diag", "ping"], `${name}: ${probe} runs \`tessera diag ping\``);
+    t.match(md, /`tessera diag ping`/, "contracts.md: diag ping exists");
+    const usage = String((await import("../agent/cli/main.js")).USAGE);
+    t.match(usage, /tessera diag ping/, "the CLI dispatches diag ping");
+    t.ok(Number(pod.terminationGracePeriodSeconds) >= SHUTDOWN_DEADLINE_MS / 1000 + 10, `${name}: grace period covers the agent's ${SHUTDOWN_DEADLINE_MS} ms shutdown deadline + slice cleanup`);
+    // Proxy: its env is the mirror of `tessera proxy` flags, and the CLI accepts the result.
+    const proxy = container(ds, "proxy");
+    t.same([...(proxy.command as string[]), ...(proxy.args as string[])], [bin, "proxy"], `${name}: runs \`tessera proxy\``);
+    t.match(md, /`tessera proxy --listen <host:port>/, "contracts.md names the proxy's --listen");
+    const penv = envOf(proxy);
+    t.equal(at(penv.get("NODE_NAME"), "valueFrom", "fieldRef", "fieldPath"), "spec.nodeName", `${name}: proxy NODE_NAME from the downward API`);
+    const cli = await optionalImport("dist/agent/cli/proxy.js");
+    const proxyFlags = cli?.PROXY_FLAGS as typeof NODE_FLAGS | undefined;
+    const listenFlag = proxyFlags?.find((f) => f.name === "listen")?.env ?? "PROXY_LISTEN";
+    if (proxyFlags && typeof cli?.proxyOptionsFromArgs === "function") {
+      const mirrors = new Set(proxyFlags.map((f) => f.env));
+      for (const envName of penv.keys()) t.ok(mirrors.has(envName), `${name}: proxy env ${envName} mirrors a \`tessera proxy\` flag`);
+      const literalP: NodeJS.ProcessEnv = {};
+      for (const [k, e] of penv) if (typeof e.value === "string") literalP[k] = e.value;
+      t.doesNotThrow(() => (cli.proxyOptionsFromArgs as (a: unknown) => unknown)(parseFlags([], proxyFlags, literalP)), `${name}: \`tessera proxy\` accepts this env (one endpoint source)`);
+    } else t.comment("agent/cli/proxy.ts has no PROXY_FLAGS yet: proxy env not checked against the CLI");
+    const listen = String(penv.get(listenFlag)?.value ?? "");
+    const port = rec(arr(proxy.ports)[0]);
+    t.equal(Number(listen.split(":").pop()), port.containerPort, `${name}: ${listenFlag} port = containerPort`);
+    const svc = one(objs, "Service");
+    t.equal(at(svc, "spec", "internalTrafficPolicy"), "Local", `${name}: Service keeps traffic on the node`);
+    t.equal(at(svc, "spec", "ports", 0, "targetPort"), port.name, `${name}: Service targets the proxy port`);
+    const labels = rec(at(ds, "spec", "template", "metadata", "labels"));
+    for (const [k, v] of Object.entries(rec(at(svc, "spec", "selector")))) t.equal(labels[k], v, `${name}: Service selects the pods (${k})`);
+    t.equal(at(proxy, "securityContext", "runAsNonRoot"), true, `${name}: proxy runs as non-root`);
+    t.same(at(proxy, "securityContext", "capabilities", "drop"), ["ALL"], `${name}: proxy has no capabilities`);
+    t.equal(arr(proxy.volumeMounts).length, 0, `${name}: proxy mounts nothing from the host`);
+    for (const c of [agent, proxy]) {
+      t.ok(at(c, "resources", "requests", "memory") && at(c, "resources", "limits", "memory"), `${name}: ${String(c.name)} has memory request and limit`);
+      t.equal(at(c, "securityContext", "readOnlyRootFilesystem"), true, `${name}: ${String(c.name)} root filesystem is read-only`);
+    }
+  }
+});
+
+// ---- the image ---------------------------------------------------------------------------------
+
+t.test("Dockerfile: multi-stage, Node LTS slim runtime, production deps only, no secrets", async (t) => {
+  const text = readFileSync(join(ROOT, "Dockerfile"), "utf8");
+  const args = new Map([...text.matchAll(/^ARG (\w+)=(\S+)/gm)].map((m) => [String(m[1]), String(m[2])]));
+  const stages = text.split(/^(?=FROM )/m).filter((s) => s.startsWith("FROM "));
+  t.ok(stages.length >= 2, "multi-stage");
+  const image = (s: string): string => (/^FROM (\S+)/.exec(s)?.[1] ?? "").replace(/\$\{(\w+)\}/g, (_, n: string) => args.get(n) ?? "");
+  const runtime = stages[stages.length - 1] ?? "";
+  t.match(image(runtime), /^node:(22|24)(\.\d+)*-(bookworm-|trixie-)?slim$/, `runtime is a maintained Node.js LTS slim image (${image(runtime)})`);
+  const build = stages.find((s) => /npm run build/.test(s)) ?? "";
+  t.match(build, /npm ci/, "the build stage installs with npm ci");
+  t.match(build, /COPY wasm-core/, "the build stage builds the .wasm");
+  const depsStage = stages.find((s) => /npm ci[^\n]*--omit=dev/.test(s)) ?? "";
+  const depsName = /^FROM \S+ AS (\w+)/.exec(depsStage)?.[1];
+  t.ok(depsName && new RegExp(`COPY --from=${depsName} \\S*node_modules`).test(runtime), "runtime node_modules come from an --omit=dev install");
+  for (const p of ["dist/agent", "dist/wasm/tessera.wasm", "protos", "fixtures", "bin"]) t.match(runtime, new RegExp(`COPY (--from=\\w+ )?\\S*${p.replace(/\./g, "\\.")}`), `runtime has ${p}`);
+  t.notMatch(runtime, /^COPY (--from=\w+ )?\. /m, "runtime does not copy the whole context");
+  t.notMatch(runtime, /assemblyscript|typescript|\basc\b/i, "no build tools in the runtime stage");
+  t.notMatch(text, /^(ARG|ENV) \w*(SECRET|TOKEN|PASSWORD|CREDENTIAL|API_KEY)/im, "no secrets passed as ARG/ENV");
+  t.notMatch([...runtime.matchAll(/^USER (\S+)/gm)].pop()?.[1] ?? "root", /^(root|0)$/, "the image's default user is not root");
+  const wrapper = /<<"SH" \/usr\/local\/bin\/nvidia-smi\n([\s\S]*?)\nSH\n/.exec(text)?.[1];
+  t.ok(wrapper, "the nvidia-smi wrapper is in the image");
+  t.equal(spawnSync("sh", ["-n"], { input: wrapper ?? "", encoding: "utf8" }).status, 0, "the wrapper is valid sh");
+  const ignore = readFileSync(join(ROOT, ".dockerignore"), "utf8").split("\n").map((l) => l.trim());
+  for (const p of [".git", "node_modules", "dist", ".env"]) t.ok(ignore.includes(p), `.dockerignore keeps ${p} out of the build context`);
+});

@@ -1,0 +1,251 @@
+// Node discovery: golden inventories per fixture, parser robustness (truncated, N/A, one vs many
+// GPUs, MIG None, unknown DTD, garbage), a hanging nvidia-smi killed by the timeout, the real
+// backend fed through a fake exec, keep-last-good rediscovery, and the diag verbs.
+// Regenerate goldens explicitly: UPDATE_GOLDEN=1 npx tap dist/test/discovery.test.js
+import t, { type Test } from "tap";
+import { EventEmitter } from "node:events";
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import type { NodeConfig } from "../agent/common/config.js";
+import { isTesseraError } from "../agent/common/errors.js";
+import { createMemoryLogger } from "../agent/common/log.js";
+import { createDiscovery, defaultFixturesDir } from "../agent/discovery/index.js";
+import type { ExecFn } from "../agent/discovery/exec.js";
+import { execFile } from "../agent/discovery/exec.js";
+import type { Inventory } from "../agent/discovery/model.js";
+import { deviceFacts } from "../agent/discovery/model.js";
+import { parseNvidiaSmiXml, normalizeBusId, memBytes } from "../agent/discovery/nvsmi-xml.js";
+import { parseListGpus, parseMigLgi } from "../agent/discovery/nvsmi-text.js";
+import { pcieRootFromLink, parseMigMinors } from "../agent/discovery/sysfs.js";
+import { computeCapability } from "../agent/discovery/mig-profiles.js";
+import { createInventoryWatcher } from "../agent/discovery/watcher.js";
+import { systeminformationHostFacts } from "../agent/discovery/host.js";
+import { main } from "../agent/cli/main.js";
+import { captureIO } from "../agent/cli/io.js";
+import { diagDeps } from "../agent/cli/diag-node.js";
+
+const ROOT = join(fileURLToPath(new URL(".", import.meta.url)), "..", "..");
+const GOLDEN = join(ROOT, "test", "golden");
+const FIXTURES = defaultFixturesDir();
+export const FIXTURE_NAMES = ["h100-sxm-8x", "a100-80gb-mig", "l40s-1x", "workstation-2numa-4gpu", "mixed-2numa-h100-mig"];
+
+function config(discovery: string, extra: Partial<NodeConfig> = {}): NodeConfig {
+  return {
+    driverName: "gpu.tessera.dev", nodeName: "golden-node", kubeletRoot: "/k", stateDir: "/k/s", cdiRoot: "/cdi", sysfsRoot: "/sys", discovery,
+    kube: "auto", migMode: "static", logLevel: "info", registrationSocket: "/k/r.sock", draSocket: "/k/d.sock", checkpointFile: "/k/c.json", ...extra,
+  };
+}
+
+function golden(t: Test, file: string, actual: unknown): void {
+  const p = join(GOLDEN, file);
+  const text = JSON.stringify(actual, null, 2) + "\n";
+  if (process.env.UPDATE_GOLDEN === "1" || !existsSync(p)) {
+    mkdirSync(GOLDEN, { recursive: true });
+    writeFileSync(p, text);
+    if (process.env.UPDATE_GOLDEN !== "1") t.fail(`golden ${file} was missing and has been written; rerun`);
+    return;
+  }
+  t.equal(text, readFileSync(p, "utf8"), `${file} matches (UPDATE_GOLDEN=1 to regenerate)`);
+}
+
+const xmlOf = (name: string): string => readFileSync(join(FIXTURES, name, "nvidia-smi-q-x.xml"), "utf8");
+
+t.test("golden inventory per fixture node", async (t) => {
+  for (const name of FIXTURE_NAMES) {
+    const inv = await createDiscovery(config(`fixture:${name}`)).discover();
+    golden(t, `inventory-${name}.json`, inv);
+  }
+  const h100 = await createDiscovery(config("fixture:h100-sxm-8x")).discover();
+  t.equal(h100.gpus.length, 8);
+  t.same(h100.gpus.map((g) => g.pcieRoot), ["pci0000:50", "pci0000:61", "pci0000:72", "pci0000:83", "pci0000:94", "pci0000:a5", "pci0000:b6", "pci0000:c7"]);
+  t.same(h100.gpus.map((g) => g.numaNode), [0, 0, 0, 0, 1, 1, 1, 1]);
+  t.equal(h100.gpus[0]?.pciBusId, "0000:53:00.0", "8-digit nvidia-smi domain becomes the 4-digit sysfs form");
+  t.equal(h100.conditions, undefined, "a clean fixture has no conditions");
+  const l40s = await createDiscovery(config("fixture:l40s-1x")).discover();
+  t.equal(l40s.gpus[0]?.numaNode, undefined, "numa_node -1 means unknown: no attribute");
+  t.equal(l40s.gpus[0]?.migMode, "unsupported", "current_mig N/A");
+  const a100 = await createDiscovery(config("fixture:a100-80gb-mig")).discover();
+  t.same(a100.gpus[0]?.migDevices.map((m) => m.name), ["gpu-1-mig-15-0-2", "gpu-1-mig-15-2-2", "gpu-1-mig-15-4-2", "gpu-1-mig-15-6-2"], "names from minor, profile id and placement");
+  t.match(a100.conditions?.[0]?.message ?? "", /attached_gpus is 4 but 1/, "the trimmed upstream capture is reported, not hidden");
+  const facts = deviceFacts(a100).get("gpu-1-mig-15-2-2");
+  t.same(facts?.deviceNodes, ["/dev/nvidia1", "/dev/nvidia-caps/nvidia-cap174", "/dev/nvidia-caps/nvidia-cap175"], "MIG caps from mig-minors (gpu1/gi4)");
+  t.equal(facts?.uuid, "MIG-a1004010-0000-5000-8000-000000000004");
+  const mixed = await createDiscovery(config("fixture:mixed-2numa-h100-mig")).discover();
+  t.same(mixed.gpus.map((g) => `${g.name}:${g.numaNode}:${g.migDevices.length}`), ["gpu-0:0:4", "gpu-1:0:0", "gpu-4:1:3", "gpu-5:1:0"], "mixed MIG and whole GPUs on two NUMA nodes; names by minor, not index");
+});
+
+t.test("xml parser robustness: clear error or sensible partial result, never a crash", async (t) => {
+  const h100 = xmlOf("h100-sxm-8x");
+  const cutAfter3 = h100.slice(0, h100.split("</gpu>", 3).join("</gpu>").length + "</gpu>".length + 40);
+  const partial = parseNvidiaSmiXml(cutAfter3);
+  t.equal(partial.gpus.length, 3, "truncated after 3 GPUs: the 3 complete ones");
+  t.match(partial.warnings.join("\n"), /truncated/);
+  t.throws(() => parseNvidiaSmiXml(h100.slice(0, 2000)), { code: "TESSERA_PARSE", message: /not well-formed XML.*truncated/ }, "cut inside the first GPU");
+  for (const garbage of ["", "hello", "{\"json\": true}", "<html><body>502</body></html>", "\u0000\u0001binary", "<nvidia_smi_log><gpu"]) {
+    let ok = false;
+    try {
+      const r = parseNvidiaSmiXml(garbage);
+      ok = r.gpus.length === 0;
+    } catch (err) {
+      ok = isTesseraError(err) && err.code === "TESSERA_PARSE";
+    }
+    t.ok(ok, `garbage ${JSON.stringify(garbage.slice(0, 20))} gives TESSERA_PARSE or no GPUs`);
+  }
+  const v99 = parseNvidiaSmiXml(h100.replace("nvsmi_device_v13.dtd", "nvsmi_device_v99.dtd"));
+  t.equal(v99.gpus.length, 8, "unknown DTD version still parses");
+  t.match(v99.warnings.join("\n"), /v99 is not one we were tested with/);
+  const one = parseNvidiaSmiXml(xmlOf("l40s-1x"));
+  t.equal(one.gpus.length, 1, "a single <gpu> is still a list");
+  t.same(one.gpus[0]?.migDevices, [], "<mig_devices>None</mig_devices>");
+  const na = parseNvidiaSmiXml(xmlOf("l40s-1x").replace("<minor_number>0</minor_number>", "<minor_number>N/A</minor_number>"));
+  t.equal(na.gpus.length, 0, "a GPU without a minor cannot be named: skipped");
+  t.match(na.warnings.join("\n"), /minor_number/);
+  const naMem = parseNvidiaSmiXml(xmlOf("l40s-1x").replace("<total>46068 MiB</total>", "<total>N/A</total>"));
+  t.equal(naMem.gpus[0]?.memoryBytes, 0, "N/A memory is 0, not NaN");
+  t.equal(normalizeBusId("00000000:CA:00.0"), "0000:ca:00.0");
+  t.throws(() => normalizeBusId("nonsense"), { code: "TESSERA_PARSE" });
+  t.equal(memBytes("81559 MiB"), 81559 * 2 ** 20);
+  t.equal(memBytes("N/A"), undefined);
+  // Seeded, bounded: any prefix of a real capture either parses partially or fails with TESSERA_PARSE.
+  let seed = 12345;
+  const next = (): number => (seed = (seed * 1103515245 + 12345) % 2 ** 31);
+  const a100 = xmlOf("a100-80gb-mig");
+  for (let i = 0; i < 40; i++) {
+    const cut = next() % a100.length;
+    try {
+      parseNvidiaSmiXml(a100.slice(0, cut));
+    } catch (err) {
+      if (!isTesseraError(err) || err.code !== "TESSERA_PARSE") t.fail(`cut at ${cut}: ${String(err)}`);
+    }
+  }
+});
+
+t.test("-L, mig -lgi, sysfs helpers and compute capability", async (t) => {
+  const l = parseListGpus(readFileSync(join(FIXTURES, "mixed-2numa-h100-mig", "nvidia-smi-L.txt"), "utf8"));
+  t.same(l.map((g) => g.migs.length), [4, 0, 3, 0]);
+  t.same(parseListGpus("GPU 0: A100-SXM4-40GB (UUID: GPU-5d5b)\n  MIG 1g.5gb Device 0: (UUID: MIG-GPU-5d5b/7/0)\n")[0]?.migs[0]?.uuid, "MIG-GPU-5d5b/7/0", "R450 MIG UUID form");
+  t.same(parseListGpus("garbage\n\n"), []);
+  const rows = parseMigLgi(readFileSync(join(FIXTURES, "a100-80gb-mig", "nvidia-smi-mig-lgi.txt"), "utf8"));
+  t.same(rows.map((r) => `${r.profileId}@${r.placementStart}:${r.placementSize}/gi${r.gpuInstanceId}`), ["15@0:2/gi3", "15@2:2/gi4", "15@4:2/gi5", "15@6:2/gi6"]);
+  t.same(parseMigLgi("No MIG-enabled devices found.\n"), []);
+  t.equal(pcieRootFromLink("../../../devices/pci0000:c0/0000:c0:01.1/0000:c1:00.0"), "pci0000:c0");
+  t.equal(pcieRootFromLink("../../../devices/platform/foo"), undefined);
+  t.equal(parseMigMinors("config 1\nmonitor 2\ngpu0/gi3/access 30\ngpu0/gi3/ci0/access 31\njunk\n").get("gpu0/gi3/ci0/access"), 31);
+  t.same(["Hopper|NVIDIA H100 80GB HBM3", "Ampere|NVIDIA A100-SXM4-80GB", "Ada Lovelace|NVIDIA L40S", "Blackwell|NVIDIA B200", "Ampere|NVIDIA A10", "Nope|x"].map((s) => computeCapability(...(s.split("|") as [string, string]))), ["9.0", "8.0", "8.9", "10.0", "8.6", undefined]);
+});
+
+function fakeScript(dir: string, name: string, body: string): string {
+  const p = join(dir, name);
+  writeFileSync(p, `#!/bin/sh\n${body}\n`);
+  chmodSync(p, 0o755);
+  return p;
+}
+
+t.test("exec: a hanging nvidia-smi is killed by the timeout and named in the condition", async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), "tessera-exec-"));
+  const pidFile = join(dir, "pid");
+  const hang = fakeScript(dir, "nvidia-smi", `echo $$ > ${pidFile}\nexec sleep 30`);
+  const started = Date.now();
+  const err = await createDiscovery(config("nvidia-smi"), { nvidiaSmi: hang, execOptions: { timeoutMs: 300 } }).discover().catch((e: unknown) => e);
+  t.ok(isTesseraError(err) && err.code === "TESSERA_DISCOVERY_TIMEOUT", "TESSERA_DISCOVERY_TIMEOUT");
+  t.match(String((err as Error).message), /did not finish within 300 ms and was killed/);
+  t.ok(Date.now() - started < 5000, "returns promptly");
+  const pid = Number(readFileSync(pidFile, "utf8"));
+  // The promise settles at the kill (a process stuck in the driver may never exit); reaping follows.
+  const alive = (): boolean => { try { process.kill(pid, 0); return true; } catch { return false; } };
+  for (let i = 0; i < 100 && alive(); i++) await new Promise((r) => setTimeout(r, 20));
+  t.notOk(alive(), "the hung child is gone (SIGKILL)");
+  await t.rejects(execFile(fakeScript(dir, "loud", "exec cat /dev/zero"), [], { timeoutMs: 5000, maxBytes: 4096 }), { code: "TESSERA_DISCOVERY_OUTPUT_TOO_LARGE" });
+  await t.rejects(createDiscovery(config("nvidia-smi"), { nvidiaSmi: fakeScript(dir, "fails", "echo 'NVIDIA-SMI has failed because it could not communicate with the NVIDIA driver' >&2\nexit 9") }).discover(), {
+    code: "TESSERA_DISCOVERY",
+    message: /exited with 9: NVIDIA-SMI has failed/,
+  });
+  await t.rejects(createDiscovery(config("nvidia-smi"), { nvidiaSmi: join(dir, "absent") }).discover(), { code: "TESSERA_DISCOVERY", message: /not found on PATH/ });
+  const r = await execFile("/bin/echo", ["a;", "$(rm -rf /)"], { timeoutMs: 2000, maxBytes: 1000 });
+  t.equal(r.stdout, "a; $(rm -rf /)\n", "no shell: arguments are passed verbatim");
+});
+
+t.test("real backend through a fake exec gives the fixture's inventory; -L failure only degrades", async (t) => {
+  const name = "mixed-2numa-h100-mig";
+  const files: Record<string, string> = { "-q -x": "nvidia-smi-q-x.xml", "-L": "nvidia-smi-L.txt", "mig -lgi": "nvidia-smi-mig-lgi.txt" };
+  const calls: string[] = [];
+  let failL = false;
+  const exec: ExecFn = async (_file, args) => {
+    const key = args.join(" ");
+    calls.push(key);
+    if (key === "-L" && failL) return { stdout: "", stderr: "Unable to determine the device handle\n", code: 15 };
+    return { stdout: readFileSync(join(FIXTURES, name, files[key] as string), "utf8"), stderr: "", code: 0 };
+  };
+  const deps = { exec, procRoot: join(FIXTURES, name, "proc"), hostFacts: async () => ({ cpuModel: "fake" }) };
+  const real = await createDiscovery(config("nvidia-smi", { sysfsRoot: join(FIXTURES, name, "sys") }), deps).discover();
+  const fixture = await createDiscovery(config(`fixture:${name}`)).discover();
+  t.same(calls, ["-q -x", "-L", "mig -lgi"]);
+  t.same(real.gpus, fixture.gpus, "same parsers, same result");
+  failL = true;
+  const log = createMemoryLogger();
+  const degraded = await createDiscovery(config("nvidia-smi", { sysfsRoot: join(FIXTURES, name, "sys") }), { ...deps, logger: log }).discover();
+  t.equal(degraded.gpus.length, 4, "GPUs still there");
+  t.equal(degraded.gpus[0]?.migDevices[0]?.uuid, undefined, "MIG UUIDs unknown");
+  t.match(degraded.conditions?.[0]?.message ?? "", /-L \(MIG UUIDs unknown\).*exited with 15/);
+  t.ok(log.records.some((r) => r.level === "warn" && r.msg === "discovery condition"), "conditions are logged");
+});
+
+t.test("watcher keeps the last good inventory and exposes the condition; SIGHUP rediscovers", async (t) => {
+  const good = await createDiscovery(config("fixture:l40s-1x")).discover();
+  let fail = false;
+  let runs = 0;
+  const changes: Inventory[] = [];
+  const signals = new EventEmitter();
+  const w = createInventoryWatcher({
+    discovery: { discover: async () => { runs++; if (fail) throw Object.assign(new Error("nvidia-smi -q -x did not finish"), { code: "TESSERA_DISCOVERY_TIMEOUT" }); return good; } },
+    intervalMs: 0, signals, onChange: (inv) => changes.push(inv), logger: createMemoryLogger(),
+  });
+  t.equal(await w.start(), good);
+  fail = true;
+  t.equal(await w.rediscover(), good, "failure keeps the last good inventory, never an empty node");
+  t.equal(w.current(), good);
+  t.match(w.condition()?.message ?? "", /did not finish/);
+  fail = false;
+  const before = runs;
+  signals.emit("SIGHUP");
+  await w.rediscover(); // joins the SIGHUP run
+  t.ok(runs > before, "SIGHUP ran discovery");
+  t.equal(w.condition(), undefined, "condition cleared after a good run");
+  t.equal(changes.length, 1, "onChange only when the inventory changed");
+  w.stop();
+  t.equal(signals.listenerCount("SIGHUP"), 0, "stop() unsubscribes");
+  const empty = createInventoryWatcher({ discovery: { discover: async () => { throw new Error("no driver"); } }, intervalMs: 0 });
+  await t.rejects(empty.start(), /no driver/, "no inventory at all: start fails loudly");
+});
+
+t.test("diag topology and diag slices (fixtures, json, failing nvidia-smi)", async (t) => {
+  const io = captureIO();
+  t.equal(await main(["diag", "topology", "--discovery", "fixture:workstation-2numa-4gpu", "--node-name", "ws"], io), 0);
+  const out = io.out.join("");
+  t.match(out, /NUMA 0 {2}cpus 0-31\n├─ pci0000:00\n│ {2}└─ gpu-0 {2}NVIDIA RTX 6000 Ada Generation {2}0000:01:00.0/);
+  t.match(out, /NUMA 1 {2}cpus 32-63\n├─ pci0000:c0/);
+  const j = captureIO();
+  t.equal(await main(["diag", "topology", "--discovery", "fixture:mixed-2numa-h100-mig", "-o", "json"], j), 0);
+  const tree = JSON.parse(j.out.join("")) as { numaNodes: { id: number; pcieRoots: { gpus: { migDevices: unknown[] }[] }[] }[] };
+  t.same(tree.numaNodes.map((n) => n.pcieRoots.map((r) => r.gpus[0]?.migDevices.length)), [[4, 0], [3, 0]]);
+  const dir = mkdtempSync(join(tmpdir(), "tessera-diag-"));
+  diagDeps.discovery = { nvidiaSmi: fakeScript(dir, "nvidia-smi", "exec sleep 30"), execOptions: { timeoutMs: 200 } };
+  t.teardown(() => void (diagDeps.discovery = {}));
+  for (const verb of ["topology", "slices"]) {
+    const e = captureIO();
+    t.equal(await main(["diag", verb, "--discovery", "nvidia-smi", "--node-name", "n"], e), 1);
+    t.match(e.err.join(""), /^TESSERA_DISCOVERY_TIMEOUT: discovery \(nvidia-smi\) failed: .*killed/, `diag ${verb} shows the condition in one line`);
+  }
+  const bad = captureIO();
+  t.equal(await main(["diag", "slices", "--discovery", "fixture:no-such-node"], bad), 1);
+  t.match(bad.err.join(""), /^TESSERA_FIXTURE: fixture .*no-such-node has no nvidia-smi-q-x.xml/);
+});
+
+t.test("host facts via systeminformation (cpu, mem, osInfo; never graphics)", async (t) => {
+  const facts = await systeminformationHostFacts(10_000)();
+  t.ok((facts.cpuCores ?? 0) > 0 && (facts.memoryBytes ?? 0) > 0, "cores and memory of this machine");
+  const src = readFileSync(join(ROOT, "agent", "discovery", "host.ts"), "utf8");
+  t.notMatch(src.replace(/\/\/.*$/gm, ""), /graphics\s*\(/, "graphics() is not called");
+});

@@ -1,0 +1,317 @@
+// The kubelet plugin over real unix sockets, with gRPC clients built from protos/ acting as the
+// kubelet: registration, DRAPlugin v1 + v1beta1, per-claim errors, idempotency, concurrency,
+// conflicts, share_id presence, socket hygiene, and the diag verbs.
+import t from "tap";
+import { spawn, spawnSync } from "node:child_process";
+import { once } from "node:events";
+import { existsSync, promises as fsp, readFileSync, statSync } from "node:fs";
+import { join } from "node:path";
+import { main } from "../agent/cli/main.js";
+import { captureIO } from "../agent/cli/io.js";
+import { startAgent } from "../agent/cli/agent.js";
+import { createMemoryLogger } from "../agent/common/log.js";
+import { decodeCheckpoint } from "../agent/plugin/checkpoint.js";
+import { loadKubeletProtos } from "../agent/plugin/protos.js";
+import { claim, inventory, gpuUUID, nodeConfig, ref, startEnv, tempDir, uid, NODE, type Env } from "./support/kubelet-env.js";
+
+const spec = (env: Env, u: string): string => join(env.config.cdiRoot, `k8s.gpu.tessera.dev-claim_${u}.json`);
+const checkpointClaims = (env: Env): Record<string, { state: string }> => {
+  const d = decodeCheckpoint(readFileSync(env.config.checkpointFile, "utf8"));
+  if (!d.ok) throw new Error(d.reason);
+  return d.data.claims;
+};
+
+t.test("protos: every field number and name is pinned to upstream", async (t) => {
+  const p = loadKubeletProtos().packages;
+  const fields = (pkg: Record<string, unknown>, msg: string): string[] => {
+    const def = pkg[msg] as { type: { field: { name: string; number: number; label: string; oneofIndex?: number }[] } };
+    return def.type.field.map((f) => `${f.name}=${f.number}${f.label === "LABEL_REPEATED" ? " repeated" : ""}`);
+  };
+  t.same(
+    Object.fromEntries(["PluginInfo", "RegistrationStatus", "RegistrationStatusResponse", "InfoRequest"].map((m) => [m, fields(p.registration, `pluginregistration.${m}`)])),
+    {
+      PluginInfo: ["type=1", "name=2", "endpoint=3", "supported_versions=4 repeated"],
+      RegistrationStatus: ["plugin_registered=1", "error=2"],
+      RegistrationStatusResponse: [],
+      InfoRequest: [],
+    },
+  );
+  for (const v of ["v1", "v1beta1"] as const) {
+    const pkg = p[v];
+    const ns = `k8s.io.kubelet.pkg.apis.dra.${v}`;
+    const table = Object.fromEntries(
+      ["NodePrepareResourcesRequest", "NodePrepareResourcesResponse", "NodePrepareResourceResponse", "Device", "NodeUnprepareResourcesRequest", "NodeUnprepareResourcesResponse", "NodeUnprepareResourceResponse", "Claim"].map((m) => [m, fields(pkg, `${ns}.${m}`)]),
+    );
+    t.same(table, {
+      NodePrepareResourcesRequest: ["claims=1 repeated"],
+      NodePrepareResourcesResponse: ["claims=1 repeated"], // a proto map is a repeated entry message
+      NodePrepareResourceResponse: ["devices=1 repeated", "error=2"],
+      Device: ["request_names=1 repeated", "pool_name=2", "device_name=3", "cdi_device_ids=4 repeated", ...(v === "v1" ? ["share_id=5"] : [])],
+      NodeUnprepareResourcesRequest: ["claims=1 repeated"],
+      NodeUnprepareResourcesResponse: ["claims=1 repeated"],
+      NodeUnprepareResourceResponse: ["error=1"],
+      Claim: ["namespace=1", "uid=2", "name=3"],
+    }, `${v} field table`);
+    const svc = pkg[`${ns}.DRAPlugin`] as Record<string, { path: string }>;
+    t.same(Object.values(svc).map((m) => m.path), [`/${ns}.DRAPlugin/NodePrepareResources`, `/${ns}.DRAPlugin/NodeUnprepareResources`]);
+  }
+  const device = p.v1["k8s.io.kubelet.pkg.apis.dra.v1.Device"] as { type: { oneofDecl: { name: string }[] } };
+  t.same(device.type.oneofDecl.map((o) => o.name), ["_share_id"], "v1 share_id is proto3 optional (has presence)");
+  const reg = p.registration["pluginregistration.Registration"] as Record<string, { path: string }>;
+  t.same(Object.values(reg).map((m) => m.path), ["/pluginregistration.Registration/GetInfo", "/pluginregistration.Registration/NotifyRegistrationStatus"]);
+});
+
+t.test("registration: GetInfo answers fast; NotifyRegistrationStatus is kept; socket modes", async (t) => {
+  const env = await startEnv();
+  t.teardown(() => env.close());
+  const t0 = Date.now();
+  const info = await env.reg.getInfo({}, 1000);
+  t.ok(Date.now() - t0 < 1000, "within the kubelet's 1 s");
+  t.same(info, { type: "DRAPlugin", name: "gpu.tessera.dev", endpoint: env.config.draSocket, supported_versions: ["v1.DRAPlugin", "v1beta1.DRAPlugin"] });
+  t.equal(env.agent.plugin.registration.last(), undefined);
+  await env.reg.notify({ plugin_registered: false, error: "version mismatch" });
+  t.match(env.agent.plugin.registration.last(), { plugin_registered: false, error: "version mismatch" });
+  t.ok(env.log.records.some((r) => r.level === "error" && r.msg.includes("rejected")), "rejection logged");
+  await env.reg.notify({ plugin_registered: true, error: "" });
+  t.match(env.agent.plugin.registration.last(), { plugin_registered: true });
+  for (const s of [env.config.draSocket, env.config.registrationSocket]) {
+    t.ok(statSync(s).isSocket());
+    t.equal(statSync(s).mode & 0o777 & ~0o660, 0, `${s} is at most 0660`);
+  }
+  t.equal(statSync(join(env.config.kubeletRoot, "plugins_registry")).mode & 0o777, 0o750);
+  await env.close();
+  t.notOk(existsSync(env.config.draSocket), "DRA socket removed on stop");
+  t.notOk(existsSync(env.config.registrationSocket), "registration socket removed on stop");
+});
+
+t.test("sockets: stale socket files are replaced; a too-long path is refused at start", async (t) => {
+  const root = tempDir();
+  const cfg = nodeConfig(root);
+  await fsp.mkdir(join(cfg.kubeletRoot, "plugins", "gpu.tessera.dev"), { recursive: true });
+  // A killed process leaves its socket file behind; SIGKILL skips Node's own cleanup.
+  const r = spawnSync(process.execPath, ["-e", `require("net").createServer().listen(${JSON.stringify(cfg.draSocket)}, () => process.kill(process.pid, "SIGKILL"))`]);
+  t.equal(r.signal, "SIGKILL");
+  t.ok(statSync(cfg.draSocket).isSocket(), "stale socket present");
+  const env = await startEnv({ root });
+  t.teardown(() => env.close());
+  t.same(await env.v1.prepare({ claims: [] }), {}, "serves on the replaced socket");
+
+  const long = join(tempDir(), "x".repeat(100));
+  await t.rejects(startAgent(nodeConfig(long), { inventory: inventory(1), log: createMemoryLogger(), bootId: async () => "b" }), { code: "TESSERA_SOCKET_PATH_TOO_LONG" });
+});
+
+t.test("prepare/unprepare happy path, v1 and v1beta1", async (t) => {
+  const env = await startEnv();
+  t.teardown(() => env.close());
+  t.same(await env.v1.prepare({ claims: [] }), {}, "empty request, empty map (v1)");
+  t.same(await env.v1beta1.prepare({ claims: [] }), {}, "empty request, empty map (v1beta1)");
+  t.same(await env.v1.unprepare({ claims: [] }), {});
+  for (const [i, [version, client]] of ([["v1", env.v1], ["v1beta1", env.v1beta1]] as const).entries()) {
+    const c = claim({ name: `c-${version}`, uid: uid(100 + i), results: [{ request: "gpu/small", device: `gpu-${2 + i}` }] });
+    await env.store.putClaim(c);
+    const res = await client.prepare({ claims: [ref(c)] });
+    const entry = res.claims?.[uid(100 + i)];
+    t.notOk(entry?.error, `${version}: no error`);
+    t.same(entry?.devices, [{ request_names: ["gpu"], pool_name: NODE, device_name: `gpu-${2 + i}`, cdi_device_ids: [`k8s.gpu.tessera.dev/claim=${uid(100 + i)}-gpu-${2 + i}`] }], `${version}: base request name, pool, CDI ID`);
+    const written = JSON.parse(readFileSync(spec(env, uid(100 + i)), "utf8"));
+    t.same(written, {
+      cdiVersion: "0.5.0",
+      kind: "k8s.gpu.tessera.dev/claim",
+      devices: [{ name: `${uid(100 + i)}-gpu-${2 + i}`, containerEdits: { deviceNodes: [{ path: `/dev/nvidia${2 + i}` }] } }],
+      containerEdits: {
+        env: [`NVIDIA_VISIBLE_DEVICES=${gpuUUID(2 + i)}`, `TESSERA_DEVICES=gpu-${2 + i}`],
+        deviceNodes: [{ path: "/dev/nvidiactl" }, { path: "/dev/nvidia-uvm" }, { path: "/dev/nvidia-uvm-tools" }],
+      },
+    }, `${version}: CDI spec`);
+    t.equal(checkpointClaims(env)[uid(100 + i)]?.state, "PrepareCompleted");
+    const un = await client.unprepare({ claims: [ref(c)] });
+    t.notOk(un.claims?.[uid(100 + i)]?.error);
+    t.notOk(existsSync(spec(env, uid(100 + i))), `${version}: spec removed`);
+    t.notOk(uid(100 + i) in checkpointClaims(env), `${version}: checkpoint entry removed`);
+    const again = await client.unprepare({ claims: [ref(c)] });
+    t.notOk(again.claims?.[uid(100 + i)]?.error, "unprepare is idempotent");
+  }
+  const unknown = await env.v1.unprepare({ claims: [{ namespace: "x", name: "gone", uid: uid(999) }] });
+  t.ok(uid(999) in (unknown.claims ?? {}) && !unknown.claims?.[uid(999)]?.error, "unknown UID: success entry");
+});
+
+t.test("MIG device and NVIDIA toolkit spec: cap nodes, MIG UUID, nvidia.com/gpu ID", async (t) => {
+  const env = await startEnv();
+  t.teardown(() => env.close());
+  await fsp.mkdir(env.config.cdiRoot, { recursive: true });
+  await fsp.writeFile(join(env.config.cdiRoot, "nvidia.yaml"), `cdiVersion: 0.5.0\nkind: nvidia.com/gpu\ndevices:\n- name: ${gpuUUID(5)}\n  containerEdits: {}\n- name: all\n  containerEdits: {}\n`);
+  const mig = claim({ name: "mig", uid: uid(200), results: [{ device: "gpu-1-mig-19-0-1" }] });
+  const whole = claim({ name: "whole", uid: uid(201), results: [{ device: "gpu-5" }] });
+  await env.store.putClaim(mig);
+  await env.store.putClaim(whole);
+  const res = await env.v1.prepare({ claims: [ref(mig), ref(whole)] });
+  t.same(res.claims?.[uid(201)]?.devices?.[0]?.cdi_device_ids, [`k8s.gpu.tessera.dev/claim=${uid(201)}-gpu-5`, `nvidia.com/gpu=${gpuUUID(5)}`]);
+  t.same(res.claims?.[uid(200)]?.devices?.[0]?.cdi_device_ids, [`k8s.gpu.tessera.dev/claim=${uid(200)}-gpu-1-mig-19-0-1`], "no toolkit spec for the MIG UUID");
+  const s = JSON.parse(readFileSync(spec(env, uid(200)), "utf8"));
+  t.same(s.devices[0].containerEdits.deviceNodes.map((n: { path: string }) => n.path), ["/dev/nvidia1", "/dev/nvidia-caps/nvidia-cap66", "/dev/nvidia-caps/nvidia-cap67"]);
+  t.equal(s.containerEdits.env[0], "NVIDIA_VISIBLE_DEVICES=MIG-0b5c8f1e-7e7e-5a5a-9c9c-000000000001");
+});
+
+t.test("idempotent: re-prepare answers the same and leaves a byte-identical spec; a missing spec is re-created", async (t) => {
+  const env = await startEnv();
+  t.teardown(() => env.close());
+  const c = claim({ name: "idem", uid: uid(300), results: [{ device: "gpu-6" }, { request: "gpu", device: "gpu-7" }] });
+  await env.store.putClaim(c);
+  const first = await env.v1.prepare({ claims: [ref(c)] });
+  const bytes = readFileSync(spec(env, uid(300)));
+  const second = await env.v1.prepare({ claims: [ref(c)] });
+  t.same(second, first);
+  t.same(readFileSync(spec(env, uid(300))), bytes, "byte-identical");
+  await fsp.rm(spec(env, uid(300)));
+  await env.store.deleteClaim("default", "idem"); // the answer must not need the API any more
+  const third = await env.v1.prepare({ claims: [ref(c)] });
+  t.same(third, first);
+  t.same(readFileSync(spec(env, uid(300))), bytes, "re-created, byte-identical");
+  t.ok(env.log.records.some((r) => r.msg === "re-created missing CDI spec"));
+});
+
+t.test("concurrency: 32 claims at once, duplicates of each in flight, one checkpoint with all of them", async (t) => {
+  const env = await startEnv();
+  t.teardown(() => env.close());
+  const claims = Array.from({ length: 32 }, (_, i) => claim({ name: `par-${i}`, uid: uid(1000 + i), results: [{ device: `gpu-${i + 2}` }] }));
+  await Promise.all(claims.map((c) => env.store.putClaim(c)));
+  const [batch, ...singles] = await Promise.all([env.v1.prepare({ claims: claims.map(ref) }), ...claims.map((c) => env.v1beta1.prepare({ claims: [ref(c)] }))]);
+  t.equal(Object.keys(batch?.claims ?? {}).length, 32);
+  for (const [i, c] of claims.entries()) {
+    const u = c.metadata.uid as string;
+    t.notOk(batch?.claims?.[u]?.error, `claim ${i} prepared`);
+    t.same(singles[i]?.claims?.[u]?.devices, batch?.claims?.[u]?.devices, `claim ${i}: concurrent duplicate gets the same answer`);
+  }
+  const cp = checkpointClaims(env);
+  t.equal(Object.values(cp).filter((e) => e.state === "PrepareCompleted").length, 32, "no write lost to a racing older snapshot");
+  const un = await env.v1.unprepare({ claims: claims.map(ref) });
+  t.equal(Object.values(un.claims ?? {}).filter((e) => !e.error).length, 32);
+  t.same(checkpointClaims(env), {});
+  t.same((await fsp.readdir(env.config.cdiRoot)).filter((f) => f.startsWith("k8s.gpu")), []);
+});
+
+t.test("per-claim errors: UID mismatch, unallocated, unknown claim, unknown device, invalid UID; the rest of the batch succeeds", async (t) => {
+  const env = await startEnv();
+  t.teardown(() => env.close());
+  const good = claim({ name: "good", uid: uid(400), results: [{ device: "gpu-8" }] });
+  const replaced = claim({ name: "replaced", uid: uid(401) });
+  const unalloc = claim({ name: "unalloc", uid: uid(402), allocated: false });
+  const badDev = claim({ name: "baddev", uid: uid(403), results: [{ device: "gpu-99" }] });
+  for (const c of [good, replaced, unalloc, badDev]) await env.store.putClaim(c);
+  const res = await env.v1.prepare({
+    claims: [ref(good), { ...ref(replaced), uid: uid(411) }, ref(unalloc), { namespace: "default", name: "nope", uid: uid(404) }, ref(badDev), { namespace: "default", name: "evil", uid: "../../../etc/x" }],
+  });
+  const e = (u: string): string => res.claims?.[u]?.error ?? "";
+  t.notOk(e(uid(400)), "good claim prepared despite the others");
+  t.match(e(uid(411)), /^TESSERA_CLAIM_UID_MISMATCH: .*default\/replaced.*replaced/);
+  t.match(e(uid(402)), /^TESSERA_CLAIM_NOT_ALLOCATED: .*default\/unalloc/);
+  t.match(e(uid(404)), /^TESSERA_NOT_FOUND: ResourceClaim default\/nope not found/);
+  t.match(e(uid(403)), /^TESSERA_DEVICE_UNKNOWN: .*gpu-99/);
+  t.match(e("../../../etc/x"), /^TESSERA_CLAIM_INVALID_UID/);
+  t.same((await fsp.readdir(env.config.cdiRoot)).sort(), [`k8s.gpu.tessera.dev-claim_${uid(400)}.json`], "only the good claim wrote a spec");
+  t.same(Object.keys(checkpointClaims(env)), [uid(400)], "failed claims leave no checkpoint entry");
+  const un = await env.v1.unprepare({ claims: [{ namespace: "default", name: "evil", uid: "../x" }] });
+  t.match(un.claims?.["../x"]?.error, /TESSERA_CLAIM_INVALID_UID/);
+});
+
+t.test("conflicts: a non-shared device held by another claim is refused naming both; shared devices coexist", async (t) => {
+  const env = await startEnv();
+  t.teardown(() => env.close());
+  const a = claim({ name: "holder", uid: uid(500), results: [{ device: "gpu-9" }] });
+  const b = claim({ name: "intruder", uid: uid(501), results: [{ device: "gpu-9" }] });
+  const whole = claim({ name: "whole-1", uid: uid(502), results: [{ device: "gpu-1" }] });
+  const slice = claim({ name: "slice-1", uid: uid(503), results: [{ device: "gpu-1-mig-19-0-1" }] });
+  const s1 = claim({ name: "share-1", uid: uid(504), results: [{ device: "gpu-10", shareID: "aaaa-1" }] });
+  const s2 = claim({ name: "share-2", uid: uid(505), results: [{ device: "gpu-10", shareID: "aaaa-2" }] });
+  for (const c of [a, b, whole, slice, s1, s2]) await env.store.putClaim(c);
+  t.notOk((await env.v1.prepare({ claims: [ref(a), ref(whole)] })).claims?.[uid(500)]?.error);
+  const res = await env.v1.prepare({ claims: [ref(b), ref(slice), ref(s1), ref(s2)] });
+  t.match(res.claims?.[uid(501)]?.error, /^TESSERA_DEVICE_CONFLICT: .*gpu-9.*default\/holder.*default\/intruder/);
+  t.match(res.claims?.[uid(503)]?.error, /TESSERA_DEVICE_CONFLICT: .*same GPU.*default\/whole-1.*default\/slice-1/);
+  t.notOk(res.claims?.[uid(504)]?.error, "shared 1");
+  t.notOk(res.claims?.[uid(505)]?.error, "shared 2");
+  await env.v1.unprepare({ claims: [ref(a)] });
+  t.notOk((await env.v1.prepare({ claims: [ref(b)] })).claims?.[uid(501)]?.error, "free after the holder is unprepared");
+});
+
+t.test("share_id on the wire: present only with a shareID, never in v1beta1", async (t) => {
+  const env = await startEnv();
+  t.teardown(() => env.close());
+  const withShare = claim({ name: "with", uid: uid(600), results: [{ device: "gpu-11", shareID: "7f0c1d2e-0000-4000-8000-000000000001" }] });
+  const without = claim({ name: "without", uid: uid(601), results: [{ device: "gpu-12" }] });
+  await env.store.putClaim(withShare);
+  await env.store.putClaim(without);
+  const v1 = await env.v1.prepare({ claims: [ref(withShare), ref(without)] });
+  const dWith = v1.claims?.[uid(600)]?.devices?.[0];
+  const dWithout = v1.claims?.[uid(601)]?.devices?.[0];
+  t.equal(dWith?.share_id, "7f0c1d2e-0000-4000-8000-000000000001");
+  t.notOk(dWithout && "share_id" in dWithout, "key absent without shareID (decoded without defaults)");
+  const beta = await env.v1beta1.prepare({ claims: [ref(withShare)] });
+  const dBeta = beta.claims?.[uid(600)]?.devices?.[0];
+  t.ok(dBeta && !("share_id" in dBeta), "v1beta1 has no share_id");
+});
+
+t.test("diag ping / prepare / unprepare against a running agent", async (t) => {
+  const env = await startEnv();
+  t.teardown(() => env.close());
+  const flags = ["--kubelet-root", env.config.kubeletRoot, "--cdi-root", env.config.cdiRoot, "--kube", `standalone:${env.store.dir}`, "--node-name", NODE];
+  const ping = captureIO();
+  t.equal(await main(["diag", "ping", ...flags], ping), 0, ping.err.join(""));
+  t.match(ping.out.join(""), /registration .* ok .*\ndra .* ok/);
+  const pingJson = captureIO();
+  t.equal(await main(["diag", "ping", "-o", "json", ...flags], pingJson), 0);
+  t.match(JSON.parse(pingJson.out.join("")), { registration: { info: { type: "DRAPlugin" } }, dra: { socket: env.config.draSocket } });
+
+  const c = claim({ name: "diag", namespace: "team-a", uid: uid(700), results: [{ device: "gpu-13" }] });
+  await env.store.putClaim(c);
+  const prep = captureIO();
+  t.equal(await main(["diag", "prepare", "team-a/diag", "-o", "json", ...flags], prep), 0, prep.err.join(""));
+  t.same(JSON.parse(prep.out.join("")).devices[0].cdi_device_ids, [`k8s.gpu.tessera.dev/claim=${uid(700)}-gpu-13`]);
+  t.ok(existsSync(spec(env, uid(700))));
+  const table = captureIO();
+  t.equal(await main(["diag", "prepare", "team-a/diag", ...flags], table), 0);
+  t.match(table.out.join(""), /REQUEST\s+POOL\s+DEVICE\s+CDI DEVICE IDS\ngpu\s+node-a\s+gpu-13\s+k8s\.gpu\.tessera\.dev\/claim=/);
+  const un = captureIO();
+  t.equal(await main(["diag", "unprepare", "team-a/diag", ...flags], un), 0, un.err.join(""));
+  t.notOk(existsSync(spec(env, uid(700))));
+
+  const unalloc = claim({ name: "unalloc", uid: uid(701), allocated: false });
+  await env.store.putClaim(unalloc);
+  const bad = captureIO();
+  t.equal(await main(["diag", "prepare", "default/unalloc", ...flags], bad), 1);
+  t.match(bad.err.join(""), /^TESSERA_CLAIM_NOT_ALLOCATED: .*\n$/);
+  const usage = captureIO();
+  t.equal(await main(["diag", "prepare", "no-slash", ...flags], usage), 1);
+  t.match(usage.err.join(""), /^TESSERA_USAGE/);
+
+  await env.close();
+  const dead = captureIO();
+  t.equal(await main(["diag", "ping", ...flags], dead), 1);
+  t.match(dead.err.join(""), /^TESSERA_SOCKET: registration socket .* does not exist; is `tessera agent` running/);
+  t.equal(dead.err.join("").split("\n").length, 2, "one line");
+});
+
+t.test("tessera agent process: serves both sockets from a fixture node, SIGTERM removes them and exits 0", async (t) => {
+  const root = tempDir();
+  const cfg = nodeConfig(root);
+  const bin = new URL("../../bin/tessera.js", import.meta.url).pathname;
+  const child = spawn(process.execPath, [bin, "agent", "--discovery", "fixture:l40s-1x", "--kubelet-root", cfg.kubeletRoot, "--cdi-root", cfg.cdiRoot, "--kube", `standalone:${join(root, "store")}`, "--node-name", NODE], { stdio: ["ignore", "ignore", "pipe"] });
+  t.teardown(() => void (child.exitCode === null && child.kill("SIGKILL")));
+  let stderr = "";
+  const serving = new Promise<void>((resolve, reject) => {
+    child.stderr?.on("data", (b: Buffer) => {
+      stderr += b.toString();
+      if (stderr.includes("kubelet plugin serving")) resolve();
+    });
+    child.once("exit", () => reject(new Error(`agent exited early: ${stderr}`)));
+  });
+  await serving;
+  const ping = captureIO();
+  t.equal(await main(["diag", "ping", "--kubelet-root", cfg.kubeletRoot], ping), 0, ping.err.join(""));
+  child.kill("SIGTERM");
+  const [code] = (await once(child, "exit")) as [number | null];
+  t.equal(code, 0, "exit 0 after SIGTERM");
+  t.notOk(existsSync(cfg.draSocket), "DRA socket removed");
+  t.notOk(existsSync(cfg.registrationSocket), "registration socket removed");
+  t.match(stderr, /"msg":"shutting down","signal":"SIGTERM"/);
+});

@@ -1,0 +1,207 @@
+// The plugin's state across failures: the pure core, the CDI spec, the checkpoint (crash between
+// PrepareStarted and PrepareCompleted, truncated/corrupt/unknown-version files, reboot), and
+// the Kubernetes claim source against an in-process API server (404, 500, slow).
+import t from "tap";
+import { existsSync, promises as fsp, readdirSync, readFileSync } from "node:fs";
+import { join } from "node:path";
+import { KubeConfig } from "@kubernetes/client-node";
+import { createMemoryLogger } from "../agent/common/log.js";
+import { deviceFacts } from "../agent/discovery/model.js";
+import { buildSpec, minCdiVersion, renderSpec, specPath } from "../agent/plugin/cdi.js";
+import { decodeCheckpoint, encodeCheckpoint, loadCheckpoint, type CheckpointData } from "../agent/plugin/checkpoint.js";
+import { createKubeClaimSource } from "../agent/plugin/claim-source.js";
+import { assertClaimUID, computePrepared } from "../agent/plugin/prepared.js";
+import { startFakeApiServer } from "./support/fake-apiserver.js";
+import { claim, DRIVER, gpuUUID, inventory, nodeConfig, NODE, ref, startEnv, tempDir, uid } from "./support/kubelet-env.js";
+
+const facts = deviceFacts(inventory(4));
+
+t.test("computePrepared: driver filter, base request names, configs, shareID, errors", async (t) => {
+  const c = claim({
+    name: "core",
+    uid: uid(1),
+    results: [
+      { request: "gpus/large", device: "gpu-2", shareID: "s-1" },
+      { request: "other", driver: "other.example.com", device: "nic-0" },
+      { request: "gpus/large", device: "gpu-3", adminAccess: true },
+    ],
+    config: [
+      { parameters: { all: true } },
+      { requests: ["gpus"], parameters: { base: true } },
+      { requests: ["nope"], parameters: { never: true } },
+      { driver: "other.example.com", parameters: { foreign: true } },
+    ],
+  });
+  const p = computePrepared(c, facts, DRIVER);
+  t.same(p.devices.map((d) => [d.requestNames, d.deviceName, d.shareID, d.adminAccess, d.configs]), [
+    [["gpus"], "gpu-2", "s-1", undefined, [{ all: true }, { base: true }]],
+    [["gpus"], "gpu-3", undefined, true, [{ all: true }, { base: true }]],
+  ]);
+  t.notOk("shareID" in (p.devices[1] ?? {}), "no shareID key without one");
+  t.same(computePrepared(c, facts, DRIVER), p, "pure: same input, same output");
+  t.throws(() => computePrepared(claim({ name: "x", uid: uid(2), allocated: false }), facts, DRIVER), { code: "TESSERA_CLAIM_NOT_ALLOCATED" });
+  t.throws(() => computePrepared(claim({ name: "x", uid: uid(3), results: [{ device: "gpu-7" }] }), facts, DRIVER), { code: "TESSERA_DEVICE_UNKNOWN" });
+  t.same(computePrepared(claim({ name: "x", uid: uid(4), results: [{ driver: "other.example.com" }] }), facts, DRIVER).devices, [], "no results of ours: nothing to prepare");
+  const withToolkit = computePrepared(claim({ name: "x", uid: uid(5), results: [{ device: "gpu-0" }] }), facts, DRIVER, { toolkitUUIDs: new Set([gpuUUID(0)]) });
+  t.same(withToolkit.devices[0]?.cdiDeviceIds, [`k8s.gpu.tessera.dev/claim=${uid(5)}-gpu-0`, `nvidia.com/gpu=${gpuUUID(0)}`]);
+});
+
+t.test("claim UIDs are validated before they name a file", async (t) => {
+  for (const good of [uid(1), "0b5c8f1e-7e7e-4a5a-9c9c-000000000001", "ABCDEF01"]) t.doesNotThrow(() => assertClaimUID(good), good);
+  for (const bad of ["", "../x", "a/b", "abc\u0000", "x".repeat(10), "-abc", "abc-", "0".repeat(65), " abc"]) {
+    t.throws(() => assertClaimUID(bad), { code: "TESSERA_CLAIM_INVALID_UID" }, JSON.stringify(bad));
+  }
+  t.throws(() => specPath("/cdi", "../../etc/passwd"), { code: "TESSERA_CLAIM_INVALID_UID" });
+});
+
+t.test("CDI spec: minimum cdiVersion, deterministic bytes, spec-level env", async (t) => {
+  t.equal(minCdiVersion(["abc-gpu-0"]), "0.3.0");
+  t.equal(minCdiVersion(["0bc-gpu-0"]), "0.5.0", "a digit-first device name needs 0.5.0");
+  const p = computePrepared(claim({ name: "x", uid: uid(9), results: [{ device: "gpu-2" }, { request: "b", device: "gpu-2" }, { device: "gpu-3" }] }), facts, DRIVER);
+  const s = buildSpec(p);
+  t.same(s.devices.map((d) => d.name), [`${uid(9)}-gpu-2`, `${uid(9)}-gpu-3`], "one CDI device per distinct device");
+  t.same(s.containerEdits.env, [`NVIDIA_VISIBLE_DEVICES=${gpuUUID(2)},${gpuUUID(3)}`, "TESSERA_DEVICES=gpu-2,gpu-3"]);
+  t.equal(renderSpec(p), renderSpec(structuredClone(p)), "byte-identical");
+});
+
+t.test("checkpoint codec: round trip, checksum, unknown version", async (t) => {
+  const data: CheckpointData = { bootId: "b1", claims: { [uid(1)]: { state: "PrepareCompleted", namespace: "n", name: "c", devices: [] } } };
+  const text = encodeCheckpoint(data);
+  t.same(decodeCheckpoint(text), { ok: true, data });
+  t.match(decodeCheckpoint(text.replace('"n"', '"m"')), { ok: false, reason: "checksum mismatch" });
+  t.match(decodeCheckpoint(text.replace('"version": 1', '"version": 2')), { ok: false, reason: /unknown version 2/ });
+  t.match(decodeCheckpoint(text.slice(0, 20)), { ok: false, reason: /not valid JSON/ });
+});
+
+t.test("crash between PrepareStarted and PrepareCompleted: next Prepare completes, Unprepare rolls back", async (t) => {
+  const root = tempDir();
+  const cfg = nodeConfig(root);
+  // What a process killed after its first checkpoint write leaves: PrepareStarted entries and,
+  // for one of them, a CDI spec half written by an older version (wrong bytes).
+  const done = claim({ name: "finish-me", uid: uid(10), results: [{ device: "gpu-2" }] });
+  const undo = claim({ name: "undo-me", uid: uid(11), results: [{ device: "gpu-3" }] });
+  const { checkpoint } = await loadCheckpoint(cfg.checkpointFile, { bootId: "boot-1", log: createMemoryLogger() });
+  for (const c of [done, undo]) {
+    const p = computePrepared(c, facts, DRIVER);
+    checkpoint.set(p.uid, { state: "PrepareStarted", namespace: p.namespace, name: p.name, devices: p.devices });
+  }
+  await checkpoint.save();
+  await fsp.mkdir(cfg.cdiRoot, { recursive: true });
+  await fsp.writeFile(specPath(cfg.cdiRoot, uid(11)), "{\"cdiVer");
+
+  const env = await startEnv({ root });
+  t.teardown(() => env.close());
+  for (const c of [done, undo]) await env.store.putClaim(c);
+  const thief = claim({ name: "thief", uid: uid(12), results: [{ device: "gpu-3" }] });
+  await env.store.putClaim(thief);
+  t.match((await env.v1.prepare({ claims: [ref(thief)] })).claims?.[uid(12)]?.error, /TESSERA_DEVICE_CONFLICT.*undo-me/, "a started claim still holds its device");
+
+  const res = await env.v1.prepare({ claims: [ref(done)] });
+  t.notOk(res.claims?.[uid(10)]?.error);
+  t.equal(readFileSync(specPath(cfg.cdiRoot, uid(10)), "utf8"), renderSpec(computePrepared(done, facts, DRIVER)));
+  const un = await env.v1.unprepare({ claims: [ref(undo)] });
+  t.notOk(un.claims?.[uid(11)]?.error);
+  t.notOk(existsSync(specPath(cfg.cdiRoot, uid(11))), "partial spec removed");
+  const cp = decodeCheckpoint(readFileSync(cfg.checkpointFile, "utf8"));
+  t.same(cp.ok && Object.fromEntries(Object.entries(cp.data.claims).map(([k, v]) => [k, v.state])), { [uid(10)]: "PrepareCompleted" });
+  t.notOk((await env.v1.prepare({ claims: [ref(thief)] })).claims?.[uid(12)]?.error, "device free after the rollback");
+});
+
+t.test("corrupt checkpoint: truncated at many offsets, garbage, unknown version -> moved aside, rebuilt from CDI specs, agent serves", async (t) => {
+  // A real checkpoint with two prepared claims.
+  const seedRoot = tempDir();
+  const seed = await startEnv({ root: seedRoot });
+  const a = claim({ name: "a", uid: uid(20), results: [{ device: "gpu-2" }] });
+  const b = claim({ name: "b", uid: uid(21), results: [{ device: "gpu-1-mig-19-0-1" }] });
+  for (const c of [a, b]) await seed.store.putClaim(c);
+  const first = await seed.v1.prepare({ claims: [ref(a), ref(b)] });
+  await seed.close();
+  const good = readFileSync(seed.config.checkpointFile);
+  const specs = Object.fromEntries([uid(20), uid(21)].map((u) => [u, readFileSync(specPath(seed.config.cdiRoot, u))]));
+
+  const offsets = [0, 1, 2, 17, Math.floor(good.length / 3), Math.floor(good.length / 2), good.length - 40, good.length - 3];
+  const variants: [string, Buffer][] = [
+    ...offsets.map((o) => [`truncated at ${o}`, good.subarray(0, o)] as [string, Buffer]),
+    ["garbage", Buffer.from("\u0000\u0001not json at all")],
+    ["unknown version", Buffer.from(good.toString().replace('"version": 1', '"version": 99'))],
+    ["flipped byte", Buffer.from(good.toString().replace("PrepareCompleted", "PrepareCompletee"))],
+  ];
+  for (const [what, bytes] of variants) {
+    const root = tempDir();
+    const cfg = nodeConfig(root);
+    await fsp.mkdir(cfg.stateDir, { recursive: true });
+    await fsp.mkdir(cfg.cdiRoot, { recursive: true });
+    await fsp.writeFile(cfg.checkpointFile, bytes);
+    for (const [u, s] of Object.entries(specs)) await fsp.writeFile(specPath(cfg.cdiRoot, u), s);
+    const env = await startEnv({ root });
+    const info = await env.reg.getInfo({}, 1000);
+    t.equal(info.type, "DRAPlugin", `${what}: boots and answers`);
+    t.equal(readdirSync(cfg.stateDir).filter((f) => f.startsWith("checkpoint.json.bad-")).length, 1, `${what}: moved aside`);
+    t.equal(env.log.records.filter((r) => r.level === "error").length, 1, `${what}: one error line`);
+    const thief = claim({ name: "thief", uid: uid(22), results: [{ device: "gpu-2" }] });
+    for (const c of [a, b, thief]) await env.store.putClaim(c);
+    t.match((await env.v1.prepare({ claims: [ref(thief)] })).claims?.[uid(22)]?.error, /TESSERA_DEVICE_CONFLICT/, `${what}: rebuilt claims hold their devices`);
+    t.same(await env.v1.prepare({ claims: [ref(a), ref(b)] }), first, `${what}: re-prepare gives the original answer`);
+    t.same(readFileSync(specPath(cfg.cdiRoot, uid(20))), specs[uid(20)], `${what}: spec unchanged`);
+    await env.close();
+  }
+});
+
+t.test("reboot (boot id changes): claims kept, emptied CDI dir re-created at start", async (t) => {
+  const root = tempDir();
+  const first = await startEnv({ root, bootId: "boot-1" });
+  const c = claim({ name: "survivor", uid: uid(30), results: [{ device: "gpu-4" }] });
+  await first.store.putClaim(c);
+  const before = await first.v1.prepare({ claims: [ref(c)] });
+  const bytes = readFileSync(specPath(first.config.cdiRoot, uid(30)));
+  await first.close();
+  await fsp.rm(first.config.cdiRoot, { recursive: true }); // tmpfs /var/run/cdi after a reboot
+
+  const second = await startEnv({ root, bootId: "boot-2" });
+  t.teardown(() => second.close());
+  t.ok(second.log.records.some((r) => r.msg.includes("node rebooted")), "reboot noticed");
+  t.same(readFileSync(specPath(second.config.cdiRoot, uid(30))), bytes, "spec re-created before any Prepare");
+  const cp = decodeCheckpoint(readFileSync(second.config.checkpointFile, "utf8"));
+  t.equal(cp.ok && cp.data.bootId, "boot-2", "new boot id recorded");
+  await second.store.deleteClaim("default", "survivor");
+  t.same(await second.v1.prepare({ claims: [ref(c)] }), before, "kubelet's re-Prepare answered from the checkpoint");
+});
+
+t.test("Kubernetes claim source against the fake API server: ok, 404, 500, slow -> bounded timeout", async (t) => {
+  const api = await startFakeApiServer();
+  t.teardown(() => api.close());
+  const dir = tempDir();
+  await api.writeKubeconfig(join(dir, "kubeconfig"));
+  const kc = new KubeConfig();
+  kc.loadFromFile(join(dir, "kubeconfig"));
+  const c = claim({ name: "from-api", namespace: "ml", uid: uid(40), results: [{ device: "gpu-5", shareID: "s-9" }] });
+  api.seed("resource.k8s.io", "v1", "resourceclaims", c as unknown as Record<string, unknown>);
+  const source = createKubeClaimSource(kc, { timeoutMs: 300 });
+
+  const got = await source.get("ml", "from-api");
+  t.equal(got.metadata.uid, uid(40));
+  t.equal(got.status?.allocation?.devices?.results?.[0]?.shareID, "s-9");
+  t.match(api.requests.at(-1), { verb: "get", group: "resource.k8s.io", version: "v1", resource: "resourceclaims", namespace: "ml", name: "from-api" });
+  await t.rejects(source.get("ml", "missing"), { code: "TESSERA_NOT_FOUND", message: /ml\/missing not found in the cluster/ });
+  api.fault = () => ({ status: 500, message: "etcd down" });
+  await t.rejects(source.get("ml", "from-api"), { code: "TESSERA_KUBE_API", message: /HTTP 500/ });
+  api.fault = () => ({ delayMs: 2000 });
+  const t0 = Date.now();
+  await t.rejects(source.get("ml", "from-api"), { code: "TESSERA_KUBE_TIMEOUT", message: /longer than 0.3 s/ });
+  t.ok(Date.now() - t0 < 1500, "bounded by the injected timeout, not the server");
+  api.fault = undefined;
+
+  // End to end: the plugin prepares from the API and reports API failures per claim.
+  const env = await startEnv({ claims: source });
+  t.teardown(() => env.close());
+  const res = await env.v1.prepare({ claims: [ref(c)] });
+  t.same(res.claims?.[uid(40)]?.devices?.[0], { request_names: ["gpu"], pool_name: NODE, device_name: "gpu-5", cdi_device_ids: [`k8s.gpu.tessera.dev/claim=${uid(40)}-gpu-5`], share_id: "s-9" });
+  api.fault = () => ({ status: 500 });
+  const other = claim({ name: "other", namespace: "ml", uid: uid(41), results: [{ device: "gpu-6" }] });
+  const failed = await env.v1.prepare({ claims: [ref(other)] });
+  t.match(failed.claims?.[uid(41)]?.error, /^TESSERA_KUBE_API: reading ResourceClaim ml\/other: HTTP 500/);
+  api.fault = () => ({ delayMs: 1500 });
+  const slow = await env.v1.prepare({ claims: [ref(other)] });
+  t.match(slow.claims?.[uid(41)]?.error, /^TESSERA_KUBE_TIMEOUT/);
+  api.fault = undefined;
+});

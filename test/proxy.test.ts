@@ -1,0 +1,270 @@
+// `tessera proxy` end to end over loopback with mock vLLM replicas: streaming, abort propagation,
+// every error answer, prefix stickiness, the saturation guard, metrics scraping, the
+// InferencePool source against the fake API server, and the CLI's flag checks.
+import t from "tap";
+import * as net from "node:net";
+import { once } from "node:events";
+import { mkdtempSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { request } from "undici";
+import { KubeConfig } from "@kubernetes/client-node";
+import { startProxy, startMockModelServer, createInferencePoolSource, parseVllmMetrics, type MockModelServer, type ProxyOptions, type RunningProxy } from "../agent/proxy/index.js";
+import { parseFlags } from "../agent/common/config.js";
+import { PROXY_FLAGS, proxyOptionsFromArgs } from "../agent/cli/proxy.js";
+import { startFakeApiServer } from "./support/fake-apiserver.js";
+
+interface Rig {
+  mocks: MockModelServer[];
+  proxy: RunningProxy;
+}
+
+async function rig(t: { teardown(fn: () => Promise<void>): void }, n: number, opts: Partial<ProxyOptions> = {}, mockOpts: Parameters<typeof startMockModelServer>[0] = {}): Promise<Rig> {
+  const mocks = await Promise.all(Array.from({ length: n }, () => startMockModelServer(mockOpts)));
+  const proxy = await startProxy({ listen: "127.0.0.1:0", endpoints: mocks.map((m) => m.url), ...opts });
+  t.teardown(async () => {
+    await proxy.stop();
+    await Promise.all(mocks.map((m) => m.close()));
+  });
+  return { mocks, proxy };
+}
+
+async function post(url: string, body: unknown, headers: Record<string, string> = {}, signal?: AbortSignal) {
+  const res = await request(url, { method: "POST", body: typeof body === "string" ? body : JSON.stringify(body), headers: { "content-type": "application/json", ...headers }, signal });
+  const text = await res.body.text();
+  return { status: res.statusCode, headers: res.headers, text, dest: res.headers["x-gateway-destination-endpoint"] as string | undefined };
+}
+
+/** Bounded wait on a condition the proxy reaches on its own timer (scrapes). */
+async function until(cond: () => boolean, ms = 3000): Promise<boolean> {
+  const end = Date.now() + ms;
+  while (!cond()) {
+    if (Date.now() > end) return false;
+    await new Promise((r) => setTimeout(r, 5));
+  }
+  return true;
+}
+
+const completion = (prompt: string, stream = false) => ({ model: "m", prompt, stream, max_tokens: 4 });
+
+t.test("SSE streams through chunk by chunk, byte-identical to the backend", async (t) => {
+  const { mocks, proxy } = await rig(t, 1, {}, { tokens: 5, tokenDelayMs: 30 });
+  const mock = mocks[0] as MockModelServer;
+  const res = await request(`${proxy.url}/v1/chat/completions`, { method: "POST", body: JSON.stringify({ model: "m", stream: true, messages: [{ role: "user", content: "hi" }] }) });
+  t.equal(res.statusCode, 200);
+  t.equal(res.headers["content-type"], "text/event-stream");
+  t.equal(res.headers["x-gateway-destination-endpoint"], mock.id);
+  const arrivals: number[] = [];
+  let proxied = "";
+  for await (const chunk of res.body) {
+    arrivals.push(Date.now());
+    proxied += String(chunk);
+  }
+  t.ok(arrivals.length >= 3, `arrived in ${arrivals.length} chunks, not one buffered blob`);
+  t.ok((arrivals.at(-1) as number) - (arrivals[0] as number) >= 60, "first chunk arrived well before the last was produced");
+  const direct = await post(`${mock.url}/v1/chat/completions`, { model: "m", stream: true, messages: [{ role: "user", content: "hi" }] });
+  t.equal(proxied, direct.text, "byte-identical to the direct answer");
+  t.match(proxied, /data: \[DONE\]\n\n$/);
+});
+
+t.test("a client abort reaches the backend", async (t) => {
+  const { mocks, proxy } = await rig(t, 1);
+  const mock = mocks[0] as MockModelServer;
+  mock.hold = new Promise(() => undefined); // never answers
+  const ac = new AbortController();
+  const seen = once(mock.events, "request");
+  const sent = post(`${proxy.url}/v1/completions`, completion("abort me", true), {}, ac.signal).catch((err: unknown) => err);
+  await seen;
+  const aborted = once(mock.events, "abort");
+  ac.abort();
+  await aborted;
+  t.equal(mock.stats.aborted, 1, "backend saw the disconnect");
+  t.ok((await sent) instanceof Error);
+  t.ok(await until(() => proxy.endpoints.states()[0]?.inFlight === 0), "in-flight count released");
+});
+
+t.test("error answers: 400, 413, 503, 429 with Retry-After, slow clients, garbage", async (t) => {
+  const { mocks, proxy } = await rig(t, 2, { maxBodyBytes: 1024, requestTimeoutMs: 400, router: { saturationQueue: 3 } });
+  const bad = await post(`${proxy.url}/v1/completions`, "{not json");
+  t.equal(bad.status, 400);
+  t.equal(JSON.parse(bad.text).error.type, "TESSERA_BAD_REQUEST");
+  t.equal((await post(`${proxy.url}/v1/chat/completions`, { model: "m", prompt: "no messages" })).status, 400, "chat without messages");
+  t.equal((await post(`${proxy.url}/v1/completions`, completion("x".repeat(2000)))).status, 413, "declared length over the limit");
+  // chunked body with no length: the limit is enforced while reading
+  const chunked = await new Promise<string>((resolve) => {
+    const s = net.connect(Number(new URL(proxy.url).port), "127.0.0.1");
+    let got = "";
+    s.on("data", (d) => (got += String(d)));
+    s.on("close", () => resolve(got));
+    s.on("error", () => undefined);
+    s.write("POST /v1/completions HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n");
+    s.write(`800\r\n${"y".repeat(0x800)}\r\n`);
+  });
+  t.match(chunked, /^HTTP\/1\.1 413/, "streamed body over the limit");
+  for (const m of mocks) m.metrics = { waiting: 5 };
+  t.ok(await until(() => proxy.endpoints.states().every((s) => s.waitingRequests === 5)));
+  const sat = await post(`${proxy.url}/v1/completions`, completion("p"));
+  t.equal(sat.status, 429, "all saturated");
+  t.equal(sat.headers["retry-after"], "1");
+  (mocks[1] as MockModelServer).metrics = {};
+  t.ok(await until(() => proxy.endpoints.states().some((s) => s.waitingRequests === 0)));
+  t.equal((await post(`${proxy.url}/v1/completions`, completion("p"))).dest, (mocks[1] as MockModelServer).id, "the unsaturated one serves");
+  for (const m of mocks) m.failMetrics = true;
+  t.ok(await until(() => proxy.endpoints.states().every((s) => !s.ready)), "failed scrapes make endpoints not ready");
+  const none = await post(`${proxy.url}/v1/completions`, completion("p"));
+  t.equal(none.status, 503);
+  t.equal(JSON.parse(none.text).error.type, "TESSERA_NO_ENDPOINT");
+  t.equal((await request(`${proxy.url}/healthz`)).statusCode, 503);
+  for (const m of mocks) m.failMetrics = false;
+  t.ok(await until(() => proxy.endpoints.states().every((s) => s.ready)), "ready again once scrapes answer");
+  t.equal((await request(`${proxy.url}/healthz`)).statusCode, 200);
+  // a client that never finishes its body is cut off by the request timeout
+  const slow = await new Promise<string>((resolve) => {
+    const s = net.connect(Number(new URL(proxy.url).port), "127.0.0.1");
+    let got = "";
+    s.on("data", (d) => (got += String(d)));
+    s.on("close", () => resolve(got));
+    s.on("error", () => undefined);
+    s.write("POST /v1/completions HTTP/1.1\r\nhost: x\r\ncontent-length: 100\r\n\r\n{\"model\":");
+  });
+  t.match(slow, /^HTTP\/1\.1 408/, "slow client timed out");
+  const garbage = await new Promise<string>((resolve) => {
+    const s = net.connect(Number(new URL(proxy.url).port), "127.0.0.1");
+    let got = "";
+    s.on("data", (d) => (got += String(d)));
+    s.on("close", () => resolve(got));
+    s.write("\x00\x01 nonsense\r\n\r\n");
+  });
+  t.match(garbage, /^HTTP\/1\.1 400/, "malformed HTTP answered, server still up");
+  t.equal((await post(`${proxy.url}/v1/completions`, completion("still alive"))).status, 200);
+});
+
+t.test("connection refused before any byte: retried once on the next best endpoint", async (t) => {
+  const { mocks, proxy } = await rig(t, 2, { scrapeIntervalMs: 60_000 });
+  const [a, b] = mocks as [MockModelServer, MockModelServer];
+  let prompt = "";
+  for (let i = 0; ; i++) {
+    prompt = `retry case ${i} `.repeat(10);
+    if (proxy.router.peek(prompt, "m", proxy.endpoints.states()).endpoint === a.id) break;
+  }
+  await a.close();
+  const r = await post(`${proxy.url}/v1/completions`, completion(prompt));
+  t.equal(r.status, 200);
+  t.equal(r.dest, b.id, "served by the other replica");
+  const metrics = await (await request(`${proxy.url}/metrics`)).body.text();
+  t.match(metrics, /tessera_proxy_retries_total 1/);
+});
+
+t.test("destination header: ignored by default, honoured with --trust-endpoint-header", async (t) => {
+  for (const trust of [false, true]) {
+    const { mocks, proxy } = await rig(t, 2, { trustEndpointHeader: trust });
+    const prompt = "pin me ".repeat(20);
+    const natural = proxy.router.peek(prompt, "m", proxy.endpoints.states()).endpoint;
+    const other = (mocks.find((m) => m.id !== natural) as MockModelServer).id;
+    const r = await post(`${proxy.url}/v1/completions`, completion(prompt), { "x-gateway-destination-endpoint": other });
+    t.equal(r.dest, trust ? other : natural, trust ? "trusted header picks" : "client cannot pick a backend");
+  }
+});
+
+t.test("shared prefixes stick to one replica; different prefixes spread; other paths pass through", async (t) => {
+  const { proxy } = await rig(t, 3);
+  const system = "You are a careful assistant. ".repeat(40);
+  const dests = new Set<string>();
+  for (let i = 0; i < 20; i++) {
+    const r = await post(`${proxy.url}/v1/chat/completions`, { model: "m", messages: [{ role: "system", content: system }, { role: "user", content: `question ${i}` }] });
+    t.equal(r.status, 200);
+    dests.add(r.dest as string);
+  }
+  t.equal(dests.size, 1, "one replica served the shared prefix");
+  const spread = new Set<string>();
+  for (let i = 0; i < 30; i++) spread.add((await post(`${proxy.url}/v1/completions`, completion(`unrelated prompt ${i} `.repeat(8)))).dest as string);
+  t.ok(spread.size >= 2, `distinct prefixes used ${spread.size} replicas`);
+  const models = await request(`${proxy.url}/v1/models`);
+  t.equal(models.statusCode, 200);
+  t.ok(models.headers["x-gateway-destination-endpoint"]);
+  t.match(await models.body.text(), /"path":"\/v1\/models"/);
+  const metrics = await (await request(`${proxy.url}/metrics`)).body.text();
+  t.match(metrics, /tessera_proxy_decisions_total\{reason="prefix"\} (19|[2-9]\d)/);
+  t.match(metrics, /tessera_proxy_endpoint_ready\{endpoint="127\.0\.0\.1:\d+"\} 1/);
+  t.match(metrics, /tessera_proxy_added_latency_seconds_count \d+/);
+});
+
+t.test("the guard spreads a hot prefix once its replica is overloaded", async (t) => {
+  const { mocks, proxy } = await rig(t, 3, { router: { guardThreshold: 2 } });
+  let release!: () => void;
+  const gate = new Promise<void>((r) => (release = r));
+  for (const m of mocks) m.hold = gate;
+  const system = "Shared agent scaffold. ".repeat(40);
+  const pending = Array.from({ length: 12 }, (_, i) => post(`${proxy.url}/v1/completions`, completion(system + `task ${i}`)));
+  t.ok(await until(() => mocks.reduce((n, m) => n + m.stats.requests, 0) === 12), "all 12 reached a backend");
+  release();
+  const results = await Promise.all(pending);
+  t.ok(results.every((r) => r.status === 200));
+  const per = mocks.map((m) => m.stats.requests);
+  t.ok(per.filter((n) => n > 0).length >= 2, `load spread: ${per.join("/")}`);
+  t.ok(Math.max(...per) >= 4, "the prefix holder still took the most");
+  t.match(await (await request(`${proxy.url}/metrics`)).body.text(), /tessera_proxy_decisions_total\{reason="guard"\} [1-9]/);
+});
+
+t.test("metrics scraping: current and legacy KV gauges, cache_config_info sets capacity", async (t) => {
+  const page = 'vllm:num_requests_waiting{model_name="a"} 2\nvllm:num_requests_waiting{model_name="b"} 1\nvllm:num_requests_running{model_name="a"} 4\nvllm:gpu_cache_usage_perc{model_name="a"} 0.25\nvllm:cache_config_info{block_size="16",num_gpu_blocks="100"} 1.0\n';
+  t.same(parseVllmMetrics(page, 64), { waiting: 3, running: 4, kvCacheUsage: 0.25, cacheBlocks: 100 });
+  t.equal(parseVllmMetrics("# nothing\nprocess_cpu 1\n", 64), undefined, "not a model server");
+  const { mocks, proxy } = await rig(t, 1, {}, { legacyKvMetric: true, numGpuBlocks: 8 });
+  (mocks[0] as MockModelServer).metrics = { kv: 0.5 };
+  t.ok(await until(() => proxy.endpoints.states()[0]?.kvCacheUsage === 0.5), "legacy gpu_cache_usage_perc read");
+  for (let i = 0; i < 5; i++) await post(`${proxy.url}/v1/completions`, completion(`fill ${i} `.repeat(100)));
+  t.equal(proxy.router.indexedBlocks((mocks[0] as MockModelServer).id), 8, "index capacity from cache_config_info (8 x 16 tokens x 4 bytes / 64)");
+});
+
+t.test("InferencePool source: pods of the pool on this node, following changes", async (t) => {
+  const api = await startFakeApiServer();
+  const dir = mkdtempSync(join(tmpdir(), "tessera-proxy-"));
+  await api.writeKubeconfig(join(dir, "kubeconfig"));
+  const kc = new KubeConfig();
+  kc.loadFromFile(join(dir, "kubeconfig"));
+  const pod = (name: string, node: string, ip: string, ready: boolean, app = "llm") => ({
+    apiVersion: "v1", kind: "Pod", metadata: { name, namespace: "ai", labels: { app } },
+    spec: { nodeName: node, containers: [] }, status: { phase: "Running", podIP: ip, conditions: [{ type: "Ready", status: ready ? "True" : "False" }] },
+  });
+  api.seed("inference.networking.k8s.io", "v1", "inferencepools", { apiVersion: "inference.networking.k8s.io/v1", kind: "InferencePool", metadata: { name: "pool", namespace: "ai" }, spec: { selector: { matchLabels: { app: "llm" } }, targetPorts: [{ number: 8000 }] } });
+  api.seed("", "v1", "pods", pod("a", "node-1", "10.0.0.1", true));
+  api.seed("", "v1", "pods", pod("b", "node-2", "10.0.0.2", true));
+  api.seed("", "v1", "pods", pod("c", "node-1", "10.0.0.3", false));
+  api.seed("", "v1", "pods", pod("d", "node-1", "10.0.0.4", true, "other"));
+  const src = createInferencePoolSource({ kube: kc, pool: "ai/pool", nodeName: "node-1", restartDelayMs: 50 });
+  const seen: string[][] = [];
+  let notify: (() => void) | undefined;
+  await src.start((urls) => {
+    seen.push(urls);
+    notify?.();
+  });
+  t.teardown(async () => {
+    await src.stop();
+    await api.close();
+  });
+  t.same(seen.at(-1), ["http://10.0.0.1:8000"], "only ready pods of the pool on this node");
+  const next = () => new Promise<void>((r) => (notify = r));
+  let changed = next();
+  api.seed("", "v1", "pods", pod("c", "node-1", "10.0.0.3", true));
+  await changed;
+  t.same(seen.at(-1), ["http://10.0.0.1:8000", "http://10.0.0.3:8000"], "a pod turning ready joins");
+  changed = next();
+  api.seed("inference.networking.k8s.io", "v1", "inferencepools", { apiVersion: "inference.networking.k8s.io/v1", kind: "InferencePool", metadata: { name: "pool", namespace: "ai" }, spec: { selector: { matchLabels: { app: "llm" } }, targetPorts: [{ number: 9000 }] } });
+  await changed;
+  t.same(seen.at(-1), ["http://10.0.0.1:9000", "http://10.0.0.3:9000"], "the pool's target port is followed");
+});
+
+t.test("CLI flags: endpoints or a pool, numbers checked", async (t) => {
+  const parse = (argv: string[]) => proxyOptionsFromArgs(parseFlags(argv, PROXY_FLAGS, {}));
+  t.throws(() => parse([]), { code: "TESSERA_USAGE" });
+  t.throws(() => parse(["--endpoints", "http://a:1", "--inference-pool", "ns/p"]), { code: "TESSERA_USAGE" });
+  t.throws(() => parse(["--endpoints", "http://a:1", "--weight-kv", "lots"]), { code: "TESSERA_CONFIG" });
+  t.throws(() => parse(["--endpoints", "http://a:1", "--scrape-interval-ms", "0"]), { code: "TESSERA_CONFIG" });
+  const o = parse(["--endpoints", "http://127.0.0.1:8001,http://127.0.0.1:8002", "--trust-endpoint-header", "--weight-prefix", "5"]);
+  t.same(o.endpoints, ["http://127.0.0.1:8001", "http://127.0.0.1:8002"]);
+  t.equal(o.trustEndpointHeader, true);
+  t.equal(o.router?.weights?.prefix, 5);
+  await t.rejects(startProxy({ listen: "127.0.0.1:0", endpoints: ["ftp://x:1"] }), { code: "TESSERA_CONFIG" });
+  await t.rejects(startProxy({ listen: "nonsense", endpoints: [] }), { code: "TESSERA_CONFIG" });
+});

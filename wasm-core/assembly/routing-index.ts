@@ -1,0 +1,248 @@
+// The per-router prefix index in flat memory: one open-addressing table (linear probing,
+// backward-shift deletion, no tombstones) keyed by (block hash, endpoint), and per endpoint an
+// LRU list of the blocks it holds, with a capacity in blocks. Regions come from heap.alloc (the
+// stub runtime's bump allocator shared with the allocator module) and grow by doubling; a
+// replaced region is not reused (no free in the stub runtime), so growth costs at most 2x.
+import { mix64 } from "./routing-xxh64";
+
+// @ts-ignore: decorator
+@inline export const NIL: u32 = 0xFFFFFFFF;
+// @ts-ignore: decorator
+@inline const SLOT_BYTES: usize = 16; // hash u64 | endpoint+1 u32 (0 = empty) | node u32
+// @ts-ignore: decorator
+@inline const NODE_BYTES: usize = 16; // hash u64 | prev u32 | next u32
+// @ts-ignore: decorator
+@inline const MIN_TABLE: u32 = 4096;
+// @ts-ignore: decorator
+@inline const MIN_POOL: u32 = 256;
+
+@unmanaged export class Endpoint {
+  active: u32 = 0;
+  capacity: u32 = 0; // blocks this endpoint may hold
+  size: u32 = 0; // blocks held now
+  head: u32 = 0; // most recently used node
+  tail: u32 = 0; // least recently used node (evicted first)
+  freeHead: u32 = 0; // nodes freed by a capacity shrink
+  nextUnused: u32 = 0; // nodes [nextUnused, poolCap) never used yet
+  poolCap: u32 = 0;
+  nodes: usize = 0;
+  key: u64 = 0; // rendezvous key: hash of the endpoint's id
+}
+
+@unmanaged export class Router {
+  blockSize: u32 = 0;
+  maxBlocks: u32 = 0;
+  maxEndpoints: u32 = 0;
+  tableMask: u32 = 0;
+  tableCount: u32 = 0;
+  bytes: u32 = 0; // bytes of index memory ever taken by this router (tables + pools)
+  table: usize = 0;
+  eps: usize = 0; // maxEndpoints Endpoint records
+  state: usize = 0; // maxEndpoints x STATE_STRIDE f64, written by the bridge per decision
+  matched: usize = 0; // maxEndpoints u32 scratch: matched blocks per endpoint
+  wPrefix: f64 = 0;
+  wQueue: f64 = 0;
+  wKv: f64 = 0;
+  wInflight: f64 = 0;
+  guardThreshold: f64 = 0;
+  saturationQueue: f64 = 0;
+}
+
+// @ts-ignore: decorator
+@inline export function endpointAt(r: Router, i: u32): Endpoint {
+  return changetype<Endpoint>(r.eps + <usize>i * offsetof<Endpoint>());
+}
+
+// @ts-ignore: decorator
+@inline function home(hash: u64, ep1: u32, mask: u32): u32 {
+  return <u32>mix64(hash + <u64>ep1 * 0x9E3779B97F4A7C15) & mask;
+}
+
+/** Allocates and zeroes `bytes` from the shared heap. */
+export function allocZeroed(bytes: usize): usize {
+  const p = heap.alloc(bytes);
+  memory.fill(p, 0, bytes);
+  return p;
+}
+
+export function initTable(r: Router): void {
+  r.table = allocZeroed(<usize>MIN_TABLE * SLOT_BYTES);
+  r.tableMask = MIN_TABLE - 1;
+  r.bytes += MIN_TABLE * <u32>SLOT_BYTES;
+}
+
+/** Slot index of (hash, endpoint), or -1. */
+export function find(r: Router, hash: u64, ep: u32): i32 {
+  const ep1 = ep + 1;
+  const mask = r.tableMask;
+  const t = r.table;
+  let i = home(hash, ep1, mask);
+  while (true) {
+    const s = t + <usize>i * SLOT_BYTES;
+    const e = load<u32>(s, 8);
+    if (e == 0) return -1;
+    if (e == ep1 && load<u64>(s) == hash) return <i32>i;
+    i = (i + 1) & mask;
+  }
+}
+
+function place(t: usize, mask: u32, hash: u64, ep1: u32, node: u32): void {
+  let i = home(hash, ep1, mask);
+  while (load<u32>(t + <usize>i * SLOT_BYTES, 8) != 0) i = (i + 1) & mask;
+  const s = t + <usize>i * SLOT_BYTES;
+  store<u64>(s, hash);
+  store<u32>(s, ep1, 8);
+  store<u32>(s, node, 12);
+}
+
+/** Doubles the table when it would pass 3/4 full; amortized, rare after warm-up. */
+function growIfNeeded(r: Router): void {
+  const cap = r.tableMask + 1;
+  if ((r.tableCount + 1) * 4 <= cap * 3) return;
+  const ncap = cap << 1;
+  const nt = allocZeroed(<usize>ncap * SLOT_BYTES);
+  r.bytes += ncap * <u32>SLOT_BYTES;
+  const nmask = ncap - 1;
+  const t = r.table;
+  for (let i: u32 = 0; i < cap; i++) {
+    const s = t + <usize>i * SLOT_BYTES;
+    const e = load<u32>(s, 8);
+    if (e != 0) place(nt, nmask, load<u64>(s), e, load<u32>(s, 12));
+  }
+  r.table = nt;
+  r.tableMask = nmask;
+}
+
+/** Backward-shift deletion: keeps every probe chain unbroken without tombstones. */
+function removeSlot(r: Router, at: u32): void {
+  const t = r.table;
+  const mask = r.tableMask;
+  let i = at;
+  let j = at;
+  while (true) {
+    j = (j + 1) & mask;
+    const sj = t + <usize>j * SLOT_BYTES;
+    const e = load<u32>(sj, 8);
+    if (e == 0) break;
+    const k = home(load<u64>(sj), e, mask);
+    // entry j may move back to i only if its home is not cyclically within (i, j]
+    const inRange = i <= j ? (i < k && k <= j) : (i < k || k <= j);
+    if (inRange) continue;
+    memory.copy(t + <usize>i * SLOT_BYTES, sj, SLOT_BYTES);
+    i = j;
+  }
+  store<u32>(t + <usize>i * SLOT_BYTES, 0, 8);
+  r.tableCount--;
+}
+
+// @ts-ignore: decorator
+@inline function nodePtr(e: Endpoint, n: u32): usize {
+  return e.nodes + <usize>n * NODE_BYTES;
+}
+
+function unlink(e: Endpoint, n: u32): void {
+  const p = nodePtr(e, n);
+  const prev = load<u32>(p, 8);
+  const next = load<u32>(p, 12);
+  if (prev != NIL) store<u32>(nodePtr(e, prev), next, 12);
+  else e.head = next;
+  if (next != NIL) store<u32>(nodePtr(e, next), prev, 8);
+  else e.tail = prev;
+}
+
+function pushFront(e: Endpoint, n: u32): void {
+  const p = nodePtr(e, n);
+  store<u32>(p, NIL, 8);
+  store<u32>(p, e.head, 12);
+  if (e.head != NIL) store<u32>(nodePtr(e, e.head), n, 8);
+  e.head = n;
+  if (e.tail == NIL) e.tail = n;
+}
+
+/** Drops the least recently used block of endpoint `ep`; returns its node (now unlinked). */
+function evictTail(r: Router, ep: u32, e: Endpoint): u32 {
+  const n = e.tail;
+  const at = find(r, load<u64>(nodePtr(e, n)), ep);
+  if (at >= 0) removeSlot(r, <u32>at);
+  unlink(e, n);
+  e.size--;
+  return n;
+}
+
+function takeNode(r: Router, e: Endpoint): u32 {
+  if (e.freeHead != NIL) {
+    const n = e.freeHead;
+    e.freeHead = load<u32>(nodePtr(e, n), 12);
+    return n;
+  }
+  if (e.nextUnused == e.poolCap) {
+    // grow the pool by doubling up to the capacity; indices stay valid because we copy
+    let ncap = e.poolCap == 0 ? MIN_POOL : e.poolCap << 1;
+    if (ncap > e.capacity) ncap = e.capacity;
+    const np = heap.alloc(<usize>ncap * NODE_BYTES);
+    if (e.poolCap > 0) memory.copy(np, e.nodes, <usize>e.poolCap * NODE_BYTES);
+    r.bytes += ncap * <u32>NODE_BYTES;
+    e.nodes = np;
+    e.poolCap = ncap;
+  }
+  return e.nextUnused++;
+}
+
+/** Marks block `hash` as most recently used on endpoint `ep`, inserting (and evicting) as needed. */
+export function touch(r: Router, ep: u32, hash: u64): void {
+  const e = endpointAt(r, ep);
+  if (e.capacity == 0) return;
+  const at = find(r, hash, ep);
+  if (at >= 0) {
+    const n = load<u32>(r.table + <usize>at * SLOT_BYTES, 12);
+    if (e.head != n) {
+      unlink(e, n);
+      pushFront(e, n);
+    }
+    return;
+  }
+  let n: u32;
+  if (e.size >= e.capacity) n = evictTail(r, ep, e);
+  else n = takeNode(r, e);
+  store<u64>(nodePtr(e, n), hash);
+  pushFront(e, n);
+  e.size++;
+  growIfNeeded(r);
+  place(r.table, r.tableMask, hash, ep + 1, n);
+  r.tableCount++;
+}
+
+/** Evicts down to `capacity`, freed nodes go to the endpoint's free list. */
+export function setCapacity(r: Router, ep: u32, capacity: u32): void {
+  const e = endpointAt(r, ep);
+  while (e.size > capacity) {
+    const n = evictTail(r, ep, e);
+    store<u32>(nodePtr(e, n), e.freeHead, 12);
+    e.freeHead = n;
+  }
+  e.capacity = capacity;
+}
+
+/** Forgets every block of endpoint `ep`; its node pool stays for the next endpoint in this slot. */
+export function clearEndpoint(r: Router, ep: u32): void {
+  const e = endpointAt(r, ep);
+  let n = e.head;
+  while (n != NIL) {
+    const p = nodePtr(e, n);
+    const at = find(r, load<u64>(p), ep);
+    if (at >= 0) removeSlot(r, <u32>at);
+    n = load<u32>(p, 12);
+  }
+  e.size = 0;
+  e.head = NIL;
+  e.tail = NIL;
+  e.freeHead = NIL;
+  e.nextUnused = 0;
+}
+
+/** Leading blocks of `hashes[0..n)` that endpoint `ep` holds. */
+export function matchPrefix(r: Router, ep: u32, hashes: usize, n: u32): u32 {
+  let m: u32 = 0;
+  while (m < n && find(r, load<u64>(hashes + (<usize>m << 3)), ep) >= 0) m++;
+  return m;
+}
