@@ -6,18 +6,20 @@
 import { mkdirSync, writeFileSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
-import { createWasmPrefixRouter } from "../agent/routing/index.js";
 import { parseFlags, type FlagSpec } from "../agent/common/config.js";
 import { TesseraError, formatError } from "../agent/common/errors.js";
 import { knee, simulate, type RunFigures } from "./sim/engine.js";
 import { ROUTER_NAMES, type RouterName } from "./sim/routers.js";
 import { DEFAULT_ENGINE, ISSUE_ENGINE } from "./sim/server.js";
+import { DEFAULT_ROUTER_CONFIG } from "../agent/routing/index.js";
+import { createRouterPool } from "./sim/router-pool.js";
 import { renderChart, type Panel } from "./sim/svg.js";
 import { WORKLOAD_NAMES, buildWorkload, type Workload, type WorkloadName } from "./sim/workloads.js";
 
 const FLAGS: FlagSpec[] = [
   { name: "quick", type: "bool", default: false, help: "W1 only, no chart (< 60 s)" },
-  { name: "seed", type: "int", default: 42, help: "workload, arrival and tie-break seed" },
+  { name: "seed", type: "int", default: 42, help: "first seed (workload, arrivals, tie-breaks)" },
+  { name: "seeds", type: "int", help: "seeds per point, figures are medians (default 3, --quick 1)" },
   { name: "workloads", type: "list", help: "subset of W1,W2,W3,W4" },
   { name: "routers", type: "list", help: `subset of ${ROUTER_NAMES.join(",")}` },
   { name: "scrape-ms", type: "int", default: 50, help: "metric snapshot period" },
@@ -62,6 +64,8 @@ function main(argv: string[]): number {
   const args = parseFlags(argv, FLAGS, {});
   const quick = args.values.quick === true;
   const seed = args.values.seed as number;
+  const seeds = (args.values.seeds as number | undefined) ?? (quick ? 1 : 3);
+  if (seeds < 1 || seeds > 15) throw new TesseraError("TESSERA_USAGE", `--seeds ${seeds}: expected 1..15`);
   const calibration = args.values.calibration as string;
   if (calibration !== "gate" && calibration !== "issue") throw new TesseraError("TESSERA_USAGE", `--calibration ${calibration}: expected gate or issue`);
   const pick = <T extends string>(v: unknown, all: readonly T[], what: string): T[] => {
@@ -73,26 +77,39 @@ function main(argv: string[]): number {
   const routers = pick(args.values.routers, ROUTER_NAMES, "routers");
   for (const must of ["round-robin", "oracle"] as const) if (!routers.includes(must)) routers.push(must); // the baselines
   const engine = calibration === "gate" ? DEFAULT_ENGINE : ISSUE_ENGINE;
+  const pool = createRouterPool();
   const opts = {
-    seed,
     engine,
     scrapeInterval: (args.values["scrape-ms"] as number) / 1000,
     staleness: (args.values["staleness-ms"] as number) / 1000,
-    makePrefixRouter: () => createWasmPrefixRouter({ maxEndpoints: 16 }),
+    makePrefixRouter: pool.make,
   };
   const started = Date.now();
-  process.stderr.write(`routing: seed ${seed}, calibration ${calibration} (t0 ${engine.t0 * 1000} ms, a_p ${engine.aPrefill * 1e6} us/token, a_d ${engine.aDecode * 1e6} us), scrape ${opts.scrapeInterval * 1000} ms + ${opts.staleness * 1000} ms staleness, Tessera = WASM core\n`);
+  process.stderr.write(`routing: seed ${seed}, calibration ${calibration} (t0 ${engine.t0 * 1000} ms, a_p ${engine.aPrefill * 1e6} us/token, a_d ${engine.aDecode * 1e6} us), scrape ${opts.scrapeInterval * 1000} ms + ${opts.staleness * 1000} ms staleness, ${seeds} seed(s)\n`);
+  const rc = DEFAULT_ROUTER_CONFIG;
+  process.stderr.write(`tessera = WASM core (createWasmPrefixRouter), profile: weights ${JSON.stringify(rc.weights)}, guard ${rc.guardThreshold}, ${rc.blockSize}-byte blocks, ${rc.maxBlocks} blocks/prompt max\n`);
 
   const lines: Line[] = [];
   const panels: Panel[] = [];
   let gatePass = true;
   for (const name of workloads) {
-    const w = buildWorkload(name, seed);
-    const results = new Map<RouterName, RunFigures[]>();
-    for (const r of routers) results.set(r, w.rates.map((rate) => simulate(w, r, rate, opts)));
+    const runs = new Map<RouterName, RunFigures[][]>(routers.map((r) => [r, []]));
+    let w = buildWorkload(name, seed);
+    for (let k = 0; k < seeds; k++) {
+      if (k > 0) w = buildWorkload(name, seed + k);
+      for (const r of routers) {
+        const perRate = w.rates.map((rate) => {
+          pool.reset();
+          return simulate(w, r, rate, { ...opts, seed: seed + k });
+        });
+        (runs.get(r) as RunFigures[][]).push(perRate);
+      }
+    }
+    const results = new Map(routers.map((r) => [r, medianRuns(runs.get(r) as RunFigures[][])]));
     const knees = new Map(routers.map((r) => [r, knee(results.get(r) as RunFigures[])]));
+    const spread = new Map(routers.map((r) => [r, (runs.get(r) as RunFigures[][]).map((x) => knee(x))]));
     const at = (r: RouterName, rate: number): RunFigures => (results.get(r) as RunFigures[]).find((f) => f.rate === rate) as RunFigures;
-    report(w, routers, results, knees);
+    report(w, routers, results, knees, spread);
     const top = w.rates[w.rates.length - 1] as number;
     const kneeValue = (r: RouterName): number => Math.min(knees.get(r) as number, top);
     const kneeUnit = (r: RouterName): string => (Number.isFinite(knees.get(r) as number) ? w.rateUnit : `${w.rateUnit}, lower bound (not reached)`);
@@ -135,15 +152,33 @@ function main(argv: string[]): number {
   return 0;
 }
 
-function report(w: Workload, routers: RouterName[], results: Map<RouterName, RunFigures[]>, knees: Map<RouterName, number>): void {
+/** Per rate, the median of every figure across seeds (each figure separately). */
+function medianRuns(perSeed: RunFigures[][]): RunFigures[] {
+  const first = perSeed[0] as RunFigures[];
+  return first.map((f, i) => {
+    const at = perSeed.map((runs) => runs[i] as RunFigures);
+    const med = (key: keyof RunFigures): number => {
+      const xs = at.map((x) => x[key] as number).sort((a, b) => a - b);
+      return xs.length % 2 === 1 ? (xs[(xs.length - 1) / 2] as number) : ((xs[xs.length / 2 - 1] as number) + (xs[xs.length / 2] as number)) / 2;
+    };
+    const out = { ...f };
+    for (const key of Object.keys(f) as (keyof RunFigures)[]) if (typeof f[key] === "number" && key !== "rate") (out as Record<string, unknown>)[key] = med(key);
+    return out;
+  });
+}
+
+function report(w: Workload, routers: RouterName[], results: Map<RouterName, RunFigures[]>, knees: Map<RouterName, number>, spread: Map<RouterName, number[]>): void {
   const pad = (s: string, n: number): string => s.padStart(n);
-  const out: string[] = [`\n${w.name} ${w.title}: ${w.requests.length} requests, ${w.servers} servers x ${w.kvTokensPerServer} KV tokens; figures at ${w.referenceRate} ${w.rateUnit}`];
-  out.push(`${"router".padEnd(14)}${pad("knee", 8)}${pad("hit", 7)}${pad("p50 s", 8)}${pad("p90 s", 8)}${pad("p99 s", 8)}${pad("ITL ms", 8)}${pad("tok/s", 8)}${pad("imbal", 7)}${pad("preempt", 8)}`);
+  const top = w.rates[w.rates.length - 1] as number;
+  const kn = (k: number): string => (Number.isFinite(k) ? k.toFixed(1) : `>${top}`);
+  const seeds = (spread.get("round-robin") ?? []).length;
+  const out: string[] = [`\n${w.name} ${w.title}: ${w.requests.length} requests, ${w.servers} servers x ${w.kvTokensPerServer} KV tokens; medians of ${seeds} seed(s) at ${w.referenceRate} ${w.rateUnit}`];
+  out.push(`${"router".padEnd(14)}${pad("knee", 8)}${pad("per seed", 18)}${pad("hit", 7)}${pad("p50 s", 8)}${pad("p90 s", 8)}${pad("p99 s", 8)}${pad("ITL ms", 8)}${pad("tok/s", 8)}${pad("imbal", 7)}${pad("preempt", 8)}`);
   for (const r of routers) {
     const f = (results.get(r) as RunFigures[]).find((x) => x.rate === w.referenceRate) as RunFigures;
     const k = knees.get(r) as number;
     out.push(
-      `${r.padEnd(14)}${pad(Number.isFinite(k) ? k.toFixed(1) : `>${w.rates[w.rates.length - 1]}`, 8)}${pad(f.hitRate.toFixed(3), 7)}${pad(f.ttftP50.toFixed(2), 8)}${pad(f.ttftP90.toFixed(2), 8)}${pad(f.ttftP99.toFixed(2), 8)}${pad((f.itl * 1000).toFixed(1), 8)}${pad(f.throughput.toFixed(0), 8)}${pad(f.imbalance.toFixed(2), 7)}${pad(String(f.preemptions), 8)}`,
+      `${r.padEnd(14)}${pad(kn(k), 8)}${pad((spread.get(r) ?? []).map(kn).join("/"), 18)}${pad(f.hitRate.toFixed(3), 7)}${pad(f.ttftP50.toFixed(2), 8)}${pad(f.ttftP90.toFixed(2), 8)}${pad(f.ttftP99.toFixed(2), 8)}${pad((f.itl * 1000).toFixed(1), 8)}${pad(f.throughput.toFixed(0), 8)}${pad(f.imbalance.toFixed(2), 7)}${pad(String(f.preemptions), 8)}`,
     );
   }
   out.push(`TTFT p90 (s) by rate: ${"".padEnd(0)}${w.rates.map((x) => pad(String(x), 6)).join("")}`);

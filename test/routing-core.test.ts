@@ -176,6 +176,11 @@ t.test("routers are independent inside one WASM instance", async (t) => {
   t.equal(r1.matchedBlocks("0123456789abcdef", "m", "x:1"), 2);
   r2.addEndpoint("x:1");
   t.equal(r2.matchedBlocks("0123456789abcdef", "m", "x:1"), 0);
+  // a third router with huge prompts moves the shared staging buffer; the others must follow it
+  const big = createWasmPrefixRouter({ maxBlocks: 65_536 });
+  t.equal(big.route("b".repeat(1 << 20), "m", [ep("x:1")]).totalBlocks, (1 << 20) / 64);
+  t.equal(r1.matchedBlocks("0123456789abcdef", "m", "x:1"), 2, "still found after the staging buffer moved");
+  t.equal(r1.route("0123456789abcdef", "m", [ep("x:1")]).matchedBlocks, 2);
 });
 
 t.test("config: strict validation names the bad key", async (t) => {

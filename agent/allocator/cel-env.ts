@@ -9,18 +9,14 @@ import { TesseraError } from "../common/errors.js";
 import type { Device } from "../kube/types.js";
 import { compareSemver, parseQuantityNano, parseSemver, type Semver } from "./quantity.js";
 
-// Quantity and Semver are opaque CEL object types; a one-field message is how @bufbuild/cel models them.
-function messageType(name: string): DescMessage {
-  const file = create(FileDescriptorProtoSchema, {
-    name: `tessera/${name.toLowerCase()}.proto`,
-    package: "kubernetes",
-    syntax: "proto3",
-    messageType: [{ name, field: [{ name: "text", number: 1, type: FieldDescriptorProto_Type.STRING, label: FieldDescriptorProto_Label.OPTIONAL, jsonName: "text" }] }],
-  });
-  return createFileRegistry(file, () => undefined).getMessage(`kubernetes.${name}`) as DescMessage;
-}
-const QuantityDesc = messageType("Quantity");
-const SemverDesc = messageType("Semver");
+// Quantity and Semver are opaque CEL object types; one-field messages are how @bufbuild/cel models them.
+const field = { name: "text", number: 1, type: FieldDescriptorProto_Type.STRING, label: FieldDescriptorProto_Label.OPTIONAL, jsonName: "text" };
+const REGISTRY = createFileRegistry(
+  create(FileDescriptorProtoSchema, { name: "tessera/dra-cel.proto", package: "kubernetes", syntax: "proto3", messageType: [{ name: "Quantity", field: [field] }, { name: "Semver", field: [field] }] }),
+  () => undefined,
+);
+const QuantityDesc = REGISTRY.getMessage("kubernetes.Quantity") as DescMessage;
+const SemverDesc = REGISTRY.getMessage("kubernetes.Semver") as DescMessage;
 const QT = objectType(QuantityDesc);
 const ST = objectType(SemverDesc);
 
@@ -77,7 +73,7 @@ const FUNCS = [
   celMethod("patch", ST, [], CelScalar.INT, function () { return semverOf(this).patch; }),
 ];
 
-const ENV: CelEnv = celEnv({ funcs: FUNCS, variables: { device: mapType(CelScalar.STRING, CelScalar.DYN) } });
+const ENV: CelEnv = celEnv({ registry: REGISTRY, funcs: FUNCS, variables: { device: mapType(CelScalar.STRING, CelScalar.DYN) } });
 
 /** The CEL view of one device, built once per device and reused by every selector. */
 export type CelDevice = Map<string, unknown>;
@@ -152,7 +148,7 @@ function compileUncached(expression: string): CompiledSelector | TesseraError {
     const offset = id === undefined ? undefined : positions[String(id)];
     return offset === undefined ? "" : ` at column ${offset + 1}`;
   };
-  const domains = [...expression.matchAll(/"((?:[^"\\]|\\.)*)"|'((?:[^'\\]|\\.)*)'/g)].map((m) => m[1] ?? m[2] ?? "");
+  const domains = [...expression.matchAll(/(?:attributes|capacity)\[\s*(?:"([^"\\]*)"|'([^'\\]*)')\s*\]/g)].map((m) => m[1] ?? m[2] ?? "");
   const evaluate = (device: CelDevice): SelectorResult => {
     for (const key of ["attributes", "capacity"]) {
       const maps = device.get(key) as DomainMaps;
@@ -174,4 +170,9 @@ function compileUncached(expression: string): CompiledSelector | TesseraError {
     return new TesseraError("TESSERA_CEL", `CEL type error in \`${expression}\`: ${probe.error}`);
   }
   return { expression, domains, evaluate };
+}
+
+/** Drops every compiled expression (benchmarks measure the cold path with it). */
+export function clearCelCache(): void {
+  cache.clear();
 }

@@ -37,7 +37,8 @@ export function explainFailure(p: Problem, out: SearchOutcome, requests: Request
   const base = { reason, request: req?.name, alternative: alt?.resultName, requests };
   if (reason === "cel-error") {
     const msg = p.celErrors.get(`${out.failAlt}:${out.poisonDev}`) ?? "a selector failed to evaluate";
-    return { ...base, message: `CEL runtime error: ${msg}; guard optional attributes with \`"name" in device.attributes["domain"]\`` };
+    const hint = /field not found|no such key/.test(msg) ? `; guard optional attributes with \`"name" in device.attributes["domain"]\`` : "";
+    return { ...base, message: `CEL runtime error: ${msg}${hint}` };
   }
   if (reason === "too-many-results") return { ...base, message: `request ${alt?.resultName ?? "?"} would need more than 32 devices, the most one claim may hold` };
   if (reason === "constraint-error") return { ...base, stage: "constraints", message: `request ${alt?.resultName ?? "?"} asks for all matching devices, but a constraint of the claim rules some of them out; narrow its selectors or drop the constraint` };
@@ -51,7 +52,9 @@ export function explainFailure(p: Problem, out: SearchOutcome, requests: Request
   let message: string;
   if (p.devices.length === 0) message = `request ${alt.resultName}: this node publishes no devices${incomplete}`;
   else if (stage === "constraints") {
-    message = `request ${alt.resultName} needs ${need(report, alt.mode)}; enough devices pass every check on their own, but at most ${count} can be chosen together with the rest of the claim (constraints or devices shared between requests)${tried}`;
+    const cons = p.constraints.filter((c) => c.applies[out.failAlt]).map((c) => `${c.kind === 0 ? "matchAttribute" : "distinctAttribute"} ${c.attribute}`);
+    const why = cons.length > 0 ? `the claim's constraints (${cons.join(", ")})` : "devices taken by the claim's other requests";
+    message = `request ${alt.resultName} needs ${need(report, alt.mode)}; ${report.stages.taints} pass every per-device check, but at most ${count} can be chosen together because of ${why}${tried}`;
   } else {
     message = `request ${alt.resultName} needs ${need(report, alt.mode)} of class ${alt.deviceClassName}, but only ${count} ${STAGE_WORDS[stage]}${tried}${incomplete}`;
   }

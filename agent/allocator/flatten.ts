@@ -183,6 +183,13 @@ export function flatten(input: FlattenInput): Problem {
     return v;
   };
   const celErrors = new Map<string, string>();
+  const knownDomains = new Set<string>();
+  for (const ref of devices) {
+    for (const name of [...Object.keys(ref.device.attributes ?? {}), ...Object.keys(ref.device.capacity ?? {})]) {
+      const slash = name.indexOf("/");
+      knownDomains.add(slash < 0 ? ref.driver : name.slice(0, slash));
+    }
+  }
   const bits = alts.map(() => [0, 1, 2, 3, 4].map(() => new Uint8Array(n)));
   // all selectors in order; the first false stops, the first error poisons (as the scheduler does)
   const runList = (sels: CompiledSelector[], d: number, a: number, what: string): boolean | "error" => {
@@ -190,7 +197,9 @@ export function flatten(input: FlattenInput): Problem {
       const sel = sels[j] as CompiledSelector;
       const v = evalSel(sel, d);
       if (typeof v === "string") {
-        celErrors.set(`${a}:${d}`, `${what} selector #${j} \`${sel.expression}\` on device ${devices[d]?.device.name}: ${v}`);
+        const unknown = sel.domains.filter((dom) => !knownDomains.has(dom));
+        const hint = unknown.length > 0 ? `unknown attribute domain "${unknown[0]}" (no device on this node has attributes or capacity in it); ` : "";
+        celErrors.set(`${a}:${d}`, `${hint}${what} selector #${j} \`${sel.expression}\` on device ${devices[d]?.device.name}: ${v}`);
         return "error";
       }
       if (!v) return false;

@@ -2,12 +2,15 @@
 // until SIGTERM/SIGINT: stop accepting -> finish in-flight calls (deadline) -> flush the
 // checkpoint -> remove sockets -> exit 0. `startAgent` is the same thing without signals, for
 // the demo and tests.
-import { NODE_FLAGS, parseFlags, resolveNodeConfig, type NodeConfig } from "../common/config.js";
+import { int, NODE_FLAGS, parseFlags, resolveNodeConfig, type NodeConfig } from "../common/config.js";
 import { TesseraError } from "../common/errors.js";
 import { createLogger, type Logger } from "../common/log.js";
-import { createDiscovery } from "../discovery/index.js";
+import { DISCOVERY_FLAGS } from "../discovery/watcher.js";
 import { deviceFacts, type DeviceFacts, type Inventory } from "../discovery/model.js";
-import { openKube, parseKubeSpec } from "../kube/kube-source.js";
+import { openKube, parseKubeSpec, type KubeTarget } from "../kube/kube-source.js";
+import { sliceBackendFor } from "../slices/backend.js";
+import { startNodePublishing } from "../slices/node-publishing.js";
+import { startSlicePublisher } from "../slices/publisher.js";
 import { createKubeClaimSource, createStoreClaimSource, type ClaimSource } from "../plugin/claim-source.js";
 import { startKubeletPlugin, type KubeletPlugin } from "../plugin/plugin.js";
 import type { CliIO } from "./io.js";
@@ -21,6 +24,10 @@ export interface AgentDeps {
   bootId?: () => Promise<string>;
   toolkitDirs?: readonly string[];
   env?: NodeJS.ProcessEnv;
+  /** Seconds between rediscoveries (0: only at start and on SIGHUP). Ignored with `inventory`. */
+  rediscoverIntervalS?: number;
+  /** Where SIGHUP comes from (pass `process` in the real agent). */
+  signals?: NodeJS.EventEmitter;
 }
 
 export interface AgentHandle {
@@ -39,10 +46,43 @@ export function claimSourceFor(config: NodeConfig, env: NodeJS.ProcessEnv = proc
 
 export async function startAgent(config: NodeConfig, deps: AgentDeps = {}): Promise<AgentHandle> {
   const log = deps.log ?? createLogger({ level: config.logLevel });
-  const inventory = deps.inventory ?? (await createDiscovery(config, { logger: log }).discover());
-  let facts: Map<string, DeviceFacts> = deviceFacts(inventory);
+  const target: KubeTarget = openKube(parseKubeSpec(config.kube), deps.env);
+  let facts: Map<string, DeviceFacts> = new Map();
+
+  // Discovery and ResourceSlice publishing. With an injected inventory (demo, tests) the slices
+  // are published once from it; otherwise the watcher rediscovers on a timer and on SIGHUP, keeps
+  // the last good inventory on failure, and republishes on every change.
+  let stopPublishing: () => Promise<void>;
+  let inventory: Inventory;
+  if (deps.inventory) {
+    inventory = deps.inventory;
+    const publisher = startSlicePublisher({
+      backend: sliceBackendFor(target, config.nodeName, config.driverName),
+      inventory,
+      driverName: config.driverName,
+      nodeName: config.nodeName,
+      migMode: config.migMode,
+      logger: log,
+    });
+    stopPublishing = () => publisher.stop();
+  } else {
+    const publishing = await startNodePublishing({
+      config,
+      target,
+      logger: log,
+      rediscoverIntervalS: deps.rediscoverIntervalS ?? 60,
+      ...(deps.signals ? { signals: deps.signals } : {}),
+      onInventory: (inv) => {
+        facts = deviceFacts(inv);
+      },
+    });
+    inventory = publishing.watcher.current() as Inventory;
+    stopPublishing = () => publishing.stop();
+  }
+  facts = deviceFacts(inventory);
   log.info("discovered devices", { node: config.nodeName, gpus: inventory.gpus.length, devices: facts.size });
-  const claims = deps.claims ?? claimSourceFor(config, deps.env);
+
+  const claims = deps.claims ?? (target.mode === "standalone" ? createStoreClaimSource(target.store) : createKubeClaimSource(target.config));
   const plugin = await startKubeletPlugin(config, {
     log,
     devices: () => facts,
@@ -51,11 +91,6 @@ export async function startAgent(config: NodeConfig, deps: AgentDeps = {}): Prom
     ...(deps.toolkitDirs ? { toolkitDirs: deps.toolkitDirs } : {}),
   });
 
-  // ---- ResourceSlice publishing (issue: ResourceSlices) ------------------------------------------
-  // INTEGRATOR: start `startSlicePublisher` here with (config, inventory, kube target, log) and stop
-  // it in stop() below, before plugin.stop(), so slices go away before the sockets do.
-  // -------------------------------------------------------------------------------------------------
-
   return {
     draSocket: plugin.draSocket,
     registrationSocket: plugin.registrationSocket,
@@ -63,14 +98,19 @@ export async function startAgent(config: NodeConfig, deps: AgentDeps = {}): Prom
     setInventory(inv) {
       facts = deviceFacts(inv);
     },
-    stop: (deadlineMs) => plugin.stop(deadlineMs),
+    // Slices stay published on shutdown: deleting them on every rolling update would make pods
+    // unschedulable meanwhile; the kubelet removes a plugin's slices once it is gone for good.
+    async stop(deadlineMs) {
+      await stopPublishing();
+      await plugin.stop(deadlineMs);
+    },
   };
 }
 
 export const SHUTDOWN_DEADLINE_MS = 10_000;
 
 export async function runAgent(argv: string[], io: CliIO): Promise<number> {
-  const args = parseFlags(argv, NODE_FLAGS, io.env);
+  const args = parseFlags(argv, [...NODE_FLAGS, ...DISCOVERY_FLAGS], io.env);
   if (args.positionals.length > 0) throw new TesseraError("TESSERA_USAGE", `tessera agent takes no arguments, got "${args.positionals.join(" ")}"`);
   const config = resolveNodeConfig(args);
   const log = createLogger({ level: config.logLevel, write: (line) => io.stderr(line + "\n") });
@@ -79,7 +119,7 @@ export async function runAgent(argv: string[], io: CliIO): Promise<number> {
     process.once("SIGTERM", () => resolve("SIGTERM"));
     process.once("SIGINT", () => resolve("SIGINT"));
   });
-  const agent = await startAgent(config, { log, env: io.env });
+  const agent = await startAgent(config, { log, env: io.env, rediscoverIntervalS: int(args, "rediscover-interval"), signals: process });
   const signal = await signalled;
   log.info("shutting down", { signal });
   await agent.stop(SHUTDOWN_DEADLINE_MS);

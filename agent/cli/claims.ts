@@ -38,8 +38,9 @@ export async function readClaimFile(file: string): Promise<ResourceClaim> {
   const doc = parseDocument(text, { prettyErrors: false });
   const first = doc.errors[0];
   if (first) {
-    const pos = first.linePos?.[0];
-    throw new TesseraError("TESSERA_INPUT", `${file}${pos ? `:${pos.line}:${pos.col}` : ""}: not valid YAML/JSON: ${first.message.split("\n")[0]}`);
+    const before = text.slice(0, first.pos[0]).split("\n");
+    const where = `${before.length}:${(before[before.length - 1]?.length ?? 0) + 1}`;
+    throw new TesseraError("TESSERA_INPUT", `${file}:${where}: not valid YAML/JSON: ${first.message.split("\n")[0]}`);
   }
   const obj = doc.toJS() as Record<string, unknown> | null;
   if (!obj || typeof obj !== "object" || Array.isArray(obj)) throw new TesseraError("TESSERA_INPUT", `${file}: expected a ResourceClaim object`);
@@ -154,7 +155,7 @@ export async function runApply(argv: string[], io: CliIO): Promise<number> {
   }
   const world = await loadWorld(config);
   const uid = claim.metadata.uid ?? randomUUID();
-  const toAllocate: ResourceClaim = { ...claim, apiVersion: "resource.k8s.io/v1", kind: "ResourceClaim", metadata: { ...claim.metadata, namespace: ns, uid } };
+  const toAllocate: ResourceClaim = { ...claim, metadata: { ...claim.metadata, namespace: ns, uid } };
   delete toAllocate.status;
   const out = allocateClaim({ ...world, claim: toAllocate, strategy, nodeName: config.nodeName });
   if (!out.ok) throw failureError(out);

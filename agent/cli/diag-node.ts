@@ -118,6 +118,7 @@ export async function runSlices(argv: string[], io: CliIO): Promise<number> {
   const slices = buildResourceSlices(inv, { driverName: cfg.driverName, nodeName: cfg.nodeName, migMode: cfg.migMode });
   if (format === "json") {
     io.stdout(JSON.stringify({ apiVersion: "v1", kind: "List", metadata: {}, items: slices }, null, 2) + "\n");
+    for (const line of conditionLines(inv)) io.stderr(line + "\n"); // stdout stays pure JSON
     return 0;
   }
   const out = [...header(inv, cfg), `pool ${cfg.nodeName}  driver ${cfg.driverName}  mig-mode ${cfg.migMode}  slices ${slices.length}`];

@@ -7,6 +7,7 @@ import { createHash } from "node:crypto";
 import { promises as fsp } from "node:fs";
 import * as path from "node:path";
 import { writeFileAtomic } from "../common/atomic-file.js";
+import { TesseraError } from "../common/errors.js";
 import type { Logger } from "../common/log.js";
 import type { PreparedDevice } from "./prepared.js";
 
@@ -91,7 +92,7 @@ export async function loadCheckpoint(file: string, deps: CheckpointDeps): Promis
   await fsp.mkdir(path.dirname(file), { recursive: true, mode: 0o750 });
   const text = await fsp.readFile(file, "utf8").catch((err: NodeJS.ErrnoException) => {
     if (err.code === "ENOENT") return undefined;
-    throw err;
+    throw new TesseraError("TESSERA_CHECKPOINT", `cannot read ${file} (${err.code ?? err.message}); check --state-dir and the agent's permissions`, { cause: err });
   });
   let result: LoadResult;
   if (text === undefined) {

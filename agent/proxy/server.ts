@@ -100,8 +100,8 @@ export async function startProxy(opts: ProxyOptions): Promise<RunningProxy> {
       const pending = ep.pool.request({ path: req.url ?? path, method: req.method as "POST", headers, body: req.method === "GET" || req.method === "HEAD" ? null : body, signal: ac.signal });
       metrics.addedLatency.observe((performance.now() - t0) / 1000);
       const up = await pending;
+      // headers leave with the first body chunk (one packet); SSE chunks are written as they come
       res.writeHead(up.statusCode, downstreamHeaders(up.headers, ep.state.id));
-      res.flushHeaders();
       await pipeline(up.body, res);
       count(path, up.statusCode);
     } catch (err) {
@@ -239,9 +239,11 @@ export async function startProxy(opts: ProxyOptions): Promise<RunningProxy> {
       sendError(res, 500, "TESSERA_INTERNAL", "internal proxy error; see the proxy log");
     });
   });
-  server.on("clientError", (_err, socket) => {
-    if (socket.writable) socket.end("HTTP/1.1 400 Bad Request\r\nconnection: close\r\ncontent-length: 0\r\n\r\n");
-    socket.destroy();
+  server.on("clientError", (err: NodeJS.ErrnoException, socket) => {
+    const status = err.code === "ERR_HTTP_REQUEST_TIMEOUT" ? "408 Request Timeout" : err.code === "HPE_HEADER_OVERFLOW" ? "431 Request Header Fields Too Large" : "400 Bad Request";
+    if (!socket.writable) return void socket.destroy();
+    socket.end(`HTTP/1.1 ${status}\r\nconnection: close\r\ncontent-length: 0\r\n\r\n`);
+    setTimeout(() => socket.destroy(), 1000).unref(); // a peer that never closes its side
   });
 
   const urls = opts.endpoints ?? [];

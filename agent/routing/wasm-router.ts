@@ -84,14 +84,13 @@ export function createWasmPrefixRouter(options: WasmPrefixRouterOptions = {}): W
   const ids: string[] = [];
   const seeds = new Map<string, Uint8Array>();
   let seq = 0;
-  let stagePtr = x.routeStage(1);
-  let stageCap = 65536;
-
+  // The staging buffer is shared by every router in the instance and moves when one outgrows
+  // it, so its address is asked for on every use (one cheap call), never cached.
+  let stagePtr = 0;
+  let stageCap = 0;
   const stage = (bytes: number): void => {
-    if (bytes > stageCap) {
-      stagePtr = x.routeStage(bytes);
-      stageCap = bytes;
-    }
+    stagePtr = x.routeStage(bytes);
+    stageCap = bytes;
   };
 
   const seedBytes = (model: string, salt: string | undefined): Uint8Array => {
@@ -106,7 +105,11 @@ export function createWasmPrefixRouter(options: WasmPrefixRouterOptions = {}): W
   };
 
   /** Writes seed + prompt into staging; returns [seedLen, promptLen]. */
-  const stageInput = (prompt: string | Uint8Array, model: string, salt: string | undefined): [number, number] => {
+  // Only the first maxBlocks x blockSize bytes are ever hashed; every char is >= 1 UTF-8 byte, so
+  // that many chars (+1 so a surrogate pair at the edge stays whole) always cover them.
+  const hashedBytes = config.maxBlocks * config.blockSize;
+  const stageInput = (whole: string | Uint8Array, model: string, salt: string | undefined): [number, number] => {
+    const prompt = whole.length <= hashedBytes ? whole : typeof whole === "string" ? whole.slice(0, hashedBytes + 1) : whole.subarray(0, hashedBytes);
     const seed = seedBytes(model, salt);
     const worst = seed.length + (typeof prompt === "string" ? prompt.length * 3 : prompt.length);
     stage(worst);

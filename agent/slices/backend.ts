@@ -2,6 +2,7 @@
 // the standalone store. One small interface so the publisher's logic is tested once against both.
 import { randomUUID } from "node:crypto";
 import { CoreV1Api, KubeConfig, ResourceV1Api, Watch, type V1ResourceSlice } from "@kubernetes/client-node";
+import { ObjectSerializer } from "@kubernetes/client-node/dist/gen/models/ObjectSerializer.js";
 import type { StandaloneStore } from "../kube/standalone-store.js";
 import type { KubeTarget } from "../kube/kube-source.js";
 import type { OwnerReference, ResourceSlice } from "../kube/types.js";
@@ -36,8 +37,11 @@ function fieldSelector(nodeName: string, driverName: string): string {
   return `spec.nodeName=${nodeName},spec.driver=${driverName}`;
 }
 
-const asSlice = (o: V1ResourceSlice): ResourceSlice => JSON.parse(JSON.stringify(o)) as ResourceSlice;
-const asV1 = (s: ResourceSlice): V1ResourceSlice => s as unknown as V1ResourceSlice;
+// client-node's generated models rename some wire fields (DeviceAttribute `int` is `_int` inside
+// the model) and its serializer drops keys it does not know: a plain object passed as a body would
+// lose every int attribute. Convert at this border, both ways, through the model serializer.
+const asSlice = (o: V1ResourceSlice): ResourceSlice => ObjectSerializer.serialize(o, "V1ResourceSlice", "") as ResourceSlice;
+const asV1 = (s: ResourceSlice): V1ResourceSlice => ObjectSerializer.deserialize(JSON.parse(JSON.stringify(s)), "V1ResourceSlice", "") as V1ResourceSlice;
 
 export function clusterSliceBackend(kc: KubeConfig, nodeName: string, driverName: string): SliceBackend {
   const api = kc.makeApiClient(ResourceV1Api);

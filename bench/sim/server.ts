@@ -26,10 +26,10 @@ export const ISSUE_ENGINE: EngineConfig = { t0: 0.015, aPrefill: 48.8e-6, aDecod
 
 /**
  * The published calibration: same prefill cost and chunk budget (what the gate's 8 x 20,480 /
- * 7,200 arithmetic assumes), with per-step overhead cut to 2.5 ms and 30 us per running decode so
- * that prefill is the bottleneck. Round-robin on W1 then knees at ~20.7 req/s.
+ * 7,200 arithmetic assumes), with per-step overhead cut to 2.5 ms and 40 us per running decode so
+ * that prefill is the bottleneck. Round-robin on W1 then knees at 18.7-21.2 req/s (seeds 42-46).
  */
-export const DEFAULT_ENGINE: EngineConfig = { t0: 0.0025, aPrefill: 48.8e-6, aDecode: 0.00003, prefillBudget: 8192, maxRunning: 256 };
+export const DEFAULT_ENGINE: EngineConfig = { t0: 0.0025, aPrefill: 48.8e-6, aDecode: 0.00004, prefillBudget: 8192, maxRunning: 256 };
 
 /** Step duration for a step with `prefill` prefill tokens and `decodes` running decodes. */
 export function stepTime(cfg: EngineConfig, prefill: number, decodes: number): number {

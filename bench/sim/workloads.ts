@@ -106,28 +106,28 @@ export function buildWorkload(name: WorkloadName, seed: number, scale = 1): Work
         for (let p = 0; p < 5; p++) spec(concat([prefix, randomTokens(rng, 1200)]), randomTokens(rng, 1000));
       }
       const openLoop = shuffle(requests.map((r) => r.id), rng);
-      return { name, title: "shared system prompts", requests, openLoop, ...base, rates: [3, 6, 10, 14, 17, 20, 22, 25, 30, 40, 50, 60], referenceRate: 30, rateUnit: "req/s" };
+      return { name, title: "shared system prompts", requests, openLoop, ...base, rates: [3, 6, 10, 14, 17, 20, 22, 25, 28, 30, 35, 40, 50, 60], referenceRate: 30, rateUnit: "req/s" };
     }
     case "W2": {
       // Multi-turn chat: one app-wide system prompt; each turn's prompt is the previous turn's
       // prompt + answer + a new user message; the next turn follows the answer after think time.
       const system = randomTokens(rng, 512);
-      const conversations = Math.max(2, Math.round(160 * scale));
+      const conversations = Math.max(2, Math.round(800 * scale));
       const openLoop: number[] = [];
       for (let c = 0; c < conversations; c++) {
         const turns = between(rng, 3, 8);
         let history = system;
         let prev = -1;
         for (let k = 0; k < turns; k++) {
-          const prompt = concat([history, randomTokens(rng, between(rng, 80, 600))]);
-          const output = randomTokens(rng, between(rng, 100, 500));
-          const s = spec(prompt, output, prev, prev < 0 ? 0 : rng.exp(8));
+          const prompt = concat([history, randomTokens(rng, between(rng, 200, 1500))]);
+          const output = randomTokens(rng, between(rng, 100, 400));
+          const s = spec(prompt, output, prev, prev < 0 ? 0 : rng.exp(2));
           if (prev < 0) openLoop.push(s.id);
           history = s.tokens;
           prev = s.id;
         }
       }
-      return { name, title: "multi-turn chat", requests, openLoop, ...base, rates: [0.5, 1, 2, 3, 4, 5, 6, 8, 10], referenceRate: 4, rateUnit: "conv/s" };
+      return { name, title: "multi-turn chat", requests, openLoop, ...base, rates: [5, 10, 20, 30, 40, 60, 80], referenceRate: 30, rateUnit: "conv/s" };
     }
     case "W3": {
       // RAG: a system prompt, then k=4 documents drawn from a Zipf(1.1) corpus of 1,000, then a question.
@@ -145,13 +145,13 @@ export function buildWorkload(name: WorkloadName, seed: number, scale = 1): Work
         const docs = picked.map((d) => corpus[d] as Int32Array);
         spec(concat([system, ...docs, randomTokens(rng, between(rng, 50, 150))]), randomTokens(rng, between(rng, 150, 400)));
       }
-      return { name, title: "RAG, Zipf corpus", requests, openLoop: requests.map((r) => r.id), ...base, rates: [5, 10, 20, 30, 40, 50, 60, 80, 100], referenceRate: 40, rateUnit: "req/s" };
+      return { name, title: "RAG, Zipf corpus", requests, openLoop: requests.map((r) => r.id), ...base, rates: [10, 30, 50, 60, 70, 80, 100], referenceRate: 60, rateUnit: "req/s" };
     }
     case "W4": {
       // Control: nothing shared.
       const n = Math.max(4, Math.round(800 * scale));
       for (let i = 0; i < n; i++) spec(randomTokens(rng, between(rng, 1000, 4000)), randomTokens(rng, between(rng, 200, 600)));
-      return { name, title: "no sharing (control)", requests, openLoop: requests.map((r) => r.id), ...base, rates: [5, 10, 20, 30, 40, 50, 60, 80], referenceRate: 40, rateUnit: "req/s" };
+      return { name, title: "no sharing (control)", requests, openLoop: requests.map((r) => r.id), ...base, rates: [10, 30, 50, 60, 70, 80, 100], referenceRate: 60, rateUnit: "req/s" };
     }
   }
 }

@@ -35,7 +35,7 @@ import { mix64 } from "./routing-xxh64";
   maxEndpoints: u32 = 0;
   tableMask: u32 = 0;
   tableCount: u32 = 0;
-  bytes: u32 = 0; // bytes of index memory ever taken by this router (tables + pools)
+  bytes: u32 = 0; // bytes of live index memory (current table + node pools)
   table: usize = 0;
   eps: usize = 0; // maxEndpoints Endpoint records
   state: usize = 0; // maxEndpoints x STATE_STRIDE f64, written by the bridge per decision
@@ -101,7 +101,7 @@ function growIfNeeded(r: Router): void {
   if ((r.tableCount + 1) * 4 <= cap * 3) return;
   const ncap = cap << 1;
   const nt = allocZeroed(<usize>ncap * SLOT_BYTES);
-  r.bytes += ncap * <u32>SLOT_BYTES;
+  r.bytes += (ncap - cap) * <u32>SLOT_BYTES;
   const nmask = ncap - 1;
   const t = r.table;
   for (let i: u32 = 0; i < cap; i++) {
@@ -181,7 +181,7 @@ function takeNode(r: Router, e: Endpoint): u32 {
     if (ncap > e.capacity) ncap = e.capacity;
     const np = heap.alloc(<usize>ncap * NODE_BYTES);
     if (e.poolCap > 0) memory.copy(np, e.nodes, <usize>e.poolCap * NODE_BYTES);
-    r.bytes += ncap * <u32>NODE_BYTES;
+    r.bytes += (ncap - e.poolCap) * <u32>NODE_BYTES;
     e.nodes = np;
     e.poolCap = ncap;
   }

@@ -14,7 +14,7 @@
 //   routeDecide(h, seedLen, promptLen, seq, insert): i32   hash staged input, score, pick, index; slot, -1 none, -2 saturated · bridge, per request
 //   routeMatch(h, slot, seedLen, promptLen): u32  blocks of the staged prompt held by one endpoint · tests/diagnostics
 //   routeIndexSize(h, slot): u32                blocks indexed for one endpoint · metrics, per scrape
-//   routeIndexBytes(h): u32                     bytes of index memory this router took · benches, rarely
+//   routeIndexBytes(h): u32                     bytes of live index memory (table + LRU pools; replaced regions not counted) · benches, rarely
 //   routeHeapMark(): usize                      top of the shared bump heap (allocates 1 byte) · tests only
 //   hashXxh64(ptr, len, seed): u64              xxHash64 of bytes in memory · tests/benches, bridge for endpoint keys
 //   hashChain(ptr, len, seed, blockSize, maxBlocks, out): u32  chained block hashes to out (u64 each) · benches/tests

@@ -10,6 +10,7 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"time"
 
 	resourceapi "k8s.io/api/resource/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
@@ -319,7 +320,11 @@ func Case(seed uint64, i int) oracle.Case {
 	c := oracle.Case{Name: fmt.Sprintf("seed%d-case%d", seed, i), Node: node, Slices: Inventory(r, node), DeviceClasses: DeviceClasses()}
 	for k, prior := 0, r.IntN(3); k < prior; k++ {
 		pc := Claim(r, fmt.Sprintf("prior-%d", k))
-		res := oracle.Allocate(context.Background(), &oracle.Case{Node: node, Slices: c.Slices, DeviceClasses: c.DeviceClasses, AllocatedClaims: c.AllocatedClaims, Claim: pc})
+		// Bounded like the scheduler's filter timeout: an exhaustive search on an impossible
+		// prior claim can run for minutes; such a prior is simply left out.
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		res := oracle.Allocate(ctx, &oracle.Case{Node: node, Slices: c.Slices, DeviceClasses: c.DeviceClasses, AllocatedClaims: c.AllocatedClaims, Claim: pc})
+		cancel()
 		if !res.Fits {
 			continue
 		}

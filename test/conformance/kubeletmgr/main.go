@@ -72,9 +72,9 @@ func run(ctx context.Context, repo, fixture string) (failed bool) {
 	if !check("agent-sockets", a.WaitSockets(30*time.Second)) {
 		return
 	}
-	slicesOnStore, err := a.WaitSlices(ctx, 15*time.Second)
+	slicesOnStore, err := a.WaitSlices(ctx, 10*time.Second)
 	if !check("slices-in-store", err) {
-		return
+		slicesOnStore = kubelet.ContractSlices(a.Node, 8) // keep going; the failure stays counted
 	}
 
 	// A pod with one claim, allocated by the scheduler's allocator, reserved for the pod.

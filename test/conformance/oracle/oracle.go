@@ -131,6 +131,7 @@ func Allocate(ctx context.Context, c *Case) Result {
 	}
 	node := &v1.Node{ObjectMeta: metav1.ObjectMeta{Name: c.Node}}
 	claim := c.Claim.DeepCopy()
+	applyDefaults(claim)
 	start := time.Now()
 	a, err := structured.NewAllocator(ctx, Features, AllocatedState(c.AllocatedClaims), classes, slices, celCache)
 	if err != nil {
@@ -166,4 +167,33 @@ func Allocate(ctx context.Context, c *Case) Result {
 		res.Devices = append(res.Devices, d)
 	}
 	return res
+}
+
+// applyDefaults does what the API server's defaulting does to a claim before the scheduler
+// sees it (users' YAML leaves these out): allocationMode ExactCount, count 1, toleration
+// operator Equal.
+func applyDefaults(c *resourceapi.ResourceClaim) {
+	exact := func(mode *resourceapi.DeviceAllocationMode, count *int64, tols []resourceapi.DeviceToleration) {
+		if *mode == "" {
+			*mode = resourceapi.DeviceAllocationModeExactCount
+		}
+		if *mode == resourceapi.DeviceAllocationModeExactCount && *count == 0 {
+			*count = 1
+		}
+		for i := range tols {
+			if tols[i].Operator == "" {
+				tols[i].Operator = resourceapi.DeviceTolerationOpEqual
+			}
+		}
+	}
+	for i := range c.Spec.Devices.Requests {
+		r := &c.Spec.Devices.Requests[i]
+		if r.Exactly != nil {
+			exact(&r.Exactly.AllocationMode, &r.Exactly.Count, r.Exactly.Tolerations)
+		}
+		for j := range r.FirstAvailable {
+			s := &r.FirstAvailable[j]
+			exact(&s.AllocationMode, &s.Count, s.Tolerations)
+		}
+	}
 }

@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"time"
 
 	"k8s.io/apimachinery/pkg/api/resource"
 
@@ -149,7 +150,10 @@ func Run(ctx context.Context, opt Options, cases []oracle.Case) (Summary, error)
 	}
 	for i := range cases {
 		c := &cases[i]
-		o := oracle.Allocate(ctx, c)
+		// The scheduler gives a node's DRA filter 10 s (DRASchedulerFilterTimeout); so do we.
+		octx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		o := oracle.Allocate(octx, c)
+		cancel()
 		t, ok := tess[c.Name]
 		var diff error
 		if !ok {

@@ -1,0 +1,85 @@
+// `npm run bench -- allocate [--quick]`: latency (p50/p99) and claims/s of allocateClaim for the
+// deploy/examples claims on h100-sxm-8x (8 devices) and on the same node in dynamic-MIG mode (208
+// partitionable devices with counters), first-fit and best-fit, split into preparation (validation,
+// CEL, flattening) and WASM search. Baselines measured in the same run: for first-fit the cold path
+// (CEL compile cache emptied before each call); for best-fit the first-fit figures of the same case.
+// JSON lines on stdout (contracts.md), a table on stderr.
+import { readFileSync, readdirSync } from "node:fs";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { parse } from "yaml";
+import { allocateClaim, type AllocateInput } from "../agent/allocator/index.js";
+import { clearCelCache } from "../agent/allocator/cel-env.js";
+import { fixtureSlices } from "../agent/allocator/node-slices.js";
+import type { ResourceClaim } from "../agent/kube/types.js";
+
+const quick = process.argv.includes("--quick");
+const ITER = quick ? 150 : 1500;
+const root = join(fileURLToPath(new URL(".", import.meta.url)), "..", "..");
+const examplesDir = join(root, "deploy", "examples");
+
+interface Line { bench: string; case: string; metric: string; unit: string; value: number; baseline: string | null; baselineValue: number | null; ratio: number | null }
+const lines: Line[] = [];
+const emit = (c: string, metric: string, unit: string, value: number, baseline: string | null = null, baselineValue: number | null = null): void => {
+  const v = Math.round(value * 100) / 100;
+  const b = baselineValue === null ? null : Math.round(baselineValue * 100) / 100;
+  const line = { bench: "allocate", case: c, metric, unit, value: v, baseline, baselineValue: b, ratio: b ? Math.round((v / b) * 1000) / 1000 : null };
+  lines.push(line);
+  process.stdout.write(JSON.stringify(line) + "\n");
+};
+
+function pct(xs: number[], p: number): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))] ?? 0;
+}
+
+interface Stats { p50: number; p99: number; perSec: number; prep50: number; search50: number; ok: boolean }
+function measure(input: AllocateInput, cold: boolean): Stats {
+  const total: number[] = [], prep: number[] = [], search: number[] = [];
+  let ok = false;
+  for (let i = 0; i < 20; i++) allocateClaim(input); // warm-up (JIT, WASM tier-up)
+  const t0 = performance.now();
+  for (let i = 0; i < ITER; i++) {
+    if (cold) clearCelCache();
+    const s = performance.now();
+    const out = allocateClaim(input);
+    total.push((performance.now() - s) * 1000);
+    prep.push(out.timing.prepareMs * 1000);
+    search.push(out.timing.searchMs * 1000);
+    ok = out.ok;
+  }
+  const elapsed = (performance.now() - t0) / 1000;
+  return { p50: pct(total, 50), p99: pct(total, 99), perSec: ITER / elapsed, prep50: pct(prep, 50), search50: pct(search, 50), ok };
+}
+
+const examples = readdirSync(examplesDir).filter((f) => f.endsWith(".yaml")).sort().map((f) => [f.slice(0, -5), parse(readFileSync(join(examplesDir, f), "utf8")) as ResourceClaim] as const);
+const nodes: [string, string, "static" | "dynamic"][] = [["h100-sxm-8x", "h100-sxm-8x", "static"], ["h100-sxm-8x-dynamic-mig", "h100-sxm-8x", "dynamic"]];
+const table: string[] = [];
+for (const [label, fixture, mode] of nodes) {
+  const slices = await fixtureSlices(fixture, mode, fixture);
+  // a busy node: on the MIG node, the first 24 1g devices (by scheduler order) are held by other claims
+  const busy: ResourceClaim[] = [];
+  if (mode === "dynamic") {
+    const held = slices.flatMap((s) => (s.spec.devices ?? []).filter((d) => d.attributes?.profile?.string === "1g.10gb").map((d) => ({ request: "r", driver: s.spec.driver, pool: s.spec.pool.name, device: d.name }))).slice(0, 24);
+    busy.push({ apiVersion: "resource.k8s.io/v1", kind: "ResourceClaim", metadata: { name: "busy", namespace: "default" }, spec: {}, status: { allocation: { devices: { results: held } } } });
+  }
+  for (const [name, claim] of examples) {
+    for (const allocated of mode === "dynamic" && name === "mig-1g" ? [[], busy] : [[]]) {
+      const c = `${label}/${name}${allocated.length ? "+busy" : ""}`;
+      const base: AllocateInput = { slices, deviceClasses: [], allocatedClaims: allocated, claim, nodeName: fixture };
+      const cold = measure({ ...base, strategy: "first-fit" }, true);
+      const ff = measure({ ...base, strategy: "first-fit" }, false);
+      const bf = measure({ ...base, strategy: "best-fit" }, false);
+      emit(`${c}/first-fit`, "p50_us", "us", ff.p50, "cold CEL cache", cold.p50);
+      emit(`${c}/first-fit`, "p99_us", "us", ff.p99, "cold CEL cache", cold.p99);
+      emit(`${c}/first-fit`, "claims_per_s", "claims/s", ff.perSec, "cold CEL cache", cold.perSec);
+      emit(`${c}/first-fit`, "prepare_p50_us", "us", ff.prep50, "cold CEL cache", cold.prep50);
+      emit(`${c}/first-fit`, "search_p50_us", "us", ff.search50, "cold CEL cache", cold.search50);
+      emit(`${c}/best-fit`, "p50_us", "us", bf.p50, "first-fit", ff.p50);
+      emit(`${c}/best-fit`, "p99_us", "us", bf.p99, "first-fit", ff.p99);
+      emit(`${c}/best-fit`, "search_p50_us", "us", bf.search50, "first-fit", ff.search50);
+      table.push(`${c.padEnd(48)} ${ff.ok ? "fits " : "no   "} ff p50 ${ff.p50.toFixed(0).padStart(6)} p99 ${ff.p99.toFixed(0).padStart(6)} (prep ${ff.prep50.toFixed(0).padStart(5)} search ${ff.search50.toFixed(0).padStart(5)}) | bf p50 ${bf.p50.toFixed(0).padStart(6)} search ${bf.search50.toFixed(0).padStart(5)} | cold p50 ${cold.p50.toFixed(0).padStart(6)} us`);
+    }
+  }
+}
+process.stderr.write(`allocate: ${ITER} allocations per figure${quick ? " (--quick)" : ""}\n${table.join("\n")}\n`);

@@ -1,0 +1,67 @@
+// `npm run bench -- route [--quick]`: one routing decision (prompt copied into WASM memory,
+// chained hashing, prefix match on every endpoint, scoring, index insert with LRU eviction) for
+// 1K/8K/32K/100K-token prompts (4 bytes per token) x 8/32/100 endpoints whose indexes are full
+// (31,250 blocks each; --quick: 4,096). Prompts share one of 16 system prefixes with the index,
+// then diverge. p50/p99 over many decisions; memory per index entry from the router's own
+// accounting. No baseline: there is no other in-process prefix router to compare with.
+import { createWasmPrefixRouter, type EndpointState } from "../agent/routing/index.js";
+
+const quick = process.argv.includes("--quick");
+const CAPACITY = quick ? 4096 : 31_250;
+const TOKENS = [1000, 8000, 32_000, 100_000];
+const ENDPOINTS = [8, 32, 100];
+const DECISIONS = quick ? 400 : 3000;
+
+let seed = 99;
+const rand = (): number => (seed = (seed * 1103515245 + 12345) >>> 0) / 2 ** 32;
+const words = Array.from({ length: 512 }, (_, i) => `w${i.toString(36)}${"xyz".slice(i % 3)}`);
+const text = (chars: number): string => {
+  let s = "";
+  while (s.length < chars) s += (words[Math.floor(rand() * words.length)] as string) + " ";
+  return s.slice(0, chars);
+};
+const systems = Array.from({ length: 16 }, () => text(4096));
+
+function pct(sorted: number[], p: number): number {
+  return sorted[Math.min(sorted.length - 1, Math.floor((sorted.length * p) / 100))] as number;
+}
+
+const rows: string[] = [];
+for (const eps of ENDPOINTS) {
+  const router = createWasmPrefixRouter({ capacityBlocks: CAPACITY, maxEndpoints: Math.max(128, eps) });
+  const states: EndpointState[] = Array.from({ length: eps }, (_, i) => ({ id: `10.0.${i >> 8}.${i & 255}:8000`, ready: true, waitingRequests: 0, runningRequests: 0, kvCacheUsage: 0, inFlight: 0 }));
+  // fill every index to capacity: 256-block prompts pinned to one endpoint at a time
+  const filler = text(64 * 256 + 64);
+  for (const s of states) {
+    for (let k = 0; router.indexedBlocks(s.id) < CAPACITY; k++) router.route(`${s.id}#${k}#` + filler, "m", [s]);
+  }
+  for (let i = 0; i < 16; i++) router.route((systems[i] as string) + text(64), "m", states);
+  const entries = states.reduce((n, s) => n + router.indexedBlocks(s.id), 0);
+  const perEntry = router.indexBytes() / entries;
+  process.stdout.write(JSON.stringify({ bench: "route", case: `${eps} endpoints, full index (${CAPACITY} blocks each)`, metric: "index_bytes_per_entry", unit: "B", value: +perEntry.toFixed(1), baseline: null, baselineValue: null, ratio: null }) + "\n");
+  for (const tokens of TOKENS) {
+    // 32 distinct prompts, built (and flattened by join) outside the timed region
+    const prompts = Array.from({ length: 32 }, (_, i) => [systems[i % 16] as string, text(tokens * 4 - 4096)].join(""));
+    const times: number[] = [];
+    for (let i = 0; i < DECISIONS + 50; i++) {
+      for (const s of states) {
+        s.waitingRequests = Math.floor(rand() * 4);
+        s.kvCacheUsage = rand();
+        s.inFlight = Math.floor(rand() * 3);
+      }
+      const prompt = prompts[i % 32] as string;
+      const t0 = process.hrtime.bigint();
+      router.route(prompt, "m", states);
+      const us = Number(process.hrtime.bigint() - t0) / 1000;
+      if (i >= 50) times.push(us);
+    }
+    times.sort((a, b) => a - b);
+    const c = `${tokens / 1000}K-token prompt x ${eps} endpoints`;
+    for (const [metric, v] of [["p50_us", pct(times, 50)], ["p99_us", pct(times, 99)]] as const) {
+      process.stdout.write(JSON.stringify({ bench: "route", case: c, metric, unit: "us", value: +v.toFixed(1), baseline: null, baselineValue: null, ratio: null }) + "\n");
+    }
+    rows.push(`${c.padEnd(34)} p50 ${pct(times, 50).toFixed(1).padStart(8)} us   p99 ${pct(times, 99).toFixed(1).padStart(8)} us`);
+  }
+  rows.push(`${eps} endpoints: ${entries} index entries, ${(router.indexBytes() / 2 ** 20).toFixed(1)} MiB, ${perEntry.toFixed(1)} B/entry`);
+}
+process.stderr.write(`route decision = encode + hash + match all endpoints + score + insert (${DECISIONS} decisions per case, node ${process.version})\n${rows.join("\n")}\n`);
