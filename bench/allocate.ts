@@ -2,7 +2,7 @@
 // deploy/examples claims on h100-sxm-8x (8 devices) and on the same node in dynamic-MIG mode (208
 // partitionable devices with counters), first-fit and best-fit, split into preparation (validation,
 // CEL, flattening) and WASM search. Baselines measured in the same run: for first-fit the cold path
-// (CEL compile cache emptied before each call); for best-fit the first-fit figures of the same case.
+// (CEL caches emptied and fresh slice objects for each call); for best-fit the first-fit figures of the same case.
 // JSON lines on stdout (contracts.md), a table on stderr.
 import { readFileSync, readdirSync } from "node:fs";
 import { join } from "node:path";
@@ -40,9 +40,10 @@ function measure(input: AllocateInput, cold: boolean): Stats {
   for (let i = 0; i < 20; i++) allocateClaim(input); // warm-up (JIT, WASM tier-up)
   const t0 = performance.now();
   for (let i = 0; i < ITER; i++) {
+    const run = cold ? { ...input, slices: structuredClone(input.slices) } : input;
     if (cold) clearCelCache();
     const s = performance.now();
-    const out = allocateClaim(input);
+    const out = allocateClaim(run);
     total.push((performance.now() - s) * 1000);
     prep.push(out.timing.prepareMs * 1000);
     search.push(out.timing.searchMs * 1000);

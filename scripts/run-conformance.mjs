@@ -120,10 +120,17 @@ if (main.status !== 0) {
   counts.failed++;
   finish();
 }
+// The harness's own unit tests (comparison rules, generator, oracle wrapper) come first:
+// a wrong harness would make every tier meaningless.
+{
+  const t = spawnSync("go", ["test", "./..."], { cwd: harness, env: goEnv, encoding: "utf8" });
+  if (t.status === 0) record(JSON.stringify({ tier: 0, check: "harness unit tests (go test)", status: "pass" }));
+  else record(JSON.stringify({ tier: 0, check: "harness unit tests (go test)", status: "fail", detail: (t.stdout + t.stderr).trim().split("\n").slice(-6).join(" | ") }));
+}
 const fixtures = existsSync(join(root, "fixtures", "nodes"))
   ? readdirSync(join(root, "fixtures", "nodes"), { withFileTypes: true }).filter((d) => d.isDirectory()).map((d) => d.name)
   : [];
-const outDir = join(harness, "out");
+const outDir = join(bin, "out"); // git-ignored with the binaries
 rmSync(outDir, { recursive: true, force: true });
 
 if (!onlyTier || onlyTier === "2") {

@@ -227,3 +227,37 @@ t.test("cli: claims apply stores allocations; explain reports; bad input leaves 
   }
   t.equal(snapshot(store), before, "store untouched by every failed command");
 });
+
+t.test("cli: claims apply, then diag prepare prepares the claim on a running agent", async (t) => {
+  const { startEnv, NODE } = await import("./support/kubelet-env.js");
+  const env = await startEnv();
+  t.teardown(() => env.close());
+  const flags = ["--kubelet-root", join(env.root, "k"), "--cdi-root", join(env.root, "cdi"), "--node-name", NODE, "--kube", `standalone:${join(env.root, "store")}`, "--discovery", "fixture:h100-sxm-8x"];
+  const io = captureIO({});
+  t.equal(await main(["claims", "apply", "-f", join(EXAMPLES, "one-gpu.yaml"), ...flags], io), 0, io.err.join(""));
+  const prep = captureIO({});
+  t.equal(await main(["diag", "prepare", "default/one-gpu", ...flags, "-o", "json"], prep), 0, prep.err.join(""));
+  const out = JSON.parse(prep.out.join("")) as { devices: { device_name: string; cdi_device_ids: string[] }[] };
+  t.equal(out.devices[0]?.device_name, "gpu-0");
+  t.match(out.devices[0]?.cdi_device_ids[0], /^k8s\.gpu\.tessera\.dev\/claim=/, "CDI device of the claim");
+});
+
+t.test("cli: diag explain in a cluster reads this node's slices and the allocated claims", async (t) => {
+  const { startFakeApiServer } = await import("./support/fake-apiserver.js");
+  const api = await startFakeApiServer();
+  t.teardown(() => api.close());
+  const dir = mkdtempSync(join(tmpdir(), "tessera-alloc-kc-"));
+  await api.writeKubeconfig(join(dir, "kubeconfig"));
+  const slices = await fixtureSlices("workstation-2numa-4gpu", "static", "ws");
+  for (const s of slices) api.seed("resource.k8s.io", "v1", "resourceslices", s as never);
+  api.seed("resource.k8s.io", "v1", "resourceslices", slice([gpu(9, 0, "r9")], { nodeName: "other-node", pool: { name: "other-node", generation: 1, resourceSliceCount: 1 } }, "other") as never);
+  const taken = held("taken", ["gpu-0", "gpu-1"]);
+  api.seed("resource.k8s.io", "v1", "resourceclaims", { ...taken, status: { allocation: { devices: { results: (taken.status?.allocation?.devices?.results ?? []).map((r) => ({ ...r, pool: "ws" })) } } } } as never);
+  const io = captureIO({});
+  const code = await main(["diag", "explain", "-f", join(EXAMPLES, "one-gpu.yaml"), "--kube", `kubeconfig:${join(dir, "kubeconfig")}`, "--node-name", "ws", "--strategy", "best-fit", "-o", "json"], io);
+  t.equal(code, 0, io.err.join(""));
+  const out = JSON.parse(io.out.join("")) as { fits: boolean; devices: { device: string; pool: string }[]; slices: string };
+  t.same(out.devices, [{ request: "gpu", driver: DRIVER, pool: "ws", device: "gpu-2" }], "skips the devices the cluster already allocated");
+  t.equal(out.slices, "cluster");
+  t.ok(api.requests.some((r) => r.verb === "list" && r.resource === "resourceslices"), "lists the slices through the API");
+});

@@ -51,6 +51,10 @@ export interface FlattenInput {
   driverName?: string;
 }
 
+// Selector results per device object: slices are immutable snapshots (informer objects, parsed
+// files), so a device evaluated once need not be evaluated again by the next claim.
+const celMemo = new WeakMap<Device, { driver: string; view: CelDevice; results: Map<string, boolean | string> }>();
+
 const B_CLASS = 0, B_SELECT = 1, B_CAPFIT = 2, B_TOLERATED = 3, B_POISON = 4;
 
 /** Slices of this node, newest generation per pool, pools sorted by driver then name. */
@@ -148,41 +152,35 @@ export function consumedCapacity(requested: string | undefined, cap: { value: st
   return want <= total ? want : undefined;
 }
 
-export function flatten(input: FlattenInput): Problem {
-  const { devices, incomplete } = nodeDevices(input.slices, input.nodeName, input.driverName);
-  const n = devices.length;
-  const alts = input.requests.flatMap((r) => r.alternatives);
-  const reqAltStart: number[] = [];
-  let k = 0;
-  for (const r of input.requests) {
-    reqAltStart.push(k);
-    k += r.alternatives.length;
-  }
-  const classes = alts.map((a) => {
-    const c = input.classes(a.deviceClassName);
-    if (!c) throw new TesseraError("TESSERA_DEVICE_CLASS_NOT_FOUND", `${a.path}.deviceClassName: DeviceClass "${a.deviceClassName}" does not exist; use gpu.tessera.dev or mig.tessera.dev, or create the class`);
-    return c;
-  });
-  // compile everything before evaluating anything: a syntax error is reported even on an empty node
-  const classSel = classes.map((c, i) => (c.spec.selectors ?? []).map((s, j) => compileSelector(s.cel?.expression ?? "", `DeviceClass ${c.metadata.name} selectors[${j}] (used by ${alts[i]?.path})`)));
-  const reqSel = alts.map((a) => a.selectors.map((s) => compileSelector(s.expression, s.path)));
+interface NodeView {
+  devices: DeviceRef[];
+  incomplete: string[];
+  knownDomains: Set<string>;
+  multi: Uint8Array;
+  capEntries: Problem["capEntries"];
+  devCapStart: number[];
+  devCapCount: number[];
+  capIndex: Map<string, number>;
+  byKey: Map<string, number>;
+  counters: Problem["counters"];
+  devCnt: Problem["devCnt"];
+  devRoot: Int32Array;
+  devNuma: Int32Array;
+}
 
-  const celDevs: (CelDevice | undefined)[] = new Array(n);
-  const memo = new Map<string, (boolean | string)[]>(); // expression -> per device result or error
-  const evalSel = (sel: CompiledSelector, d: number): boolean | string => {
-    let col = memo.get(sel.expression);
-    if (!col) memo.set(sel.expression, (col = new Array(n)));
-    let v = col[d];
-    if (v === undefined) {
-      const ref = devices[d] as DeviceRef;
-      const cd = celDevs[d] ?? (celDevs[d] = celDevice(ref.driver, ref.device));
-      const r = sel.evaluate(cd);
-      v = typeof r === "boolean" ? r : r.error;
-      col[d] = v;
-    }
-    return v;
-  };
-  const celErrors = new Map<string, string>();
+// What depends only on the node's slices, computed once per slices array (the agent and the bench
+// reuse one; a caller passing a new array pays once more). Totals here, usage per call.
+const views = new WeakMap<readonly ResourceSlice[], Map<string, NodeView>>();
+
+function nodeView(slices: readonly ResourceSlice[], nodeName: string, driverName: string | undefined): NodeView {
+  let perNode = views.get(slices);
+  if (!perNode) views.set(slices, (perNode = new Map()));
+  const key = `${nodeName}\u0000${driverName ?? ""}`;
+  const hit = perNode.get(key);
+  if (hit) return hit;
+  const { devices, incomplete } = nodeDevices(slices, nodeName, driverName);
+  const n = devices.length;
+  const input = { slices };
   const knownDomains = new Set<string>();
   for (const ref of devices) {
     for (const name of [...Object.keys(ref.device.attributes ?? {}), ...Object.keys(ref.device.capacity ?? {})]) {
@@ -190,23 +188,6 @@ export function flatten(input: FlattenInput): Problem {
       knownDomains.add(slash < 0 ? ref.driver : name.slice(0, slash));
     }
   }
-  const bits = alts.map(() => [0, 1, 2, 3, 4].map(() => new Uint8Array(n)));
-  // all selectors in order; the first false stops, the first error poisons (as the scheduler does)
-  const runList = (sels: CompiledSelector[], d: number, a: number, what: string): boolean | "error" => {
-    for (let j = 0; j < sels.length; j++) {
-      const sel = sels[j] as CompiledSelector;
-      const v = evalSel(sel, d);
-      if (typeof v === "string") {
-        const unknown = sel.domains.filter((dom) => !knownDomains.has(dom));
-        const hint = unknown.length > 0 ? `unknown attribute domain "${unknown[0]}" (no device on this node has attributes or capacity in it); ` : "";
-        celErrors.set(`${a}:${d}`, `${hint}${what} selector #${j} \`${sel.expression}\` on device ${devices[d]?.device.name}: ${v}`);
-        return "error";
-      }
-      if (!v) return false;
-    }
-    return true;
-  };
-
   // shared capacity of multi-allocatable devices and counters
   const multi = new Uint8Array(n);
   const capEntries: Problem["capEntries"] = [];
@@ -248,6 +229,77 @@ export function flatten(input: FlattenInput): Problem {
     }
     devCapCount.push(capEntries.length - (devCapStart[d] as number));
   });
+
+  const roots = new Map<string, number>();
+  const devRoot = new Int32Array(n).fill(-1);
+  const devNuma = new Int32Array(n).fill(-1);
+  devices.forEach((ref, d) => {
+    const root = lookupAttribute(ref, "resource.kubernetes.io/pcieRoot");
+    if (root !== undefined) {
+      let id = roots.get(root);
+      if (id === undefined) roots.set(root, (id = roots.size));
+      devRoot[d] = id;
+    }
+    for (const [name, a] of Object.entries(ref.device.attributes ?? {})) {
+      if (/(^|\/)numa(Node)?$/i.test(name) && a.int !== undefined) devNuma[d] = a.int;
+    }
+  });
+  const view = { devices, incomplete, knownDomains, multi, capEntries, devCapStart, devCapCount, capIndex, byKey, counters, devCnt, devRoot, devNuma };
+  perNode.set(key, view);
+  return view;
+}
+
+export function flatten(input: FlattenInput): Problem {
+  const view = nodeView(input.slices, input.nodeName, input.driverName);
+  const { devices, incomplete, knownDomains, multi, devCapStart, devCapCount, capIndex, byKey, devCnt, devRoot, devNuma } = view;
+  const capEntries = view.capEntries.map((e) => ({ ...e, used: 0n }));
+  const counters = view.counters.map((c) => ({ ...c, used: 0n }));
+  const n = devices.length;
+  const alts = input.requests.flatMap((r) => r.alternatives);
+  const reqAltStart: number[] = [];
+  let k = 0;
+  for (const r of input.requests) {
+    reqAltStart.push(k);
+    k += r.alternatives.length;
+  }
+  const classes = alts.map((a) => {
+    const c = input.classes(a.deviceClassName);
+    if (!c) throw new TesseraError("TESSERA_DEVICE_CLASS_NOT_FOUND", `${a.path}.deviceClassName: DeviceClass "${a.deviceClassName}" does not exist; use gpu.tessera.dev or mig.tessera.dev, or create the class`);
+    return c;
+  });
+  // compile everything before evaluating anything: a syntax error is reported even on an empty node
+  const classSel = classes.map((c, i) => (c.spec.selectors ?? []).map((s, j) => compileSelector(s.cel?.expression ?? "", `DeviceClass ${c.metadata.name} selectors[${j}] (used by ${alts[i]?.path})`)));
+  const reqSel = alts.map((a) => a.selectors.map((s) => compileSelector(s.expression, s.path)));
+
+  const evalSel = (sel: CompiledSelector, d: number): boolean | string => {
+    const ref = devices[d] as DeviceRef;
+    let memo = celMemo.get(ref.device);
+    if (!memo || memo.driver !== ref.driver) celMemo.set(ref.device, (memo = { driver: ref.driver, view: celDevice(ref.driver, ref.device), results: new Map() }));
+    let v = memo.results.get(sel.expression);
+    if (v === undefined) {
+      const r = sel.evaluate(memo.view);
+      v = typeof r === "boolean" ? r : r.error;
+      memo.results.set(sel.expression, v);
+    }
+    return v;
+  };
+  const celErrors = new Map<string, string>();
+  const bits = alts.map(() => [0, 1, 2, 3, 4].map(() => new Uint8Array(n)));
+  // all selectors in order; the first false stops, the first error poisons (as the scheduler does)
+  const runList = (sels: CompiledSelector[], d: number, a: number, what: string): boolean | "error" => {
+    for (let j = 0; j < sels.length; j++) {
+      const sel = sels[j] as CompiledSelector;
+      const v = evalSel(sel, d);
+      if (typeof v === "string") {
+        const unknown = sel.domains.filter((dom) => !knownDomains.has(dom));
+        const hint = unknown.length > 0 ? `unknown attribute domain "${unknown[0]}" (no device on this node has attributes or capacity in it); ` : "";
+        celErrors.set(`${a}:${d}`, `${hint}${what} selector #${j} \`${sel.expression}\` on device ${devices[d]?.device.name}: ${v}`);
+        return "error";
+      }
+      if (!v) return false;
+    }
+    return true;
+  };
 
   // what other claims hold
   const inUse = new Uint8Array(n);
@@ -316,20 +368,6 @@ export function flatten(input: FlattenInput): Problem {
     return { kind: (c.matchAttribute !== undefined ? 0 : 1) as 0 | 1, attribute, applies, values };
   });
 
-  const roots = new Map<string, number>();
-  const devRoot = new Int32Array(n).fill(-1);
-  const devNuma = new Int32Array(n).fill(-1);
-  devices.forEach((ref, d) => {
-    const root = lookupAttribute(ref, "resource.kubernetes.io/pcieRoot");
-    if (root !== undefined) {
-      let id = roots.get(root);
-      if (id === undefined) roots.set(root, (id = roots.size));
-      devRoot[d] = id;
-    }
-    for (const [name, a] of Object.entries(ref.device.attributes ?? {})) {
-      if (/(^|\/)numa(Node)?$/i.test(name) && a.int !== undefined) devNuma[d] = a.int;
-    }
-  });
 
   return {
     devices, requests: input.requests, alts, classes, reqAltStart, bits, celErrors, inUse, multi, multiUsed, capEntries, devCapStart, devCapCount,
@@ -339,6 +377,7 @@ export function flatten(input: FlattenInput): Problem {
 
 /** Static capacity check: every requested capacity exists and fits; fills the per-allocation consumption of shared devices. */
 function capacityFits(alt: NormAlternative, ref: DeviceRef, isMulti: boolean, capIndex: Map<string, number>, d: number, cons: bigint[]): boolean {
+  if (!isMulti && Object.keys(alt.capacityRequests).length === 0) return true;
   const caps = new Map(Object.entries(ref.device.capacity ?? {}).map(([k, v]) => [stripDomain(k, ref.driver), v]));
   for (const [name, q] of Object.entries(alt.capacityRequests)) {
     const cap = caps.get(stripDomain(name, ref.driver));

@@ -8,8 +8,18 @@ const DECIMAL_EXP: Record<string, number> = { n: -9, u: -6, m: -3, "": 0, k: 3, 
 const QTY_RE = /^([+-]?)(\d+(?:\.\d*)?|\.\d+)(?:(Ki|Mi|Gi|Ti|Pi|Ei|n|u|m|k|M|G|T|P|E)|[eE]([+-]?\d+))?$/;
 const NANO = 1_000_000_000n;
 
+const memo = new Map<string, bigint | undefined>();
+
 /** Parses a quantity to nano-units (rounded up below 1n, as the API server rounds). Undefined if malformed. */
 export function parseQuantityNano(text: string): bigint | undefined {
+  if (memo.has(text)) return memo.get(text);
+  const v = parseUncached(text);
+  if (memo.size > 10_000) memo.clear(); // quantities on a node are a small set; bound it anyway
+  memo.set(text, v);
+  return v;
+}
+
+function parseUncached(text: string): bigint | undefined {
   const m = QTY_RE.exec(text.trim());
   if (!m) return undefined;
   const [, sign, num = "", suffix, exp] = m;

@@ -5,7 +5,6 @@ import { existsSync } from "node:fs";
 import { NODE_FLAGS, OUTPUT_FLAG, optStr, outputFormat, parseFlags, resolveNodeConfig, type FlagSpec, type NodeConfig } from "../common/config.js";
 import { ERROR_CATALOGUE, TesseraError, type ErrorCode } from "../common/errors.js";
 import { createDraClient, createRegistrationClient, type PluginInfo, type WireDevice } from "../plugin/protos.js";
-import { claimSourceFor } from "./agent.js";
 import type { CliIO } from "./io.js";
 
 const PING_DEADLINE_MS = 1000;
@@ -70,6 +69,8 @@ function parseRef(positionals: string[], verb: string): { namespace: string; nam
 }
 
 async function claimUID(config: NodeConfig, io: CliIO, ref: { namespace: string; name: string }): Promise<string> {
+  // Loaded here, not at the top: `diag ping` runs as the liveness probe and must stay light.
+  const { claimSourceFor } = await import("./agent.js");
   const claim = await claimSourceFor(config, io.env).get(ref.namespace, ref.name);
   const uid = claim.metadata.uid;
   if (!uid) throw new TesseraError("TESSERA_INPUT", `ResourceClaim ${ref.namespace}/${ref.name} has no metadata.uid`);

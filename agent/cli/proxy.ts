@@ -5,7 +5,6 @@ import * as os from "node:os";
 import { bool, int, list, optStr, parseFlags, str, type FlagSpec, type ParsedArgs } from "../common/config.js";
 import { TesseraError } from "../common/errors.js";
 import { createLogger, type LogLevel } from "../common/log.js";
-import { openKube, parseKubeSpec } from "../kube/kube-source.js";
 import type { ProxyOptions } from "../proxy/server.js";
 import type { CliIO } from "./io.js";
 
@@ -27,7 +26,7 @@ export const PROXY_FLAGS: readonly FlagSpec[] = [
   { name: "weight-kv", type: "string", env: "PROXY_WEIGHT_KV", default: "2", help: "KV-cache scorer weight" },
   { name: "weight-inflight", type: "string", env: "PROXY_WEIGHT_INFLIGHT", default: "1", help: "in-flight scorer weight" },
   { name: "guard-threshold", type: "string", env: "PROXY_GUARD_THRESHOLD", default: "8", help: "queue excess (waiting + in-flight) over the least loaded that voids the prefix score" },
-  { name: "saturation-queue", type: "string", env: "PROXY_SATURATION_QUEUE", default: "0", help: "waiting + in-flight at which an endpoint is saturated (0: off); all saturated -> 429" },
+  { name: "saturation-queue", type: "string", env: "PROXY_SATURATION_QUEUE", default: "128", help: "waiting + in-flight at which an endpoint is saturated (0: off); all saturated -> 429" },
   { name: "log-level", type: "string", env: "LOG_LEVEL", default: "info", help: "debug | info | warn | error" },
 ];
 
@@ -79,6 +78,8 @@ export async function runProxy(argv: string[], io: CliIO): Promise<number> {
   resolveRouterConfig(options.router); // flag errors before anything starts
   const pool = optStr(args, "inference-pool");
   if (pool !== undefined) {
+    // loaded only here: @kubernetes/client-node is heavy and --endpoints does not need it
+    const { openKube, parseKubeSpec } = await import("../kube/kube-source.js");
     const kube = openKube(parseKubeSpec(str(args, "kube")), io.env);
     if (kube.mode !== "cluster") throw new TesseraError("TESSERA_CONFIG", "--inference-pool needs a cluster: --kube auto or kubeconfig:<path>");
     const { createInferencePoolSource } = await import("../proxy/inference-pool.js");

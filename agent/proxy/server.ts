@@ -52,6 +52,8 @@ export interface RunningProxy {
 
 type Routed = "completions" | "chat";
 
+export const DEFAULT_SATURATION_QUEUE = 128;
+
 function parseListen(listen: string): { host: string; port: number } {
   const m = /^(.*):(\d+)$/.exec(listen);
   const port = m ? Number(m[2]) : NaN;
@@ -64,7 +66,9 @@ export async function startProxy(opts: ProxyOptions): Promise<RunningProxy> {
   const { host, port } = parseListen(opts.listen);
   const maxBody = opts.maxBodyBytes ?? 8 * 1024 * 1024;
   const retryAfter = String(opts.retryAfterSeconds ?? 1);
-  const router = createWasmPrefixRouter(opts.router ?? {});
+  // the proxy sheds load (429) by default at 128 waiting + in-flight per endpoint; the bare
+  // router (simulator) keeps the filter off unless asked
+  const router = createWasmPrefixRouter({ saturationQueue: DEFAULT_SATURATION_QUEUE, ...opts.router });
   let endpoints!: EndpointTable;
   const metrics = createProxyMetrics(() => endpoints.states(), (id) => router.indexedBlocks(id));
   endpoints = createEndpointTable({

@@ -95,10 +95,10 @@ function place(t: usize, mask: u32, hash: u64, ep1: u32, node: u32): void {
   store<u32>(s, node, 12);
 }
 
-/** Doubles the table when it would pass 3/4 full; amortized, rare after warm-up. */
+/** Doubles the table when it would pass half full (linear probing: misses stay short); amortized. */
 function growIfNeeded(r: Router): void {
   const cap = r.tableMask + 1;
-  if ((r.tableCount + 1) * 4 <= cap * 3) return;
+  if ((r.tableCount + 1) * 2 <= cap) return;
   const ncap = cap << 1;
   const nt = allocZeroed(<usize>ncap * SLOT_BYTES);
   r.bytes += (ncap - cap) * <u32>SLOT_BYTES;

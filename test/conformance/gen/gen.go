@@ -266,6 +266,9 @@ func exact(r *rand.Rand, shared bool) resourceapi.ExactDeviceRequest {
 			"memory": qty(fmt.Sprintf("%dGi", 5+5*r.IntN(6)))}}
 		e.Selectors = append(e.Selectors, resourceapi.DeviceSelector{CEL: &resourceapi.CELDeviceSelector{Expression: `device.allowMultipleAllocations == true`}})
 	}
+	if r.IntN(20) == 0 { // admin access: in-use devices stay selectable, nothing is consumed
+		e.AdminAccess = ptr.To(true)
+	}
 	if r.IntN(5) == 0 {
 		e.Tolerations = []resourceapi.DeviceToleration{{Key: "gpu.tessera.dev/unhealthy", Operator: resourceapi.DeviceTolerationOpExists}}
 	}

@@ -65,7 +65,6 @@ func RunTessera(ctx context.Context, adapter []string, cases []oracle.Case) (map
 			_ = cmd.Process.Kill()
 			return nil, fmt.Errorf("adapter printed a line that is not a result: %.200s", sc.Text())
 		}
-		canonical(&r)
 		results[r.Name] = r
 	}
 	_, _ = io.Copy(io.Discard, out)
@@ -116,6 +115,8 @@ func Compare(o, t oracle.Result) error {
 	case !o.Fits:
 		return nil
 	}
+	canonical(&o)
+	canonical(&t)
 	a, b := devicesString(o.Devices), devicesString(t.Devices)
 	if strings.Join(a, "\n") != strings.Join(b, "\n") {
 		return fmt.Errorf("first-fit devices differ: upstream %v, Tessera %v", a, b)
@@ -123,12 +124,12 @@ func Compare(o, t oracle.Result) error {
 	return nil
 }
 
-// canonical rewrites quantities the way Go prints them, so "10Gi" and "10737418240" match.
+// canonical rewrites quantities as exact decimal values, so "10Gi" and "10737418240" match.
 func canonical(r *oracle.Result) {
 	for i := range r.Devices {
 		for k, v := range r.Devices[i].ConsumedCapacity {
 			if q, err := resource.ParseQuantity(v); err == nil {
-				r.Devices[i].ConsumedCapacity[k] = q.String()
+				r.Devices[i].ConsumedCapacity[k] = q.AsDec().String()
 			}
 		}
 	}

@@ -19,13 +19,16 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/spf13/pflag"
 	v1 "k8s.io/api/core/v1"
 	resourceapi "k8s.io/api/resource/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	utilerrors "k8s.io/apimachinery/pkg/util/errors"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 	"k8s.io/kubernetes/cmd/kube-apiserver/app"
+	"k8s.io/kubernetes/cmd/kube-apiserver/app/options"
 
 	"go.etcd.io/etcd/server/v3/embed"
 
@@ -123,8 +126,7 @@ func run(ctx context.Context, repo, fixture string) (failed bool) {
 	}
 	actx, stopAPI := context.WithCancel(ctx)
 	apiDone := make(chan error, 1)
-	cmd := app.NewAPIServerCommand()
-	cmd.SetArgs([]string{
+	args := []string{
 		"--etcd-servers=" + etcdURL,
 		"--bind-address=127.0.0.1", fmt.Sprintf("--secure-port=%d", port),
 		"--cert-dir=" + filepath.Join(dir, "certs"), // a throwaway self-signed serving certificate
@@ -137,8 +139,11 @@ func run(ctx context.Context, repo, fixture string) (failed bool) {
 		"--feature-gates=" + gates,
 		"--enable-priority-and-fairness=false",
 		"--disable-admission-plugins=ServiceAccount",
-	})
-	go func() { apiDone <- cmd.ExecuteContext(actx) }()
+	}
+	if err := startAPIServer(actx, args, apiDone); !check("apiserver-options", err) {
+		stopAPI()
+		return
+	}
 	defer func() {
 		stopAPI()
 		select {
@@ -284,5 +289,32 @@ func poll(timeout time.Duration, cond func() bool) error {
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
+	return nil
+}
+
+// startAPIServer does what the kube-apiserver command does, with our context instead of a
+// process-wide signal context, so the server stops when the tier ends: parse the flags of
+// options.NewServerRunOptions, apply the component globals (feature gates), complete,
+// validate, then app.Run in the background.
+func startAPIServer(ctx context.Context, args []string, done chan<- error) error {
+	s := options.NewServerRunOptions()
+	fs := pflag.NewFlagSet("kube-apiserver", pflag.ContinueOnError)
+	for _, f := range s.Flags().FlagSets {
+		fs.AddFlagSet(f)
+	}
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if err := s.GenericServerRunOptions.ComponentGlobalsRegistry.Set(); err != nil {
+		return err
+	}
+	completed, err := s.Complete(ctx)
+	if err != nil {
+		return err
+	}
+	if errs := completed.Validate(); len(errs) != 0 {
+		return utilerrors.NewAggregate(errs)
+	}
+	go func() { done <- app.Run(ctx, completed) }()
 	return nil
 }

@@ -4,6 +4,7 @@
 //	kubelet    Tier 1: the kubelet's gRPC clients against a running `tessera agent`
 //	gen        print seeded random cases as JSON lines
 //	oracle     allocate JSON-line cases from stdin with the scheduler's allocator
+//	replay     run both allocators again on saved disagreement files (bin/out/disagreements/*.json)
 //
 // Every check prints one JSON line {tier, check, status, detail}; the exit code is 1 when
 // any check failed.
@@ -46,6 +47,8 @@ func main() {
 		runGen(os.Args[2:])
 	case "oracle":
 		runOracle(ctx, os.Args[2:])
+	case "replay":
+		failed = runReplay(ctx, os.Args[2:])
 	default:
 		fmt.Fprintf(os.Stderr, "unknown subcommand %q\n", os.Args[1])
 		os.Exit(2)
@@ -159,5 +162,36 @@ func runAllocator(ctx context.Context, args []string) bool {
 	}
 	fmt.Fprintf(os.Stderr, "tier2 random (seed %d): %d cases, %d agreed (%d fit, %d no fit of which %d error on one side only), %d disagreed, %.1fs\n",
 		*seed, len(cases), s.Agreed, s.BothFit, s.BothNoFit, s.KindDiffers, s.Disagreed, time.Since(start).Seconds())
+	return failed
+}
+
+// runReplay re-runs both allocators on saved disagreement files and prints both answers.
+func runReplay(ctx context.Context, files []string) bool {
+	failed := false
+	for _, f := range files {
+		raw, err := os.ReadFile(f)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return true
+		}
+		var saved struct {
+			Case oracle.Case `json:"case"`
+		}
+		if err := json.Unmarshal(raw, &saved); err != nil {
+			fmt.Fprintf(os.Stderr, "%s: %v\n", f, err)
+			return true
+		}
+		o := oracle.Allocate(ctx, &saved.Case)
+		t, err := tier2.RunTessera(ctx, strings.Fields("node test/conformance/adapter/tessera-allocate.mjs"), []oracle.Case{saved.Case})
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return true
+		}
+		diff := tier2.Compare(o, t[saved.Case.Name])
+		ob, _ := json.Marshal(o)
+		tb, _ := json.Marshal(t[saved.Case.Name])
+		fmt.Printf("%s\n  upstream: %s\n  tessera:  %s\n  diff:     %v\n", f, ob, tb, diff)
+		failed = failed || diff != nil
+	}
 	return failed
 }
