@@ -107,6 +107,18 @@ t.test("semantics: in use, constraints, All, firstAvailable, taints, admin acces
   t.same(withCfg.ok && withCfg.devices.map((d) => d.device), ["gpu-0"]);
 });
 
+t.test("best-fit: keeps a claim's devices on one PCIe root / NUMA node where first-fit spreads them", async (t) => {
+  const spread = [slice([gpu(0, 0, "r0"), gpu(1, 1, "r1"), gpu(2, 0, "r0")])];
+  const two = claim("a", { requests: [req("a"), req("b")] });
+  const devs = (o: AllocateOutput) => (o.ok ? o.devices.map((d) => d.device) : []);
+  t.same(devs(run(spread, two, [], "first-fit")), ["gpu-0", "gpu-1"], "first-fit: scheduler order");
+  t.same(devs(run(spread, two, [], "best-fit")), ["gpu-0", "gpu-2"], "best-fit: the second request joins the first one's root");
+  const pair = [slice([gpu(0, 0, "r0"), gpu(1, 1, "r1"), gpu(2, 1, "r1"), gpu(3, 0, "r2")])];
+  const count2 = claim("b", { requests: [req("g", { count: 2 })] });
+  t.same(devs(run(pair, count2, [], "first-fit")), ["gpu-0", "gpu-1"]);
+  t.same(devs(run(pair, count2, [], "best-fit")), ["gpu-1", "gpu-2"], "best-fit: a root that holds the whole request");
+});
+
 t.test("semantics: counters of partitionable devices and consumable capacity", async (t) => {
   const counters = { sharedCounters: [{ name: "gpu-0-counters", counters: { memory: { value: "8" } } }] };
   const consume = (n: string) => ({ counterSet: "gpu-0-counters", counters: { memory: { value: n } } });
@@ -128,6 +140,8 @@ t.test("semantics: counters of partitionable devices and consumable capacity", a
 
   const shared = [slice([dev("gpu-0", { type: "gpu" }, { allowMultipleAllocations: true, capacity: { memory: { value: "80Gi", requestPolicy: { default: "10Gi", validRange: { min: "10Gi", step: "10Gi" } } } } })])];
   const share = (name: string, q?: string) => claim(name, { requests: [req("g", { selectors: [{ cel: { expression: "device.allowMultipleAllocations" } }], ...(q ? { capacity: { requests: { memory: q } } } : {}) })] });
+  const ex = run(shared, example("shared-gpu"));
+  t.same(ex.ok && ex.allocation.devices?.results?.[0]?.consumedCapacity, { memory: "20Gi" }, "deploy/examples/shared-gpu.yaml gets a 20Gi share");
   const s1 = run(shared, share("s1", "25Gi"));
   const r1 = s1.ok ? s1.allocation.devices?.results?.[0] : undefined;
   t.same(r1?.consumedCapacity, { memory: "30Gi" }, "requests round up to the policy's step");

@@ -19,7 +19,9 @@ export { validateClaim, LIMITS } from "./validate.js";
 export { builtinDeviceClasses } from "./builtin-classes.js";
 export { STAGE_NAMES, STAGE_WORDS } from "./explain.js";
 
-export const DEFAULT_MAX_STEPS = 2_000_000;
+// ~100 M search nodes per second in the WASM core: about 2.5 s before giving up, where the Go
+// allocator needs minutes for the same tree.
+export const DEFAULT_MAX_STEPS = 250_000_000;
 
 export function allocateClaim(input: AllocateInput): AllocateOutput {
   const t0 = performance.now();
@@ -33,6 +35,8 @@ export function allocateClaim(input: AllocateInput): AllocateOutput {
     const message = `request ${allAlt.resultName} asks for all devices, but pool ${p.incompletePools.join(", ")} is being updated (not all of its ResourceSlices are published); retry shortly`;
     return { ok: false, explanation: { reason: "incomplete-pool", request: p.requests[allAlt.requestIndex]?.name, alternative: allAlt.resultName, message, requests: [] }, timing: { prepareMs: t1 - t0, searchMs: 0, steps: 0 } };
   }
+  const limit = resultLimit(p);
+  if (limit) return { ok: false, explanation: { ...limit, requests: [] }, timing: { prepareMs: t1 - t0, searchMs: 0, steps: 0 } };
   const out = runSearch(p, input.strategy === "best-fit" ? 1 : 0, input.maxSteps ?? DEFAULT_MAX_STEPS, LIMITS.results);
   const t2 = performance.now();
   const timing = { prepareMs: t1 - t0, searchMs: t2 - t1, steps: out.steps };
@@ -45,6 +49,34 @@ export function allocateClaim(input: AllocateInput): AllocateOutput {
   }
   const { allocation, devices } = buildAllocation(p, out.results, input);
   return { ok: true, allocation, devices, requests: reports, timing };
+}
+
+/** The scheduler's setup check: the fewest devices each request needs (All: every matching device),
+ *  summed in claim order, must stay within the 32 results of a claim; otherwise it is an error. */
+function resultLimit(p: Problem): { reason: "too-many-results"; request: string; message: string } | undefined {
+  let accounted = 0;
+  for (const [i, r] of p.requests.entries()) {
+    let min = Infinity;
+    for (let j = 0; j < r.alternatives.length; j++) {
+      const a = (p.reqAltStart[i] as number) + j;
+      const alt = p.alts[a];
+      const bits = p.bits[a];
+      if (!alt || !bits) continue;
+      if (alt.mode !== "All") {
+        min = Math.min(min, alt.count);
+        continue;
+      }
+      if ((bits[4] as Uint8Array).some((x) => x === 1)) return undefined; // a CEL error comes first; the search reports it
+      let n = 0;
+      (bits[1] as Uint8Array).forEach((x, d) => void (x && (bits[2] as Uint8Array)[d] && n++));
+      min = Math.min(min, n);
+    }
+    if (min > LIMITS.results - accounted) {
+      return { reason: "too-many-results", request: r.name, message: `request ${r.name} needs at least ${min} devices, but a claim holds at most ${LIMITS.results} results and ${accounted} are already needed by earlier requests` };
+    }
+    accounted += min;
+  }
+  return undefined;
 }
 
 /** Deterministic share ID (UUID-shaped) for one result on a multi-allocatable device. */

@@ -38,8 +38,9 @@ func StartAgent(repo, fixture, node string) (*Agent, error) {
 	return StartAgentWithKube(repo, fixture, node, "")
 }
 
-// StartAgentWithKube is StartAgent with another --kube source ("" = the standalone store).
-func StartAgentWithKube(repo, fixture, node, kube string) (*Agent, error) {
+// StartAgentWithKube is StartAgent with another --kube source ("" = the standalone store)
+// and extra agent flags.
+func StartAgentWithKube(repo, fixture, node, kube string, extra ...string) (*Agent, error) {
 	root, err := os.MkdirTemp("", "tessera-conf-")
 	if err != nil {
 		return nil, err
@@ -62,9 +63,12 @@ func StartAgentWithKube(repo, fixture, node, kube string) (*Agent, error) {
 		"--discovery", "fixture:"+fixture, "--node-name", node,
 		"--kubelet-root", a.KubeletRoot, "--cdi-root", a.CDIRoot, "--state-dir", a.StateDir,
 		"--kube", kube)
+	a.cmd.Args = append(a.cmd.Args, extra...)
 	a.cmd.Dir = repo
 	a.cmd.Stdout, a.cmd.Stderr = a.log, a.log
-	a.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	// Own process group so Stop ends all of it; SIGTERM from the kernel if the harness dies
+	// first (even by SIGKILL), so no agent outlives the run.
+	a.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
 	if err := a.cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start tessera agent: %w", err)
 	}

@@ -44,6 +44,8 @@ func main() {
 	repo := flag.String("repo", ".", "Tessera checkout (built)")
 	fixture := flag.String("fixture", "h100-sxm-8x", "fixture node")
 	flag.Parse()
+	// A reader that went away must not kill us before we stop what we started.
+	signal.Ignore(syscall.SIGPIPE)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	failed := run(ctx, *repo, *fixture)
 	stop()
@@ -125,7 +127,7 @@ func run(ctx context.Context, repo, fixture string) (failed bool) {
 
 	plugins := mgr.GetWatcherHandler().(*draplugin.DRAPluginManager)
 	registered := func() bool { p, err := plugins.GetPlugin(a.Driver); return err == nil && p != nil }
-	if !check("registered-through-plugin-watcher", waitFor(15*time.Second, registered)) {
+	if !check("registered-through-plugin-watcher", waitFor(ctx, 15*time.Second, registered)) {
 		return
 	}
 	pctx, pcancel := context.WithTimeout(ctx, 20*time.Second)
@@ -159,19 +161,23 @@ func run(ctx context.Context, repo, fixture string) (failed bool) {
 	if !gone {
 		check("agent-sockets-removed", fmt.Errorf("socket left after exit"))
 	}
-	check("deregistered-after-stop", waitFor(15*time.Second, func() bool { return !registered() }))
+	check("deregistered-after-stop", waitFor(ctx, 15*time.Second, func() bool { return !registered() }))
 	return
 }
 
 func ptr[T any](v T) *T { return &v }
 
-func waitFor(timeout time.Duration, cond func() bool) error {
+func waitFor(ctx context.Context, timeout time.Duration, cond func() bool) error {
 	deadline := time.Now().Add(timeout)
 	for !cond() {
 		if time.Now().After(deadline) {
 			return fmt.Errorf("not reached within %s", timeout)
 		}
-		time.Sleep(100 * time.Millisecond)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
 	}
 	return nil
 }

@@ -22,9 +22,9 @@ import (
 
 // FixtureSlices asks Tessera which slices a fixture node publishes (`diag slices -o json`).
 // The output may be a JSON array, a List object, or a single slice.
-func FixtureSlices(repo, fixture, node string) ([]resourceapi.ResourceSlice, error) {
+func FixtureSlices(repo, fixture, node, migMode string) ([]resourceapi.ResourceSlice, error) {
 	cmd := exec.Command("node", filepath.Join(repo, "bin", "tessera.js"), "diag", "slices",
-		"--discovery", "fixture:"+fixture, "--node-name", node, "-o", "json")
+		"--discovery", "fixture:"+fixture, "--node-name", node, "--mig-mode", migMode, "-o", "json")
 	cmd.Dir = repo
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
@@ -116,8 +116,8 @@ func ExampleClaims(dir string) ([]resourceapi.ResourceClaim, error) {
 	return out, nil
 }
 
-// ExampleCases crosses every example claim with every fixture node (empty node, no prior
-// allocations). Classes come from deploy/ when present there, else the contract's two.
+// ExampleCases crosses every example claim with every fixture node, with static and with
+// dynamic MIG (partitionable devices) slices (empty node, no prior allocations). Classes come from deploy/ when present there, else the contract's two.
 func ExampleCases(repo string, fixtures []string) ([]oracle.Case, []error) {
 	claims, err := ExampleClaims(filepath.Join(repo, "deploy", "examples"))
 	if err != nil {
@@ -129,15 +129,17 @@ func ExampleCases(repo string, fixtures []string) ([]oracle.Case, []error) {
 	var cases []oracle.Case
 	var errs []error
 	for _, f := range fixtures {
-		node := "conformance-" + f
-		slices, err := FixtureSlices(repo, f, node)
-		if err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		for _, c := range claims {
-			cases = append(cases, oracle.Case{Name: "example-" + f + "-" + c.Name, Node: node, Slices: slices,
-				DeviceClasses: gen.DeviceClasses(), Claim: c})
+		for _, mode := range []string{"static", "dynamic"} {
+			node := "conformance-" + f
+			slices, err := FixtureSlices(repo, f, node, mode)
+			if err != nil {
+				errs = append(errs, err)
+				continue
+			}
+			for _, c := range claims {
+				cases = append(cases, oracle.Case{Name: "example-" + f + "-" + mode + "-" + c.Name, Node: node, Slices: slices,
+					DeviceClasses: gen.DeviceClasses(), Claim: c})
+			}
 		}
 	}
 	return cases, errs

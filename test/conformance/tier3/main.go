@@ -47,6 +47,8 @@ func main() {
 	repo := flag.String("repo", ".", "Tessera checkout (built)")
 	fixture := flag.String("fixture", "h100-sxm-8x", "fixture node")
 	flag.Parse()
+	// A reader that went away must not kill us before we stop what we started.
+	signal.Ignore(syscall.SIGPIPE)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	failed := run(ctx, *repo, *fixture)
 	stop()
@@ -68,6 +70,7 @@ func startEtcd(dir string) (*embed.Etcd, string, error) {
 	cfg := embed.NewConfig()
 	cfg.Dir = filepath.Join(dir, "etcd")
 	cfg.LogLevel = "error"
+	cfg.LogOutputs = []string{"stderr"} // stdout carries only check lines
 	p1, err := freePort()
 	if err != nil {
 		return nil, "", err
@@ -158,7 +161,66 @@ func run(ctx context.Context, repo, fixture string) (failed bool) {
 	if !check("apiserver-ready", err) {
 		return
 	}
-	return runAgainstServer(ctx, repo, fixture, kubeconfig, client, check)
+	if runAgainstServer(ctx, repo, fixture, kubeconfig, client, check) {
+		return true
+	}
+	return validateFixtures(ctx, repo, kubeconfig, client, check)
+}
+
+// validateFixtures lets the real server validate what every fixture node publishes, static
+// MIG and dynamic MIG (partitionable devices, shared counters in their own slice).
+func validateFixtures(ctx context.Context, repo, kubeconfig string, client *kubernetes.Clientset, check func(string, error) bool) (failed bool) {
+	entries, err := os.ReadDir(filepath.Join(repo, "fixtures", "nodes"))
+	if err != nil {
+		return !check("fixtures", err)
+	}
+	for _, e := range entries {
+		if !e.IsDir() {
+			continue
+		}
+		for _, mode := range []string{"static", "dynamic"} {
+			node := "v-" + e.Name() + "-" + mode
+			name := "slices-valid/" + e.Name() + "/" + mode
+			if _, err := client.CoreV1().Nodes().Create(ctx, &v1.Node{ObjectMeta: metav1.ObjectMeta{Name: node}}, metav1.CreateOptions{}); err != nil {
+				failed = !check(name, err) || failed
+				continue
+			}
+			a, err := kubelet.StartAgentWithKube(repo, e.Name(), node, "kubeconfig:"+kubeconfig, "--mig-mode", mode)
+			if err != nil {
+				failed = !check(name, err) || failed
+				continue
+			}
+			var slices []resourceapi.ResourceSlice
+			err = poll(ctx, 20*time.Second, func() bool {
+				l, err := client.ResourceV1().ResourceSlices().List(ctx, metav1.ListOptions{FieldSelector: "spec.nodeName=" + node})
+				if err != nil || len(l.Items) == 0 || int64(len(l.Items)) < l.Items[0].Spec.Pool.ResourceSliceCount {
+					return false
+				}
+				slices = l.Items
+				return true
+			})
+			if err != nil {
+				err = fmt.Errorf("%v; agent log: %s", err, a.Tail())
+			} else {
+				devices, counters := 0, 0
+				for _, sl := range slices {
+					devices += len(sl.Spec.Devices)
+					counters += len(sl.Spec.SharedCounters)
+				}
+				fmt.Fprintf(os.Stderr, "tier3: %s: %d slices, %d devices, %d counter sets accepted\n", name, len(slices), devices, counters)
+				if devices == 0 {
+					err = fmt.Errorf("no devices published")
+				}
+			}
+			exitErr, _ := a.Stop(10 * time.Second)
+			a.Cleanup(err != nil)
+			if err == nil && exitErr != nil {
+				err = fmt.Errorf("agent exit: %v", exitErr)
+			}
+			failed = !check(name, err) || failed
+		}
+	}
+	return failed
 }
 
 func connect(ctx context.Context, port int, kubeconfig string, apiDone chan error) (*kubernetes.Clientset, error) {
@@ -221,7 +283,7 @@ func runAgainstServer(ctx context.Context, repo, fixture, kubeconfig string, cli
 	}
 	sel := metav1.ListOptions{FieldSelector: "spec.nodeName=" + nodeName}
 	var slices []resourceapi.ResourceSlice
-	err = poll(30*time.Second, func() bool {
+	err = poll(ctx, 30*time.Second, func() bool {
 		l, err := client.ResourceV1().ResourceSlices().List(ctx, sel)
 		if err == nil && len(l.Items) > 0 {
 			slices = l.Items
@@ -233,18 +295,35 @@ func runAgainstServer(ctx context.Context, repo, fixture, kubeconfig string, cli
 		fmt.Fprintln(os.Stderr, a.Tail())
 		return
 	}
+	var devices int
+	var owners []string
+	for _, sl := range slices {
+		devices += len(sl.Spec.Devices)
+		for _, o := range sl.OwnerReferences {
+			if o.Kind == "Node" && o.Name == nodeName && o.Controller != nil && *o.Controller {
+				owners = append(owners, sl.Name)
+			}
+		}
+	}
+	fmt.Fprintf(os.Stderr, "tier3: %d slices with %d devices accepted by kube-apiserver\n", len(slices), devices)
+	if len(owners) != len(slices) {
+		wrap("slices-owned-by-node", fmt.Errorf("%d of %d slices have the Node as controller owner", len(owners), len(slices)))
+	} else {
+		wrap("slices-owned-by-node", nil)
+	}
 	// The kubelet deletes a node's slices when it restarts; the agent must restore them.
 	if !wrap("delete-slices", client.ResourceV1().ResourceSlices().DeleteCollection(ctx, metav1.DeleteOptions{}, sel)) {
 		return
 	}
 	t0 := time.Now()
-	err = poll(20*time.Second, func() bool {
+	err = poll(ctx, 20*time.Second, func() bool {
 		l, err := client.ResourceV1().ResourceSlices().List(ctx, sel)
 		return err == nil && len(l.Items) >= len(slices)
 	})
 	if err == nil && time.Since(t0) > 5*time.Second+time.Second {
 		err = fmt.Errorf("restored after %s, want within 5s of the deletion", time.Since(t0).Round(100*time.Millisecond))
 	}
+	fmt.Fprintf(os.Stderr, "tier3: slices restored %s after the deletion\n", time.Since(t0).Round(10*time.Millisecond))
 	wrap("slices-restored-after-delete", err)
 	l, err := client.ResourceV1().ResourceSlices().List(ctx, sel)
 	if err == nil {
@@ -281,13 +360,17 @@ func runAgainstServer(ctx context.Context, repo, fixture, kubeconfig string, cli
 	return
 }
 
-func poll(timeout time.Duration, cond func() bool) error {
+func poll(ctx context.Context, timeout time.Duration, cond func() bool) error {
 	deadline := time.Now().Add(timeout)
 	for !cond() {
 		if time.Now().After(deadline) {
 			return fmt.Errorf("not reached within %s", timeout)
 		}
-		time.Sleep(200 * time.Millisecond)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
 	}
 	return nil
 }

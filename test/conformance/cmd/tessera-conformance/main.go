@@ -35,6 +35,8 @@ func main() {
 		fmt.Fprintln(os.Stderr, "usage: tessera-conformance allocator|kubelet|gen|oracle [flags]")
 		os.Exit(2)
 	}
+	// A reader that went away must not kill us before we stop what we started.
+	signal.Ignore(syscall.SIGPIPE)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	var failed bool
