@@ -12,25 +12,24 @@ import { allocateClaim, type AllocateInput } from "../agent/allocator/index.js";
 import { clearCelCache } from "../agent/allocator/cel-env.js";
 import { fixtureSlices } from "../agent/allocator/node-slices.js";
 import type { ResourceClaim } from "../agent/kube/types.js";
+import { benchLine, emitLine, quantile, type BenchLine } from "./_report.js";
 
 const quick = process.argv.includes("--quick");
 const ITER = quick ? 150 : 1500;
 const root = join(fileURLToPath(new URL(".", import.meta.url)), "..", "..");
 const examplesDir = join(root, "deploy", "examples");
 
-interface Line { bench: string; case: string; metric: string; unit: string; value: number; baseline: string | null; baselineValue: number | null; ratio: number | null }
-const lines: Line[] = [];
+const lines: BenchLine[] = [];
 const emit = (c: string, metric: string, unit: string, value: number, baseline: string | null = null, baselineValue: number | null = null): void => {
   const v = Math.round(value * 100) / 100;
   const b = baselineValue === null ? null : Math.round(baselineValue * 100) / 100;
-  const line = { bench: "allocate", case: c, metric, unit, value: v, baseline, baselineValue: b, ratio: b ? Math.round((v / b) * 1000) / 1000 : null };
+  const line = benchLine("allocate", c, metric, unit, v, baseline, b);
   lines.push(line);
-  process.stdout.write(JSON.stringify(line) + "\n");
+  emitLine(line);
 };
 
 function pct(xs: number[], p: number): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))] ?? 0;
+  return quantile([...xs].sort((a, b) => a - b), p / 100) || 0;
 }
 
 interface Stats { p50: number; p99: number; perSec: number; prep50: number; search50: number; ok: boolean }

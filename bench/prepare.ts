@@ -13,6 +13,7 @@ import { gpuDeviceName, type Inventory } from "../agent/discovery/model.js";
 import { createStandaloneStore } from "../agent/kube/standalone-store.js";
 import type { ResourceClaim } from "../agent/kube/types.js";
 import { createDraClient, type DraClient } from "../agent/plugin/protos.js";
+import { emitLine, quantile, type BenchLine } from "./_report.js";
 
 const quick = process.argv.includes("--quick");
 const BENCH = "prepare";
@@ -20,21 +21,7 @@ const CONCURRENCY = [1, 16] as const;
 const ROUNDS = { 1: quick ? 300 : 2000, 16: quick ? 40 : 250 } as const;
 const WARMUP_ROUNDS = 10;
 
-interface Line {
-  bench: string;
-  case: string;
-  metric: string;
-  unit: string;
-  value: number;
-  baseline: string | null;
-  baselineValue: number | null;
-  ratio: number | null;
-}
-
-function quantile(sorted: number[], q: number): number {
-  if (sorted.length === 0) return NaN;
-  return sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))] as number;
-}
+type Line = BenchLine;
 
 const round2 = (x: number): number => Math.round(x * 100) / 100;
 
@@ -128,7 +115,7 @@ async function main(): Promise<void> {
   process.stderr.write(`prepare bench${quick ? " (--quick)" : ""}: NodePrepareResources, 1-GPU claim, standalone store, fsync'd checkpoint + CDI spec\n`);
   process.stderr.write("concurrency  p50 (us)  p99 (us)  prepares/s  empty p50  empty p99  samples\n");
   for (const r of rows) process.stderr.write(r + "\n");
-  for (const l of lines) process.stdout.write(JSON.stringify(l) + "\n");
+  for (const l of lines) emitLine(l);
 }
 
 await main();

@@ -5,6 +5,7 @@
 // then diverge. p50/p99 over many decisions; memory per index entry from the router's own
 // accounting. No baseline: there is no other in-process prefix router to compare with.
 import { createWasmPrefixRouter, type EndpointState } from "../agent/routing/index.js";
+import { quantile } from "./_report.js";
 
 const quick = process.argv.includes("--quick");
 const CAPACITY = quick ? 4096 : 31_250;
@@ -22,9 +23,7 @@ const text = (chars: number): string => {
 };
 const systems = Array.from({ length: 16 }, () => text(4096));
 
-function pct(sorted: number[], p: number): number {
-  return sorted[Math.min(sorted.length - 1, Math.floor((sorted.length * p) / 100))] as number;
-}
+const pct = (sorted: number[], p: number): number => quantile(sorted, p / 100);
 
 const rows: string[] = [];
 for (const eps of ENDPOINTS) {

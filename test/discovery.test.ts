@@ -24,10 +24,10 @@ import { createInventoryWatcher } from "../agent/discovery/watcher.js";
 import { systeminformationHostFacts } from "../agent/discovery/host.js";
 import { main } from "../agent/cli/main.js";
 import { captureIO } from "../agent/cli/io.js";
+import { golden } from "./support/golden.js";
 import { diagDeps } from "../agent/cli/diag-node.js";
 
 const ROOT = join(fileURLToPath(new URL(".", import.meta.url)), "..", "..");
-const GOLDEN = join(ROOT, "test", "golden");
 const FIXTURES = defaultFixturesDir();
 export const FIXTURE_NAMES = ["h100-sxm-8x", "a100-80gb-mig", "l40s-1x", "workstation-2numa-4gpu", "mixed-2numa-h100-mig"];
 
@@ -38,17 +38,6 @@ function config(discovery: string, extra: Partial<NodeConfig> = {}): NodeConfig 
   };
 }
 
-function golden(t: Test, file: string, actual: unknown): void {
-  const p = join(GOLDEN, file);
-  const text = JSON.stringify(actual, null, 2) + "\n";
-  if (process.env.UPDATE_GOLDEN === "1" || !existsSync(p)) {
-    mkdirSync(GOLDEN, { recursive: true });
-    writeFileSync(p, text);
-    if (process.env.UPDATE_GOLDEN !== "1") t.fail(`golden ${file} was missing and has been written; rerun`);
-    return;
-  }
-  t.equal(text, readFileSync(p, "utf8"), `${file} matches (UPDATE_GOLDEN=1 to regenerate)`);
-}
 
 const xmlOf = (name: string): string => readFileSync(join(FIXTURES, name, "nvidia-smi-q-x.xml"), "utf8");
 

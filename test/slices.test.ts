@@ -26,10 +26,10 @@ import { openKube } from "../agent/kube/kube-source.js";
 import { EventEmitter } from "node:events";
 import { main } from "../agent/cli/main.js";
 import { captureIO } from "../agent/cli/io.js";
+import { golden } from "./support/golden.js";
 import { startFakeApiServer, type FakeApiServer } from "./support/fake-apiserver.js";
 
 const ROOT = join(fileURLToPath(new URL(".", import.meta.url)), "..", "..");
-const GOLDEN = join(ROOT, "test", "golden");
 const DRIVER = "gpu.tessera.dev";
 const RS = ["resource.k8s.io", "resourceslices"] as const;
 
@@ -41,17 +41,6 @@ function config(discovery: string): NodeConfig {
 }
 const inventoryOf = (name: string): Promise<Inventory> => createDiscovery(config(`fixture:${name}`)).discover();
 
-function golden(t: Test, file: string, actual: unknown): void {
-  const p = join(GOLDEN, file);
-  const text = JSON.stringify(actual, null, 2) + "\n";
-  if (process.env.UPDATE_GOLDEN === "1" || !existsSync(p)) {
-    mkdirSync(GOLDEN, { recursive: true });
-    writeFileSync(p, text);
-    if (process.env.UPDATE_GOLDEN !== "1") t.fail(`golden ${file} was missing and has been written; rerun`);
-    return;
-  }
-  t.equal(text, readFileSync(p, "utf8"), `${file} matches (UPDATE_GOLDEN=1 to regenerate)`);
-}
 
 /** Schema (kubernetes-models) + API-server limits; returns problems, [] when valid. */
 function validate(s: ResourceSlice): string[] {

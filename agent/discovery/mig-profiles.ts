@@ -5,18 +5,14 @@
 // memorySlices/8 of the GPU's memory (see profileMemoryBytes). Also: CUDA compute capability by
 // architecture, because the -q -x XML does not carry it.
 
-export interface MigProfile {
+import type { MigEngines } from "./model.js";
+
+export interface MigProfile extends MigEngines {
   name: string; // "1g.10gb"
   profileId: number; // the ID column of `nvidia-smi mig -lgip`
   computeSlices: number;
   memorySlices: number;
   starts: readonly number[]; // placement starts, in memory-slice units on the 0..7 axis
-  multiprocessors: number;
-  copyEngines: number;
-  decoders: number;
-  encoders: number;
-  jpegEngines: number;
-  ofaEngines: number;
   memoryMiB?: number; // observed in a real capture, else estimated
 }
 

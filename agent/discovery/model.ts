@@ -15,7 +15,17 @@ export interface NumaNode {
   cpuList: string; // kernel cpulist syntax, e.g. "0-31,64-95"
 }
 
-export interface MigDevice {
+/** Engine counts of a MIG profile or instance (nvidia-smi `-q -x` / `mig -lgip`). */
+export interface MigEngines {
+  multiprocessors: number;
+  copyEngines: number;
+  decoders: number;
+  encoders: number;
+  jpegEngines: number;
+  ofaEngines: number;
+}
+
+export interface MigDevice extends MigEngines {
   /** Stable DRA device name, see migDeviceName(). */
   name: string;
   gpuInstanceId: number;
@@ -26,12 +36,6 @@ export interface MigDevice {
   placementStart: number;
   placementSize: number;
   memoryBytes: number;
-  multiprocessors: number;
-  copyEngines: number;
-  decoders: number;
-  encoders: number;
-  jpegEngines: number;
-  ofaEngines: number;
   /** Device nodes of the GI and CI access capabilities, e.g. /dev/nvidia-caps/nvidia-cap30. */
   capDevicePaths: string[];
 }

@@ -6,7 +6,7 @@
 //     (KEP-4815 partitionable devices); counter sets go in their own slices (Kubernetes 1.35+ rule)
 // Devices are packed GPU by GPU (a GPU's devices stay together while they fit) into slices of at
 // most 128 devices, 64 when a slice has devices that consume counters.
-import type { Gpu, Inventory, MigDevice } from "../discovery/model.js";
+import type { Gpu, Inventory, MigDevice, MigEngines } from "../discovery/model.js";
 import { gpuDeviceName, migDeviceName } from "../discovery/model.js";
 import { migFamilyFor, profileMemoryBytes, type MigProfile } from "../discovery/mig-profiles.js";
 import { TesseraError } from "../common/errors.js";
@@ -61,19 +61,13 @@ function gpuDevice(inv: Inventory, gpu: Gpu): Device {
   return { name: gpu.name, attributes: commonAttributes(inv, gpu, "gpu"), capacity: { memory: cap(bytesQuantity(gpu.memoryBytes)) } };
 }
 
-interface MigShape {
+interface MigShape extends MigEngines {
   profileId: number;
   profileName: string;
   start: number;
   size: number;
   computeSlices?: number;
   memoryBytes: number;
-  multiprocessors: number;
-  copyEngines: number;
-  decoders: number;
-  encoders: number;
-  jpegEngines: number;
-  ofaEngines: number;
   uuid?: string;
   name: string;
 }
