@@ -103,7 +103,8 @@ async function main(): Promise<void> {
   const casesText = await run(bin, ["gen", "--seed", SEED, "--count", String(COUNT)]);
   const cases = casesText.split("\n").filter((l) => l.trim()).map((l) => JSON.parse(l) as CaseLine);
   const goOut = await run(bin, ["oracle", "--repeat", String(REPEAT + 1)], casesText);
-  const goUs = goOut.split("\n").filter((l) => l.trim()).map((l) => (JSON.parse(l) as { ns: number }).ns / 1000);
+  const goRes = goOut.split("\n").filter((l) => l.trim()).map((l) => JSON.parse(l) as { ns: number; fits: boolean });
+  const goUs = goRes.map((r) => r.ns / 1000);
   const allocate = await loadAllocator();
   const tsUs = await timeTessera(allocate, cases);
 
@@ -112,9 +113,9 @@ async function main(): Promise<void> {
   const ts = [...tsUs].sort((a, b) => a - b);
   const gs = [...goUs].sort((a, b) => a - b);
   const mean = (xs: number[]): number => xs.reduce((s, x) => s + x, 0) / Math.max(1, xs.length);
-  const fig = (metric: string, v: number, b: number): BenchLine => ({
+  const fig = (metric: string, v: number, b: number, caseName = name): BenchLine => ({
     bench: "allocate-vs-go",
-    case: name,
+    case: caseName,
     metric,
     unit: "us",
     value: Number(v.toFixed(2)),
@@ -125,6 +126,15 @@ async function main(): Promise<void> {
   lines.push(fig("p50_us", quantile(ts, 0.5), quantile(gs, 0.5)));
   lines.push(fig("p99_us", quantile(ts, 0.99), quantile(gs, 0.99)));
   lines.push(fig("mean_us", mean(ts), mean(gs)));
+  // Split by the verdict (the scheduler's): claims that fit vs claims that do not.
+  for (const fits of [true, false]) {
+    const idx = goRes.map((r, i) => (r.fits === fits ? i : -1)).filter((i) => i >= 0);
+    const t = idx.map((i) => tsUs[i] ?? 0).sort((a, b) => a - b);
+    const g = idx.map((i) => goUs[i] ?? 0).sort((a, b) => a - b);
+    const sub = `${name} ${fits ? "fits" : "does-not-fit"} (${idx.length})`;
+    lines.push(fig("p50_us", quantile(t, 0.5), quantile(g, 0.5), sub));
+    lines.push(fig("p99_us", quantile(t, 0.99), quantile(g, 0.99), sub));
+  }
   // Same-case ratio: how often Tessera is faster on the very same claim.
   let faster = 0;
   tsUs.forEach((t, i) => {
@@ -133,9 +143,10 @@ async function main(): Promise<void> {
   lines.push({ bench: "allocate-vs-go", case: name, metric: "cases_tessera_faster", unit: "%", value: Number(((100 * faster) / Math.max(1, tsUs.length)).toFixed(1)), baseline: null, baselineValue: null, ratio: null });
   for (const l of lines) process.stdout.write(JSON.stringify(l) + "\n");
   process.stderr.write(`allocate-vs-go: ${COUNT} cases, median of ${REPEAT} allocations each (µs per claim)\n`);
-  process.stderr.write(`  metric    Tessera      Go      ratio\n`);
-  for (const l of lines.slice(0, 3)) {
-    process.stderr.write(`  ${l.metric.padEnd(8)} ${String(l.value).padStart(8)} ${String(l.baselineValue).padStart(8)} ${String(l.ratio).padStart(8)}\n`);
+  process.stderr.write(`  ${"case".padEnd(48)} metric    Tessera       Go    ratio\n`);
+  for (const l of lines) {
+    if (l.baselineValue === null) continue;
+    process.stderr.write(`  ${l.case.padEnd(48)} ${l.metric.padEnd(8)} ${String(l.value).padStart(8)} ${String(l.baselineValue).padStart(8)} ${String(l.ratio).padStart(8)}\n`);
   }
 }
 

@@ -24,8 +24,9 @@ const FLAGS: FlagSpec[] = [
   { name: "routers", type: "list", help: `subset of ${ROUTER_NAMES.join(",")}` },
   { name: "scrape-ms", type: "int", default: 50, help: "metric snapshot period" },
   { name: "staleness-ms", type: "int", default: 0, help: "extra delay before a snapshot reaches the routers" },
+  { name: "guard-threshold", type: "int", default: DEFAULT_ROUTER_CONFIG.guardThreshold, help: "Tessera's saturation guard, in requests (default: the router's)" },
   { name: "calibration", type: "string", default: "gate", help: "gate (published) | issue (the issue's literal t0=15 ms, a_d=0.3 ms)" },
-  { name: "chart", type: "string", help: "SVG output path (default docs/routing-ttft.svg on full runs)" },
+  { name: "chart", type: "string", help: "SVG output path (default docs/routing-ttft.svg on full runs with the default guard)" },
 ];
 
 interface Line {
@@ -77,7 +78,9 @@ function main(argv: string[]): number {
   const routers = pick(args.values.routers, ROUTER_NAMES, "routers");
   for (const must of ["round-robin", "oracle"] as const) if (!routers.includes(must)) routers.push(must); // the baselines
   const engine = calibration === "gate" ? DEFAULT_ENGINE : ISSUE_ENGINE;
-  const pool = createRouterPool();
+  const guardThreshold = args.values["guard-threshold"] as number;
+  if (guardThreshold < 0) throw new TesseraError("TESSERA_USAGE", `--guard-threshold ${guardThreshold}: expected a whole number >= 0`);
+  const pool = createRouterPool({ guardThreshold });
   const opts = {
     engine,
     scrapeInterval: (args.values["scrape-ms"] as number) / 1000,
@@ -87,7 +90,7 @@ function main(argv: string[]): number {
   const started = Date.now();
   process.stderr.write(`routing: seed ${seed}, calibration ${calibration} (t0 ${engine.t0 * 1000} ms, a_p ${engine.aPrefill * 1e6} us/token, a_d ${engine.aDecode * 1e6} us), scrape ${opts.scrapeInterval * 1000} ms + ${opts.staleness * 1000} ms staleness, ${seeds} seed(s)\n`);
   const rc = DEFAULT_ROUTER_CONFIG;
-  process.stderr.write(`tessera = WASM core (createWasmPrefixRouter), profile: weights ${JSON.stringify(rc.weights)}, guard ${rc.guardThreshold}, ${rc.blockSize}-byte blocks, ${rc.maxBlocks} blocks/prompt max\n`);
+  process.stderr.write(`tessera = WASM core (createWasmPrefixRouter), profile: weights ${JSON.stringify(rc.weights)}, guard ${guardThreshold}${guardThreshold === rc.guardThreshold ? "" : ` (default ${rc.guardThreshold})`}, ${rc.blockSize}-byte blocks, ${rc.maxBlocks} blocks/prompt max\n`);
 
   const lines: Line[] = [];
   const panels: Panel[] = [];
@@ -142,7 +145,9 @@ function main(argv: string[]): number {
     });
   }
   for (const l of lines) process.stdout.write(JSON.stringify(l) + "\n");
-  const chart = (args.values.chart as string | undefined) ?? (quick ? undefined : join(root, "docs", "routing-ttft.svg"));
+  // The published chart is rewritten only by a full run of the shipped profile.
+  const published = !quick && guardThreshold === rc.guardThreshold;
+  const chart = (args.values.chart as string | undefined) ?? (published ? join(root, "docs", "routing-ttft.svg") : undefined);
   if (chart) {
     mkdirSync(dirname(chart), { recursive: true });
     writeFileSync(chart, renderChart(`TTFT p90 vs offered rate, 8 simulated vLLM replicas (seed ${seed}, calibration ${calibration})`, panels));

@@ -20,20 +20,27 @@ const onlyTier = flag("--tier");
 const count = flag("--count") ?? "1000";
 const counts = { passed: 0, failed: 0, skipped: 0 };
 const started = Date.now();
-const children = new Set();
+const children = new Map(); // child -> promise of its close
+
+let interrupted = false;
 
 function finish() {
+  if (interrupted) counts.failed++; // an interrupted run never reports success
   const secs = ((Date.now() - started) / 1000).toFixed(1);
   console.log(`conformance: ${counts.passed} passed, ${counts.failed} failed, ${counts.skipped} skipped (${secs}s)`);
   process.exit(counts.failed > 0 ? 1 : 0);
 }
 
-// Stop whatever we started (each child leads its own process group) on Ctrl-C / SIGTERM.
+// Ctrl-C / SIGTERM: ask every child group to stop, wait (bounded) until the children have
+// stopped what they started (agent, API server), then report. Keeping their stdout open
+// while they clean up matters: a child writing to a closed pipe could die half-way.
 for (const sig of ["SIGINT", "SIGTERM"]) {
-  process.on(sig, () => {
-    for (const c of children) killGroup(c);
-    counts.failed++;
-    console.log(`conformance: interrupted by ${sig}`);
+  process.on(sig, async () => {
+    if (interrupted) return;
+    interrupted = true;
+    console.log(`conformance: interrupted by ${sig}; stopping the tiers`);
+    for (const c of children.keys()) killGroup(c);
+    await Promise.race([Promise.all(children.values()), new Promise((r) => setTimeout(r, 45_000))]);
     finish();
   });
 }
@@ -81,7 +88,7 @@ function record(line) {
 function runHarness(cmd, argv, limitMs, { cwd = root, env = goEnv } = {}) {
   return new Promise((resolve) => {
     const child = spawn(cmd, argv, { cwd, env, detached: true, stdio: ["ignore", "pipe", "inherit"] });
-    children.add(child);
+    children.set(child, new Promise((r) => child.on("close", r)));
     let buf = "";
     child.stdout.on("data", (d) => {
       buf += d;

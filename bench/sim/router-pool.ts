@@ -2,7 +2,7 @@
 // The stub-runtime WASM heap never shrinks, so instead of a fresh router per run (hundreds per
 // matrix, ~2-6 MB of index each) a run takes pooled routers and re-adds its endpoints, which is
 // what a proxy does on endpoint churn: removeEndpoint clears the index, the node pool is reused.
-import { createWasmPrefixRouter, type PrefixRouter, type WasmPrefixRouter } from "../../agent/routing/index.js";
+import { createWasmPrefixRouter, type PrefixRouter, type WasmPrefixRouter, type WasmPrefixRouterOptions } from "../../agent/routing/index.js";
 
 export interface RouterPool {
   /** Call before each run: the run's routers are handed out again from the first one. */
@@ -11,7 +11,8 @@ export interface RouterPool {
   make(): PrefixRouter;
 }
 
-export function createRouterPool(): RouterPool {
+/** Profile overrides (e.g. the bench's --guard-threshold) apply to every router of the pool. */
+export function createRouterPool(profile: Omit<WasmPrefixRouterOptions, "maxEndpoints"> = {}): RouterPool {
   const pool: WasmPrefixRouter[] = [];
   let used = 0;
   return {
@@ -21,7 +22,7 @@ export function createRouterPool(): RouterPool {
     make() {
       let r = pool[used];
       if (!r) {
-        r = createWasmPrefixRouter({ maxEndpoints: 16 });
+        r = createWasmPrefixRouter({ ...profile, maxEndpoints: 16 });
         pool.push(r);
       } else for (const id of r.endpoints()) r.removeEndpoint(id);
       used++;

@@ -4,6 +4,7 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"hash/fnv"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -179,9 +180,16 @@ func allocate(ctx context.Context, a *Agent, slicesOnStore []resourceapi.Resourc
 func newClaim(name string, reqs ...resourceapi.DeviceRequest) *resourceapi.ResourceClaim {
 	return &resourceapi.ResourceClaim{
 		TypeMeta:   metav1.TypeMeta{APIVersion: "resource.k8s.io/v1", Kind: "ResourceClaim"},
-		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "conformance", UID: types.UID("c0ffee00-0000-4000-8000-" + fmt.Sprintf("%012x", len(name)*7919+int(name[0])))},
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "conformance", UID: uidFor(name)},
 		Spec:       resourceapi.ResourceClaimSpec{Devices: resourceapi.DeviceClaim{Requests: reqs}},
 	}
+}
+
+// uidFor gives each test claim a stable, distinct UUID-shaped UID.
+func uidFor(name string) types.UID {
+	h := fnv.New64a()
+	_, _ = h.Write([]byte(name))
+	return types.UID(fmt.Sprintf("c0ffee00-0000-4000-8000-%012x", h.Sum64()&0xffffffffffff))
 }
 
 func gpus(name string, n int64) resourceapi.DeviceRequest {

@@ -167,62 +167,6 @@ func run(ctx context.Context, repo, fixture string) (failed bool) {
 	return validateFixtures(ctx, repo, kubeconfig, client, check)
 }
 
-// validateFixtures lets the real server validate what every fixture node publishes, static
-// MIG and dynamic MIG (partitionable devices, shared counters in their own slice).
-func validateFixtures(ctx context.Context, repo, kubeconfig string, client *kubernetes.Clientset, check func(string, error) bool) (failed bool) {
-	entries, err := os.ReadDir(filepath.Join(repo, "fixtures", "nodes"))
-	if err != nil {
-		return !check("fixtures", err)
-	}
-	for _, e := range entries {
-		if !e.IsDir() {
-			continue
-		}
-		for _, mode := range []string{"static", "dynamic"} {
-			node := "v-" + e.Name() + "-" + mode
-			name := "slices-valid/" + e.Name() + "/" + mode
-			if _, err := client.CoreV1().Nodes().Create(ctx, &v1.Node{ObjectMeta: metav1.ObjectMeta{Name: node}}, metav1.CreateOptions{}); err != nil {
-				failed = !check(name, err) || failed
-				continue
-			}
-			a, err := kubelet.StartAgentWithKube(repo, e.Name(), node, "kubeconfig:"+kubeconfig, "--mig-mode", mode)
-			if err != nil {
-				failed = !check(name, err) || failed
-				continue
-			}
-			var slices []resourceapi.ResourceSlice
-			err = poll(ctx, 20*time.Second, func() bool {
-				l, err := client.ResourceV1().ResourceSlices().List(ctx, metav1.ListOptions{FieldSelector: "spec.nodeName=" + node})
-				if err != nil || len(l.Items) == 0 || int64(len(l.Items)) < l.Items[0].Spec.Pool.ResourceSliceCount {
-					return false
-				}
-				slices = l.Items
-				return true
-			})
-			if err != nil {
-				err = fmt.Errorf("%v; agent log: %s", err, a.Tail())
-			} else {
-				devices, counters := 0, 0
-				for _, sl := range slices {
-					devices += len(sl.Spec.Devices)
-					counters += len(sl.Spec.SharedCounters)
-				}
-				fmt.Fprintf(os.Stderr, "tier3: %s: %d slices, %d devices, %d counter sets accepted\n", name, len(slices), devices, counters)
-				if devices == 0 {
-					err = fmt.Errorf("no devices published")
-				}
-			}
-			exitErr, _ := a.Stop(10 * time.Second)
-			a.Cleanup(err != nil)
-			if err == nil && exitErr != nil {
-				err = fmt.Errorf("agent exit: %v", exitErr)
-			}
-			failed = !check(name, err) || failed
-		}
-	}
-	return failed
-}
-
 func connect(ctx context.Context, port int, kubeconfig string, apiDone chan error) (*kubernetes.Clientset, error) {
 	cfg := clientcmdapi.NewConfig()
 	cfg.Clusters["t3"] = &clientcmdapi.Cluster{Server: fmt.Sprintf("https://127.0.0.1:%d", port), InsecureSkipTLSVerify: true}
