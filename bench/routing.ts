@@ -2,7 +2,8 @@
 // simulation of vLLM-like replicas (bench/sim/). Every router runs the same seeded workloads over
 // a rate ladder; Tessera is the real WASM routing core (createWasmPrefixRouter), one instance per
 // proxy replica. Stdout: contract JSON lines (baselines: round-robin and the oracle, same run).
-// Stderr: tables and the validation gate. Full runs also write docs/routing-ttft.svg.
+// Stderr: tables and the validation gate. Full runs of the shipped profile also write
+// docs/routing-ttft.svg. --guard-threshold overrides the Tessera routers' guard (profile sweeps).
 import { mkdirSync, writeFileSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";

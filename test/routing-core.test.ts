@@ -183,6 +183,26 @@ t.test("routers are independent inside one WASM instance", async (t) => {
   t.equal(r1.route("0123456789abcdef", "m", [ep("x:1")]).matchedBlocks, 2);
 });
 
+t.test("default guard (16): decode-sized in-flight excess keeps the prefix, more voids it", async (t) => {
+  // Decoding requests count as in-flight; the shipped threshold must tolerate them (see
+  // docs/routing-quality.md, "Choosing the guard threshold") yet still spread a real pile-up.
+  const prompt = "G".repeat(64 * 8);
+  const cases: [number, string, string][] = [
+    [12, "a:1", "prefix"],
+    [16, "a:1", "prefix"],
+    [17, "b:1|c:1", "guard"],
+  ];
+  for (const [inFlight, want, reason] of cases) {
+    const r = createWasmPrefixRouter();
+    for (const id of ["a:1", "b:1", "c:1"]) r.addEndpoint(id);
+    r.route(prompt, "m", [ep("a:1")]);
+    const d = r.route(prompt, "m", [ep("a:1", { inFlight }), ep("b:1"), ep("c:1")]);
+    t.match(d.endpoint, new RegExp(`^(${want})$`), `in-flight excess ${inFlight}`);
+    t.equal(d.reason, reason, `in-flight excess ${inFlight}: reason`);
+  }
+  t.equal(resolveRouterConfig().guardThreshold, 16);
+});
+
 t.test("config: strict validation names the bad key", async (t) => {
   const bad: [unknown, RegExp][] = [
     [{ blockSize: 0 }, /blockSize/],

@@ -25,7 +25,7 @@ export const PROXY_FLAGS: readonly FlagSpec[] = [
   { name: "weight-queue", type: "string", env: "PROXY_WEIGHT_QUEUE", default: "2", help: "queue scorer weight" },
   { name: "weight-kv", type: "string", env: "PROXY_WEIGHT_KV", default: "2", help: "KV-cache scorer weight" },
   { name: "weight-inflight", type: "string", env: "PROXY_WEIGHT_INFLIGHT", default: "1", help: "in-flight scorer weight" },
-  { name: "guard-threshold", type: "string", env: "PROXY_GUARD_THRESHOLD", default: "8", help: "queue excess (waiting + in-flight) over the least loaded that voids the prefix score" },
+  { name: "guard-threshold", type: "string", env: "PROXY_GUARD_THRESHOLD", default: "16", help: "queue excess (waiting + in-flight) over the least loaded that voids the prefix score" },
   { name: "saturation-queue", type: "string", env: "PROXY_SATURATION_QUEUE", default: "128", help: "waiting + in-flight at which an endpoint is saturated (0: off); all saturated -> 429" },
   { name: "log-level", type: "string", env: "LOG_LEVEL", default: "info", help: "debug | info | warn | error" },
 ];

@@ -16,7 +16,12 @@ export interface RouterConfig {
   maxEndpoints: number; // endpoints one router can hold at once
   capacityBlocks: number; // default LRU capacity per endpoint, in blocks
   weights: RouterWeights;
-  /** Guard: prefix is ignored when the best-prefix endpoint's (waiting + in-flight) exceeds the least loaded one's by more than this. */
+  /**
+   * Guard: prefix is ignored when the best-prefix endpoint's (waiting + in-flight) exceeds the least
+   * loaded one's by more than this. 16, not 8: in-flight includes decoding requests, and at 8 the
+   * guard fired on ordinary decode noise; 16 keeps a hot prefix from piling onto one replica
+   * (docs/routing-quality.md, "Choosing the guard threshold").
+   */
   guardThreshold: number;
   /** Filter: endpoints with (waiting + in-flight) >= this are saturated; 0 turns the filter off. */
   saturationQueue: number;
@@ -28,7 +33,7 @@ export const DEFAULT_ROUTER_CONFIG: RouterConfig = {
   maxEndpoints: 256,
   capacityBlocks: 31_250,
   weights: { prefix: 3, queue: 2, kv: 2, inflight: 1 },
-  guardThreshold: 8,
+  guardThreshold: 16,
   saturationQueue: 0,
 };
 

@@ -82,7 +82,7 @@ export function routeInit(maxEndpoints: u32, blockSize: u32, maxBlocks: u32): us
   r.wQueue = 2;
   r.wKv = 2;
   r.wInflight = 1;
-  r.guardThreshold = 8;
+  r.guardThreshold = 16; // the profile default (agent/routing/config.ts); the bridge always sets it
   r.saturationQueue = 0;
   if (maxBlocks > hashesCap) {
     hashesPtr = heap.alloc(<usize>maxBlocks << 3);
