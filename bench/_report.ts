@@ -14,7 +14,7 @@ export interface BenchLine {
 
 /** One figure; the ratio is value / baselineValue when a baseline was measured in the same run. */
 export function benchLine(bench: string, kase: string, metric: string, unit: string, value: number, baseline: string | null = null, baselineValue: number | null = null): BenchLine {
-  const ratio = baseline !== null && baselineValue !== null && baselineValue !== 0 ? value / baselineValue : null;
+  const ratio = baseline !== null && baselineValue !== null && Number.isFinite(baselineValue) && baselineValue !== 0 ? value / baselineValue : null;
   return { bench, case: kase, metric, unit, value, baseline, baselineValue, ratio: ratio === null ? null : Math.round(ratio * 1000) / 1000 };
 }
 

@@ -7,17 +7,8 @@ import { spawn, spawnSync } from "node:child_process";
 import { existsSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
+import { emitLine, quantile, type BenchLine } from "./_report.js";
 
-interface BenchLine {
-  bench: string;
-  case: string;
-  metric: string;
-  unit: string;
-  value: number;
-  baseline: string | null;
-  baselineValue: number | null;
-  ratio: number | null;
-}
 
 interface CaseLine {
   name: string;
@@ -62,10 +53,6 @@ function run(cmd: string, args: string[], input?: string): Promise<string> {
   });
 }
 
-function quantile(sorted: number[], q: number): number {
-  if (sorted.length === 0) return 0;
-  return sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))] ?? 0;
-}
 
 async function loadAllocator(): Promise<AllocateFn> {
   const mod: unknown = await import(pathToFileURL(join(root, "dist", "agent", "allocator", "index.js")).href);
@@ -141,7 +128,7 @@ async function main(): Promise<void> {
     if (t < (goUs[i] ?? Infinity)) faster++;
   });
   lines.push({ bench: "allocate-vs-go", case: name, metric: "cases_tessera_faster", unit: "%", value: Number(((100 * faster) / Math.max(1, tsUs.length)).toFixed(1)), baseline: null, baselineValue: null, ratio: null });
-  for (const l of lines) process.stdout.write(JSON.stringify(l) + "\n");
+  for (const l of lines) emitLine(l);
   process.stderr.write(`allocate-vs-go: ${COUNT} cases, median of ${REPEAT} allocations each (µs per claim)\n`);
   process.stderr.write(`  ${"case".padEnd(48)} metric    Tessera       Go    ratio\n`);
   for (const l of lines) {

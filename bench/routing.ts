@@ -16,6 +16,7 @@ import { DEFAULT_ROUTER_CONFIG } from "../agent/routing/index.js";
 import { createRouterPool } from "./sim/router-pool.js";
 import { renderChart, type Panel } from "./sim/svg.js";
 import { WORKLOAD_NAMES, buildWorkload, type Workload, type WorkloadName } from "./sim/workloads.js";
+import { benchLine, emitLine, type BenchLine } from "./_report.js";
 
 const FLAGS: FlagSpec[] = [
   { name: "quick", type: "bool", default: false, help: "W1 only, no chart (< 60 s)" },
@@ -30,24 +31,12 @@ const FLAGS: FlagSpec[] = [
   { name: "chart", type: "string", help: "SVG output path (default docs/routing-ttft.svg on full runs with the default guard)" },
 ];
 
-interface Line {
-  bench: "routing";
-  case: string;
-  metric: string;
-  unit: string;
-  value: number;
-  baseline: string | null;
-  baselineValue: number | null;
-  ratio: number | null;
-}
+type Line = BenchLine;
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), "..", "..");
 const GATE = { lo: 18, hi: 22, nominal: (8 * 20_480) / 7_200 };
 
-function line(c: string, metric: string, unit: string, value: number, baseline: string | null, baselineValue: number | null): Line {
-  const ratio = baselineValue !== null && baselineValue !== 0 && Number.isFinite(baselineValue) ? value / baselineValue : null;
-  return { bench: "routing", case: c, metric, unit, value, baseline, baselineValue, ratio };
-}
+const line = (c: string, metric: string, unit: string, value: number, baseline: string | null, baselineValue: number | null): Line => benchLine("routing", c, metric, unit, value, baseline, baselineValue);
 
 const round = (x: number, d = 4): number => Math.round(x * 10 ** d) / 10 ** d;
 
@@ -145,7 +134,7 @@ function main(argv: string[]): number {
       series: routers.map((r) => ({ name: r, points: (results.get(r) as RunFigures[]).map((f) => ({ x: f.rate, y: f.ttftP90 })) })),
     });
   }
-  for (const l of lines) process.stdout.write(JSON.stringify(l) + "\n");
+  for (const l of lines) emitLine(l);
   // The published chart is rewritten only by a full run of the shipped profile.
   const published = !quick && guardThreshold === rc.guardThreshold;
   const chart = (args.values.chart as string | undefined) ?? (published ? join(root, "docs", "routing-ttft.svg") : undefined);
