@@ -80,7 +80,9 @@ function condition(err: unknown, what: string): DiscoveryCondition {
 async function fromFixture(dir: string): Promise<Sources> {
   const xml = await readOptional(path.join(dir, "nvidia-smi-q-x.xml"));
   if (xml === undefined) {
-    throw new TesseraError("TESSERA_FIXTURE", `fixture ${dir} has no nvidia-smi-q-x.xml; names: h100-sxm-8x, a100-80gb-mig, l40s-1x, workstation-2numa-4gpu, or a path`);
+    // List the fixtures that exist next to it, so the fix is one copy-paste away.
+    const known = await fsp.readdir(path.dirname(dir)).catch(() => [] as string[]);
+    throw new TesseraError("TESSERA_FIXTURE", `fixture ${dir} has no nvidia-smi-q-x.xml; use a fixture directory or one of: ${known.sort().join(", ") || "(none found)"}`);
   }
   const conditions: DiscoveryCondition[] = [];
   const l = await readOptional(path.join(dir, "nvidia-smi-L.txt"));
