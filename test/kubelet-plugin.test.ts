@@ -260,7 +260,17 @@ t.test("diag ping / prepare / unprepare against a running agent", async (t) => {
   t.match(ping.out.join(""), /registration .* ok .*\ndra .* ok/);
   const pingJson = captureIO();
   t.equal(await main(["diag", "ping", "-o", "json", ...flags], pingJson), 0);
-  t.match(JSON.parse(pingJson.out.join("")), { registration: { info: { type: "DRAPlugin" } }, dra: { socket: env.config.draSocket } });
+  t.match(JSON.parse(pingJson.out.join("")), { registration: { info: { type: "DRAPlugin" } }, dra: { socket: env.config.draSocket }, kubelet: null });
+  t.match(ping.out.join(""), /kubelet +no NotifyRegistrationStatus since the agent started/);
+  // The kubelet's verdict reaches diag, which runs in another process, through the state dir.
+  await env.reg.notify({ plugin_registered: false, error: "unsupported versions" });
+  const rejected = captureIO();
+  t.equal(await main(["diag", "ping", ...flags], rejected), 0, "ping is about the sockets; the verdict is shown");
+  t.match(rejected.out.join(""), /kubelet +REJECTED the plugin at .*: unsupported versions/);
+  await env.reg.notify({ plugin_registered: true, error: "" });
+  const registered = captureIO();
+  t.equal(await main(["diag", "ping", "-o", "json", ...flags], registered), 0);
+  t.match(JSON.parse(registered.out.join("")), { kubelet: { plugin_registered: true, error: "" } });
 
   const c = claim({ name: "diag", namespace: "team-a", uid: uid(700), results: [{ device: "gpu-13" }] });
   await env.store.putClaim(c);

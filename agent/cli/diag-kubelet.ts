@@ -5,6 +5,7 @@ import { existsSync } from "node:fs";
 import { NODE_FLAGS, OUTPUT_FLAG, optStr, outputFormat, parseFlags, resolveNodeConfig, type FlagSpec, type NodeConfig } from "../common/config.js";
 import { ERROR_CATALOGUE, TesseraError, type ErrorCode } from "../common/errors.js";
 import { createDraClient, createRegistrationClient, type PluginInfo, type WireDevice } from "../plugin/protos.js";
+import { readRegistrationStatus } from "../plugin/registration.js";
 import type { CliIO } from "./io.js";
 
 const PING_DEADLINE_MS = 1000;
@@ -50,16 +51,24 @@ export async function runPing(argv: string[], io: CliIO): Promise<number> {
   } finally {
     dra.close();
   }
+  // What the kubelet last told the agent (informational: ping's verdict is about the sockets).
+  const kubelet = (await readRegistrationStatus(config.stateDir)) ?? null;
   if (out === "json") {
-    io.stdout(JSON.stringify({ registration: { socket: config.registrationSocket, ms: round(regMs), info }, dra: { socket: endpoint, ms: round(draMs) } }) + "\n");
+    io.stdout(JSON.stringify({ registration: { socket: config.registrationSocket, ms: round(regMs), info }, dra: { socket: endpoint, ms: round(draMs) }, kubelet }) + "\n");
   } else {
     io.stdout(`registration  ${config.registrationSocket}  ok  ${round(regMs)} ms  ${info.type} ${info.name} [${info.supported_versions.join(", ")}]\n`);
     io.stdout(`dra           ${endpoint}  ok  ${round(draMs)} ms  empty NodePrepareResources answered\n`);
+    io.stdout(`kubelet       ${kubeletStatusText(kubelet, config.kubeletRoot)}\n`);
   }
   return 0;
 }
 
 const round = (ms: number): number => Math.round(ms * 100) / 100;
+
+function kubeletStatusText(s: { plugin_registered: boolean; error: string; at: string } | null, kubeletRoot: string): string {
+  if (!s) return `no NotifyRegistrationStatus since the agent started (is the kubelet watching ${kubeletRoot}/plugins_registry?)`;
+  return s.plugin_registered ? `registered the plugin at ${s.at}` : `REJECTED the plugin at ${s.at}: ${s.error}`;
+}
 
 function parseRef(positionals: string[], verb: string): { namespace: string; name: string } {
   const ref = positionals[0];

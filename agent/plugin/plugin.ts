@@ -9,7 +9,7 @@ import { loadCheckpoint, readBootId, type LoadResult } from "./checkpoint.js";
 import type { ClaimSource } from "./claim-source.js";
 import { createDraHandlers, draServiceImpl } from "./dra-service.js";
 import { loadKubeletProtos } from "./protos.js";
-import { createRegistration, type RegistrationState } from "./registration.js";
+import { clearRegistrationStatus, createRegistration, type RegistrationState } from "./registration.js";
 import { startSocketServer } from "./server.js";
 import { createDeviceState, type DeviceState } from "./state.js";
 
@@ -61,7 +61,8 @@ export async function startKubeletPlugin(config: NodeConfig, deps: PluginDeps): 
     { definition: protos.v1, impl: draServiceImpl(handlers, "v1") },
     { definition: protos.v1beta1, impl: draServiceImpl(handlers, "v1beta1") },
   ]);
-  const registration = createRegistration({ driverName: config.driverName, draSocket: config.draSocket, log, ...(deps.now ? { now: deps.now } : {}) });
+  await clearRegistrationStatus(config.stateDir);
+  const registration = createRegistration({ driverName: config.driverName, draSocket: config.draSocket, log, stateDir: config.stateDir, ...(deps.now ? { now: deps.now } : {}) });
   let reg;
   try {
     reg = await startSocketServer(config.registrationSocket, [{ definition: protos.registration, impl: registration.impl }]);

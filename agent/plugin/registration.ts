@@ -1,7 +1,12 @@
 // The kubelet plugin-watcher Registration service. GetInfo answers from constants only (the
 // kubelet re-dials every 10 s with a 1 s deadline); NotifyRegistrationStatus is logged and the
-// last status kept for `diag`.
+// last status kept, in memory and in <state-dir>/registration-status.json, because `diag ping`
+// runs in another process (the liveness probe, an operator's shell).
+import { promises as fsp } from "node:fs";
+import * as path from "node:path";
 import type * as grpc from "@grpc/grpc-js";
+import { writeFileAtomic } from "../common/atomic-file.js";
+import { describeChain } from "../common/errors.js";
 import type { Logger } from "../common/log.js";
 import type { PluginInfo, RegistrationStatus } from "./protos.js";
 
@@ -14,7 +19,26 @@ export interface RegistrationState {
   impl: grpc.UntypedServiceImplementation;
 }
 
-export function createRegistration(opts: { driverName: string; draSocket: string; log: Logger; now?: () => Date }): RegistrationState {
+export type LastRegistrationStatus = RegistrationStatus & { at: string };
+
+export const REGISTRATION_STATUS_FILE = "registration-status.json";
+
+/** What the running agent last heard from the kubelet; undefined when nothing (yet) or unreadable. */
+export async function readRegistrationStatus(stateDir: string): Promise<LastRegistrationStatus | undefined> {
+  try {
+    const parsed = JSON.parse(await fsp.readFile(path.join(stateDir, REGISTRATION_STATUS_FILE), "utf8")) as LastRegistrationStatus;
+    return typeof parsed.plugin_registered === "boolean" && typeof parsed.at === "string" ? parsed : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** A status from a previous run must not pass for this one's. */
+export async function clearRegistrationStatus(stateDir: string): Promise<void> {
+  await fsp.rm(path.join(stateDir, REGISTRATION_STATUS_FILE), { force: true });
+}
+
+export function createRegistration(opts: { driverName: string; draSocket: string; log: Logger; now?: () => Date; stateDir?: string }): RegistrationState {
   const info: PluginInfo = { type: "DRAPlugin", name: opts.driverName, endpoint: opts.draSocket, supported_versions: [...SUPPORTED_VERSIONS] };
   const now = opts.now ?? (() => new Date());
   let last: (RegistrationStatus & { at: string }) | undefined;
@@ -30,7 +54,15 @@ export function createRegistration(opts: { driverName: string; draSocket: string
         last = { plugin_registered: s.plugin_registered === true, error: s.error ?? "", at: now().toISOString() };
         if (last.plugin_registered) opts.log.info("kubelet registered the plugin", { driver: opts.driverName });
         else opts.log.error("kubelet rejected the plugin registration", { driver: opts.driverName, error: last.error });
-        cb(null, {});
+        const record = last;
+        const persisted = opts.stateDir
+          ? writeFileAtomic(path.join(opts.stateDir, REGISTRATION_STATUS_FILE), JSON.stringify(record) + "\n").catch((err: unknown) => {
+              opts.log.warn("cannot record the registration status for diag", { error: describeChain(err) });
+            })
+          : Promise.resolve();
+        // Answer after the write so `diag ping` right after the kubelet's call sees it; a failed
+        // write is logged, never turned into an error for the kubelet.
+        void persisted.then(() => cb(null, {}));
       },
     },
   };
