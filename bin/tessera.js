@@ -10,4 +10,10 @@ if (!existsSync(fileURLToPath(entry))) {
   process.exit(1);
 }
 const { main } = await import(entry.href);
-process.exitCode = await main(process.argv.slice(2));
+const argv = process.argv.slice(2);
+process.exitCode = await main(argv);
+if (argv[0] === "agent") {
+  // The agent has run its shutdown path (sockets removed, checkpoint flushed). A request still
+  // hanging inside a client library (an API call, an nvidia-smi run) must not keep it alive.
+  setTimeout(() => process.exit(), 500).unref();
+}

@@ -175,6 +175,8 @@ t.test("semantics: CEL environment (quantity, semver, domains) and errors", asyn
     else t.equal(!o.ok && o.explanation.reason, want, `${expr}: ${!o.ok ? o.explanation.message : ""}`);
   }
   t.throws(() => sel(`device.driver ==`), { code: "TESSERA_CEL", message: /CEL syntax error at line 1, column \d+ of `device.driver ==`/ }, "syntax error with position");
+  const multi = sel(`device.driver == "gpu.tessera.dev" &&\n  device.attributes["example.com"].nosuch == 1`);
+  t.match(!multi.ok && multi.explanation.message, /field not found: nosuch at line 2, column 35\b/, "runtime error position: line and column within a multi-line selector");
   t.throws(() => sel(`device.driver`), { code: "TESSERA_CEL", message: /bool/ }, "non-bool result");
   t.throws(() => sel(`1 + "a" == 2`), { code: "TESSERA_CEL", message: /type error/ }, "type error");
   t.throws(() => run(sl, claim("c", { requests: [{ name: "g", exactly: { deviceClassName: "nope.example.com" } }] })), { code: "TESSERA_DEVICE_CLASS_NOT_FOUND" });
@@ -229,6 +231,7 @@ t.test("cli: claims apply stores allocations; explain reports; bad input leaves 
     ["syntax", c("    requests:\n      - name: g\n        exactly:\n          deviceClassName: gpu.tessera.dev\n          selectors:\n            - cel:\n                expression: 'device.driver == '\n"), /^TESSERA_CEL: spec\.devices\.requests\[0\]\.exactly\.selectors\[0\]\.cel\.expression: CEL syntax error at line 1, column \d+/],
     ["type", c("    requests:\n      - name: g\n        exactly:\n          deviceClassName: gpu.tessera.dev\n          selectors:\n            - cel:\n                expression: 'device.attributes[\"gpu.tessera.dev\"].type + 1 == 2'\n"), /^TESSERA_CEL: .*no matching overload/],
     ["domain", c("    requests:\n      - name: g\n        exactly:\n          deviceClassName: gpu.tessera.dev\n          selectors:\n            - cel:\n                expression: 'device.attributes[\"nvidia.com\"].model == \"x\"'\n"), /^TESSERA_CEL: CEL runtime error: unknown attribute domain "nvidia\.com"/],
+    ["no-metadata", "apiVersion: resource.k8s.io/v1\nkind: ResourceClaim\nspec: {}\n", /^TESSERA_VALIDATION: metadata\.name: is required/],
     ["limits", c("    requests:\n" + Array.from({ length: 33 }, (_, i) => `      - name: r${i}\n        exactly:\n          deviceClassName: gpu.tessera.dev\n`).join("")), /^TESSERA_VALIDATION: spec\.devices\.requests: has 33 requests, the API allows at most 32/],
   ];
   for (const [name, text, want] of errors) {

@@ -179,6 +179,12 @@ t.test("real backend through a fake exec gives the fixture's inventory; -L failu
   t.equal(degraded.gpus[0]?.migDevices[0]?.uuid, undefined, "MIG UUIDs unknown");
   t.match(degraded.conditions?.[0]?.message ?? "", /-L \(MIG UUIDs unknown\).*exited with 15/);
   t.ok(log.records.some((r) => r.level === "warn" && r.msg === "discovery condition"), "conditions are logged");
+  // Host facts (systeminformation spawns lsb_release etc.) are read once, not every rediscovery.
+  let hostCalls = 0;
+  const repeated = createDiscovery(config("nvidia-smi", { sysfsRoot: join(FIXTURES, name, "sys") }), { ...deps, hostFacts: async () => (hostCalls++, { cpuModel: "fake" }) });
+  const [first, second] = [await repeated.discover(), await repeated.discover()];
+  t.equal(hostCalls, 1, "host facts read once per discovery instance");
+  t.same([first.host, second.host], [{ cpuModel: "fake" }, { cpuModel: "fake" }]);
 });
 
 t.test("watcher keeps the last good inventory and exposes the condition; SIGHUP rediscovers", async (t) => {

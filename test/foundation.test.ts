@@ -8,6 +8,7 @@ import * as k8s from "@kubernetes/client-node";
 import { ERROR_CATALOGUE, TesseraError, formatError, describeChain } from "../agent/common/errors.js";
 import { NODE_FLAGS, OUTPUT_FLAG, parseFlags, resolveNodeConfig, assertSocketPath } from "../agent/common/config.js";
 import { createStandaloneStore } from "../agent/kube/standalone-store.js";
+import { writeFileAtomic } from "../agent/common/atomic-file.js";
 import { parseKubeSpec } from "../agent/kube/kube-source.js";
 import { main } from "../agent/cli/main.js";
 import { captureIO } from "../agent/cli/io.js";
@@ -57,6 +58,10 @@ t.test("standalone store: contract layout, atomic writes, no path tricks", async
   await t.rejects(store.getClaim("..", "c1"), { code: "TESSERA_INPUT" });
   await t.rejects(store.getSlice("../../etc/passwd"), { code: "TESSERA_INPUT" });
   t.same(await store.listSlices(), []);
+  // A write that fails after the temp file exists (here: data the write rejects) cleans it up.
+  const tmpDir = mkdtempSync(join(tmpdir(), "tessera-atomic-"));
+  await t.rejects(writeFileAtomic(join(tmpDir, "x.json"), 42 as unknown as string));
+  t.same(readdirSync(tmpDir), [], "no temp file left after a failed write");
 });
 
 t.test("cli: unknown verb is one line on stderr and exit 1", async (t) => {

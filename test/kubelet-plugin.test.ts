@@ -23,6 +23,8 @@ const checkpointClaims = (env: Env): Record<string, { state: string }> => {
 
 t.test("protos: every field number and name is pinned to upstream", async (t) => {
   const p = loadKubeletProtos().packages;
+  t.equal(loadKubeletProtos(), loadKubeletProtos(), "parsed once, not per client (diag ping builds two)");
+  t.not(loadKubeletProtos({ defaults: false }), loadKubeletProtos(), "the presence-preserving client decoding is its own");
   const fields = (pkg: Record<string, unknown>, msg: string): string[] => {
     const def = pkg[msg] as { type: { field: { name: string; number: number; label: string; oneofIndex?: number }[] } };
     return def.type.field.map((f) => `${f.name}=${f.number}${f.label === "LABEL_REPEATED" ? " repeated" : ""}`);
@@ -98,6 +100,8 @@ t.test("sockets: stale socket files are replaced; a too-long path is refused at 
 
   const long = join(tempDir(), "x".repeat(100));
   await t.rejects(startAgent(nodeConfig(long), { inventory: inventory(1), log: createMemoryLogger(), bootId: async () => "b" }), { code: "TESSERA_SOCKET_PATH_TOO_LONG" });
+  t.notOk(existsSync(join(long, "store", "resourceslices")), "refused before anything was published or written");
+  t.notOk(existsSync(join(long, "k")), "no kubelet-root directories created");
 });
 
 t.test("prepare/unprepare happy path, v1 and v1beta1", async (t) => {
@@ -299,6 +303,29 @@ t.test("diag ping / prepare / unprepare against a running agent", async (t) => {
   t.equal(await main(["diag", "ping", ...flags], dead), 1);
   t.match(dead.err.join(""), /^TESSERA_SOCKET: registration socket .* does not exist; is `tessera agent` running/);
   t.equal(dead.err.join("").split("\n").length, 2, "one line");
+});
+
+t.test("tessera agent process: a failed plugin start stops publishing and exits 1 instead of hanging", async (t) => {
+  const root = tempDir();
+  const cfg = nodeConfig(root);
+  await fsp.mkdir(join(cfg.kubeletRoot, "plugins", "gpu.tessera.dev"), { recursive: true });
+  await fsp.writeFile(cfg.draSocket, "not a socket");
+  // A file where the store's resourceslices/ dir belongs: publishing fails and keeps retrying.
+  await fsp.mkdir(join(root, "store"), { recursive: true });
+  await fsp.writeFile(join(root, "store", "resourceslices"), "");
+  const bin = new URL("../../bin/tessera.js", import.meta.url).pathname;
+  const child = spawn(process.execPath, [bin, "agent", "--discovery", "fixture:l40s-1x", "--kubelet-root", cfg.kubeletRoot, "--cdi-root", cfg.cdiRoot, "--kube", `standalone:${join(root, "store")}`, "--node-name", NODE], { stdio: ["ignore", "ignore", "pipe"] });
+  let stderr = "";
+  child.stderr?.on("data", (b: Buffer) => void (stderr += b.toString()));
+  const killer = setTimeout(() => child.kill("SIGKILL"), 15_000);
+  t.teardown(() => {
+    clearTimeout(killer);
+    if (child.exitCode === null) child.kill("SIGKILL");
+  });
+  const [code, signal] = (await once(child, "exit")) as [number | null, string | null];
+  t.equal(signal, null, "exited by itself, not killed after hanging");
+  t.equal(code, 1);
+  t.match(stderr, /TESSERA_SOCKET: .*dra\.sock exists and is not a socket/);
 });
 
 t.test("tessera agent process: serves both sockets from a fixture node, SIGTERM removes them and exits 0", async (t) => {

@@ -7,7 +7,7 @@ import { join } from "node:path";
 import { KubeConfig } from "@kubernetes/client-node";
 import { createMemoryLogger } from "../agent/common/log.js";
 import { deviceFacts } from "../agent/discovery/model.js";
-import { buildSpec, minCdiVersion, renderSpec, specPath } from "../agent/plugin/cdi.js";
+import { buildSpec, createToolkitScanner, minCdiVersion, renderSpec, specPath } from "../agent/plugin/cdi.js";
 import { decodeCheckpoint, encodeCheckpoint, loadCheckpoint, type CheckpointData } from "../agent/plugin/checkpoint.js";
 import { createKubeClaimSource } from "../agent/plugin/claim-source.js";
 import { assertClaimUID, computePrepared } from "../agent/plugin/prepared.js";
@@ -52,6 +52,23 @@ t.test("claim UIDs are validated before they name a file", async (t) => {
     t.throws(() => assertClaimUID(bad), { code: "TESSERA_CLAIM_INVALID_UID" }, JSON.stringify(bad));
   }
   t.throws(() => specPath("/cdi", "../../etc/passwd"), { code: "TESSERA_CLAIM_INVALID_UID" });
+});
+
+t.test("toolkit scanner: parses a spec once, follows changes, drops removed files, skips our own specs", async (t) => {
+  const dir = tempDir();
+  const spec = (uuids: string[]): string => `cdiVersion: 0.5.0\nkind: nvidia.com/gpu\ndevices:\n${uuids.map((u) => `  - name: ${u}\n`).join("")}`;
+  const file = join(dir, "nvidia.yaml");
+  await fsp.writeFile(file, spec([gpuUUID(0)]));
+  await fsp.writeFile(join(dir, "k8s.gpu.tessera.dev-claim_abc.json"), JSON.stringify({ kind: "nvidia.com/gpu", devices: [{ name: gpuUUID(7) }] }));
+  await fsp.writeFile(join(dir, "broken.json"), "{");
+  const scan = createToolkitScanner([dir, join(dir, "missing")]);
+  const [a, b] = await Promise.all([scan(), scan()]);
+  t.same([...(a ?? [])], [gpuUUID(0)], "our own claim specs and broken files are skipped");
+  t.equal(a, b, "concurrent callers share one scan");
+  await fsp.writeFile(file, spec([gpuUUID(0), gpuUUID(1)]));
+  t.same([...(await scan())].sort(), [gpuUUID(0), gpuUUID(1)].sort(), "a changed file is re-read");
+  await fsp.rm(file);
+  t.same([...(await scan())], [], "a removed file no longer contributes");
 });
 
 t.test("CDI spec: minimum cdiVersion, deterministic bytes, spec-level env", async (t) => {

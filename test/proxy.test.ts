@@ -3,6 +3,7 @@
 // InferencePool source against the fake API server, and the CLI's flag checks.
 import t from "tap";
 import * as net from "node:net";
+import * as http from "node:http";
 import { once } from "node:events";
 import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -210,6 +211,8 @@ t.test("metrics scraping: current and legacy KV gauges, cache_config_info sets c
   const page = 'vllm:num_requests_waiting{model_name="a"} 2\nvllm:num_requests_waiting{model_name="b"} 1\nvllm:num_requests_running{model_name="a"} 4\nvllm:gpu_cache_usage_perc{model_name="a"} 0.25\nvllm:cache_config_info{block_size="16",num_gpu_blocks="100"} 1.0\n';
   t.same(parseVllmMetrics(page, 64), { waiting: 3, running: 4, kvCacheUsage: 0.25, cacheBlocks: 100 });
   t.equal(parseVllmMetrics("# nothing\nprocess_cpu 1\n", 64), undefined, "not a model server");
+  const huge = 'vllm:num_requests_waiting 0\nvllm:num_requests_running 0\nvllm:cache_config_info{block_size="16",num_gpu_blocks="1e12"} 1\n';
+  t.equal(parseVllmMetrics(huge, 64)?.cacheBlocks, 2 ** 28, "an absurd cache size is clamped, never wrapped as a u32 in the core");
   const { mocks, proxy } = await rig(t, 1, {}, { legacyKvMetric: true, numGpuBlocks: 8 });
   (mocks[0] as MockModelServer).metrics = { kv: 0.5 };
   t.ok(await until(() => proxy.endpoints.states()[0]?.kvCacheUsage === 0.5), "legacy gpu_cache_usage_perc read");
@@ -253,6 +256,56 @@ t.test("InferencePool source: pods of the pool on this node, following changes",
   api.seed("inference.networking.k8s.io", "v1", "inferencepools", { apiVersion: "inference.networking.k8s.io/v1", kind: "InferencePool", metadata: { name: "pool", namespace: "ai" }, spec: { selector: { matchLabels: { app: "llm" } }, targetPorts: [{ number: 9000 }] } });
   await changed;
   t.same(seen.at(-1), ["http://10.0.0.1:9000", "http://10.0.0.3:9000"], "the pool's target port is followed");
+});
+
+t.test("a client that stops reading a stream is cut off and the backend released", async (t) => {
+  // the backend streams until its socket pushes back; undici's body timeout sleeps while the
+  // consumer is paused, so only the proxy's own stall timeout can end this
+  let backendClosed!: () => void;
+  const closed = new Promise<void>((resolve) => (backendClosed = resolve));
+  const chunk = Buffer.alloc(64 * 1024, "d");
+  const backend = http.createServer((req, res) => {
+    if (req.url === "/metrics") return void res.end("vllm:num_requests_waiting 0\nvllm:num_requests_running 0\n");
+    req.resume();
+    res.writeHead(200, { "content-type": "text/event-stream" });
+    res.on("close", backendClosed);
+    const pump = (): void => {
+      while (!res.destroyed && res.write(chunk));
+      if (!res.destroyed) res.once("drain", pump);
+    };
+    pump();
+  });
+  await new Promise<void>((resolve) => backend.listen(0, "127.0.0.1", resolve));
+  t.teardown(() => new Promise<void>((resolve) => { backend.closeAllConnections(); backend.close(() => resolve()); }));
+  const proxy = await startProxy({ listen: "127.0.0.1:0", endpoints: [`http://127.0.0.1:${(backend.address() as net.AddressInfo).port}`], upstreamBodyTimeoutMs: 300 });
+  t.teardown(() => proxy.stop());
+  const client = net.connect(Number(new URL(proxy.url).port), "127.0.0.1");
+  t.teardown(() => void client.destroy());
+  client.on("error", () => undefined);
+  const body = JSON.stringify(completion("stall", true));
+  client.write(`POST /v1/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: ${body.length}\r\n\r\n${body}`);
+  client.pause(); // never reads
+  const outcome = await Promise.race([closed.then(() => "released"), new Promise((resolve) => setTimeout(() => resolve("still streaming after 8 s"), 8000).unref())]);
+  t.equal(outcome, "released", "backend response closed");
+  t.ok(await until(() => proxy.endpoints.states()[0]?.inFlight === 0), "in-flight count released");
+});
+
+t.test("a chat content nested too deeply to canonicalize is a 400, not a 500", async (t) => {
+  const { proxy } = await rig(t, 1);
+  const deep = `{"model":"m","messages":[{"role":"user","content":{"a":${"[".repeat(100_000)}${"]".repeat(100_000)}}}]}`;
+  const res = await post(`${proxy.url}/v1/chat/completions`, deep);
+  t.equal(res.status, 400);
+  t.equal(JSON.parse(res.text).error.type, "TESSERA_BAD_REQUEST");
+  t.equal((await post(`${proxy.url}/v1/chat/completions`, { model: "m", messages: [{ role: "user", content: "fine" }] })).status, 200, "still serving");
+});
+
+t.test("a start that cannot listen stops its endpoint source and closes its pools", async (t) => {
+  const holder = await startProxy({ listen: "127.0.0.1:0", endpoints: [] });
+  t.teardown(() => holder.stop());
+  let stopped = 0;
+  const source = { start: async (cb: (urls: string[]) => void) => cb(["http://127.0.0.1:9"]), stop: async () => void stopped++ };
+  await t.rejects(startProxy({ listen: `127.0.0.1:${new URL(holder.url).port}`, source }), { code: "TESSERA_PROXY" }, "port in use");
+  t.equal(stopped, 1, "the source (a pool watch) was stopped, so the process can exit");
 });
 
 t.test("CLI flags: endpoints or a pool, numbers checked", async (t) => {

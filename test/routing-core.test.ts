@@ -3,6 +3,8 @@
 // validation, and a flat heap across ten thousand decisions.
 import t from "tap";
 import xxhash from "xxhash-wasm";
+import { setFlagsFromString } from "node:v8";
+import { runInNewContext } from "node:vm";
 import { loadWasmCore } from "../agent/wasm/core.js";
 import { createWasmPrefixRouter, routingExports, resolveRouterConfig, canonicalChat, routedRequest, type EndpointState } from "../agent/routing/index.js";
 
@@ -214,6 +216,27 @@ t.test("config: strict validation names the bad key", async (t) => {
   ];
   for (const [input, msg] of bad) t.throws(() => resolveRouterConfig(input as never), { code: "TESSERA_CONFIG", message: msg });
   t.same(resolveRouterConfig({ weights: { kv: 0 } }).weights, { prefix: 3, queue: 2, kv: 0, inflight: 1 });
+});
+
+t.test("seed is xxHash64(model [0x00 salt]); long client-chosen model names are not retained", async (t) => {
+  const r = createWasmPrefixRouter();
+  const states = [ep("10.0.0.1:8000"), ep("10.0.0.2:8000")];
+  const block = "b".repeat(64);
+  for (const [model, salt, seedText] of [["m", undefined, "m"], ["m", "s", "m\u0000s"], ["", "", "\u0000"], ["mödel", undefined, "mödel"]] as const) {
+    const want = ref.h64Raw(enc.encode(block), ref.h64Raw(enc.encode(seedText), 0n));
+    t.equal(r.peek(block + "tail", model, states, salt).tieKey, want, `first block chained from seed ${JSON.stringify(seedText)}`);
+  }
+  setFlagsFromString("--expose-gc");
+  const gc = runInNewContext("gc") as () => void;
+  const used = (): number => {
+    gc();
+    const m = process.memoryUsage();
+    return m.heapUsed + m.arrayBuffers;
+  };
+  const before = used();
+  for (let i = 0; i < 1100; i++) r.peek("p", `${i}:${"m".repeat(32 * 1024)}`, states);
+  const grown = used() - before;
+  t.ok(grown < 16 * 1024 * 1024, `1,100 distinct 32 KiB model names retain ${(grown / 1048576).toFixed(1)} MiB (< 16)`);
 });
 
 t.test("heap stays flat across 10,000 decisions", async (t) => {

@@ -244,6 +244,25 @@ t.test("publisher against the API server: create with owner, update with resourc
   api.fault = undefined;
 });
 
+t.test("publisher: a hung API call times the sync out and is retried; stop() does not wait on it", async (t) => {
+  const api = await startFakeApiServer();
+  t.teardown(() => api.close());
+  let hang = true;
+  api.fault = (r) => (hang && r.verb === "list" && r.resource === "resourceslices" ? { delayMs: 3000 } : undefined); // 10x the sync timeout; short so the fake server's timer ends
+  const pub = await clusterPublisher(t, api, await inventoryOf("l40s-1x"), { syncTimeoutMs: 300, ownerReference: false });
+  await eventually("the stuck sync is reported as failed", () => /did not finish within 0.3 s/.test(pub.status().lastError ?? ""));
+  hang = false;
+  await pub.synced();
+  t.equal(ours(api).length, 1, "published once the API answers again");
+  hang = true;
+  const lists = api.requests.filter((r) => r.verb === "list").length;
+  pub.resync();
+  await eventually("a sync is stuck again", () => api.requests.filter((r) => r.verb === "list").length > lists);
+  const t0 = Date.now();
+  await pub.stop(200);
+  t.ok(Date.now() - t0 < 2000, "stop returns while a sync hangs");
+});
+
 t.test("publisher restores slices deleted by someone else within 5 s (watch)", async (t) => {
   const api = await startFakeApiServer();
   t.teardown(() => api.close());

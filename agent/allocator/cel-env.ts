@@ -144,9 +144,13 @@ function compileUncached(expression: string): CompiledSelector | TesseraError {
   }
   const program = plan(ENV, parsed);
   const positions = parsed.sourceInfo?.positions ?? {};
+  // positions are offsets into the whole expression; multi-line selectors (YAML `|` blocks) need
+  // the line too, reported like syntax errors
   const where = (id: bigint | undefined): string => {
     const offset = id === undefined ? undefined : positions[String(id)];
-    return offset === undefined ? "" : ` at column ${offset + 1}`;
+    if (offset === undefined) return "";
+    const before = expression.slice(0, offset).split("\n");
+    return ` at line ${before.length}, column ${(before[before.length - 1]?.length ?? 0) + 1}`;
   };
   const domains = [...expression.matchAll(/(?:attributes|capacity)\[\s*(?:"([^"\\]*)"|'([^'\\]*)')\s*\]/g)].map((m) => m[1] ?? m[2] ?? "");
   const evaluate = (device: CelDevice): SelectorResult => {

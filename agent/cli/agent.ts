@@ -2,7 +2,7 @@
 // until SIGTERM/SIGINT: stop accepting -> finish in-flight calls (deadline) -> flush the
 // checkpoint -> remove sockets -> exit 0. `startAgent` is the same thing without signals, for
 // the demo and tests.
-import { int, NODE_FLAGS, parseFlags, resolveNodeConfig, type NodeConfig } from "../common/config.js";
+import { assertSocketPath, int, NODE_FLAGS, parseFlags, resolveNodeConfig, type NodeConfig } from "../common/config.js";
 import { TesseraError } from "../common/errors.js";
 import { createLogger, type Logger } from "../common/log.js";
 import { DISCOVERY_FLAGS } from "../discovery/watcher.js";
@@ -34,18 +34,22 @@ export interface AgentHandle {
   draSocket: string;
   registrationSocket: string;
   plugin: KubeletPlugin;
-  /** Replaces the device facts the plugin prepares from (after rediscovery). */
-  setInventory(inv: Inventory): void;
   stop(deadlineMs?: number): Promise<void>;
 }
 
 export function claimSourceFor(config: NodeConfig, env: NodeJS.ProcessEnv = process.env): ClaimSource {
-  const target = openKube(parseKubeSpec(config.kube), env);
+  return claimSourceOf(openKube(parseKubeSpec(config.kube), env));
+}
+
+function claimSourceOf(target: KubeTarget): ClaimSource {
   return target.mode === "standalone" ? createStoreClaimSource(target.store) : createKubeClaimSource(target.config);
 }
 
 export async function startAgent(config: NodeConfig, deps: AgentDeps = {}): Promise<AgentHandle> {
   const log = deps.log ?? createLogger({ level: config.logLevel });
+  // Refuse a path the kernel would truncate before discovering, publishing or creating anything.
+  assertSocketPath(config.draSocket);
+  assertSocketPath(config.registrationSocket);
   const target: KubeTarget = openKube(parseKubeSpec(config.kube), deps.env);
   let facts: Map<string, DeviceFacts> = new Map();
 
@@ -82,22 +86,25 @@ export async function startAgent(config: NodeConfig, deps: AgentDeps = {}): Prom
   facts = deviceFacts(inventory);
   log.info("discovered devices", { node: config.nodeName, gpus: inventory.gpus.length, devices: facts.size });
 
-  const claims = deps.claims ?? (target.mode === "standalone" ? createStoreClaimSource(target.store) : createKubeClaimSource(target.config));
-  const plugin = await startKubeletPlugin(config, {
-    log,
-    devices: () => facts,
-    claims,
-    ...(deps.bootId ? { bootId: deps.bootId } : {}),
-    ...(deps.toolkitDirs ? { toolkitDirs: deps.toolkitDirs } : {}),
-  });
+  let plugin: KubeletPlugin;
+  try {
+    plugin = await startKubeletPlugin(config, {
+      log,
+      devices: () => facts,
+      claims: deps.claims ?? claimSourceOf(target),
+      ...(deps.bootId ? { bootId: deps.bootId } : {}),
+      ...(deps.toolkitDirs ? { toolkitDirs: deps.toolkitDirs } : {}),
+    });
+  } catch (err) {
+    // The publisher's retry timers and watch would keep a failed agent alive (hung, not exit 1).
+    await stopPublishing();
+    throw err;
+  }
 
   return {
     draSocket: plugin.draSocket,
     registrationSocket: plugin.registrationSocket,
     plugin,
-    setInventory(inv) {
-      facts = deviceFacts(inv);
-    },
     // Slices stay published on shutdown: deleting them on every rolling update would make pods
     // unschedulable meanwhile; the kubelet removes a plugin's slices once it is gone for good.
     async stop(deadlineMs) {

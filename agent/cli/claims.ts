@@ -7,7 +7,7 @@ import * as k8s from "@kubernetes/client-node";
 import { parseDocument } from "yaml";
 import { NODE_FLAGS, OUTPUT_FLAG, outputFormat, parseFlags, resolveNodeConfig, str, type FlagSpec, type NodeConfig } from "../common/config.js";
 import { TesseraError } from "../common/errors.js";
-import { allocateClaim, STAGE_NAMES, type AllocateOutput, type RequestReport, type Strategy } from "../allocator/index.js";
+import { allocateClaim, STAGE_NAMES, validateClaim, type AllocateOutput, type RequestReport, type Strategy } from "../allocator/index.js";
 import { discoverNodeSlices } from "../allocator/node-slices.js";
 import { openKube, parseKubeSpec } from "../kube/kube-source.js";
 import type { DeviceClass, ResourceClaim, ResourceSlice } from "../kube/types.js";
@@ -147,6 +147,8 @@ export async function runApply(argv: string[], io: CliIO): Promise<number> {
   const { config, format, strategy, claim } = await prepare(argv, io);
   const target = openKube(parseKubeSpec(config.kube));
   if (target.mode !== "standalone") throw new TesseraError("TESSERA_USAGE", "claims apply works on a standalone store only (--kube standalone:<dir>); in a cluster the scheduler allocates");
+  // metadata is read below to look up the store: a claim without one must fail validation, not crash
+  validateClaim(claim);
   const store = target.store;
   const ns = claim.metadata.namespace ?? "default";
   const existing = await store.getClaim(ns, claim.metadata.name ?? "");

@@ -9,14 +9,15 @@ export async function writeFileAtomic(file: string, data: string | Uint8Array, m
   const tmp = path.join(dir, `.${path.basename(file)}.tmp-${process.pid}-${randomBytes(4).toString("hex")}`);
   const handle = await fsp.open(tmp, "w", mode);
   try {
-    await handle.writeFile(data);
-    await handle.sync();
-  } finally {
-    await handle.close();
-  }
-  try {
+    try {
+      await handle.writeFile(data);
+      await handle.sync();
+    } finally {
+      await handle.close();
+    }
     await fsp.rename(tmp, file);
   } catch (err) {
+    // A failed write (ENOSPC, EIO) must not leave a temp file behind per retry.
     await fsp.rm(tmp, { force: true });
     throw err;
   }

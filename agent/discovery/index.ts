@@ -102,7 +102,7 @@ async function fromFixture(dir: string): Promise<Sources> {
   return src;
 }
 
-async function fromNvidiaSmi(config: NodeConfig, deps: DiscoveryDeps): Promise<Sources> {
+async function fromNvidiaSmi(config: NodeConfig, deps: DiscoveryDeps, host: HostFactsFn): Promise<Sources> {
   const exec = deps.exec ?? execFile;
   const opts: ExecOptions = { ...DEFAULT_EXEC_OPTIONS, ...deps.execOptions };
   const bin = deps.nvidiaSmi ?? "nvidia-smi";
@@ -122,23 +122,35 @@ async function fromNvidiaSmi(config: NodeConfig, deps: DiscoveryDeps): Promise<S
     conditions.push(condition(err, `${bin} mig -lgi (MIG placements unknown)`));
   }
   try {
-    src.host = await (deps.hostFacts ?? systeminformationHostFacts())();
+    src.host = await host();
   } catch (err) {
     conditions.push(condition(err, "host facts"));
   }
   return src;
 }
 
+/** Host facts do not change while the agent runs; read them until one read gives something. */
+function cachedHostFacts(read: HostFactsFn): HostFactsFn {
+  let facts: HostFacts | undefined;
+  return async () => {
+    if (facts) return facts;
+    const f = await read();
+    if (Object.keys(f).length > 0) facts = f;
+    return f;
+  };
+}
+
 export function createDiscovery(config: NodeConfig, deps: DiscoveryDeps = {}): Discovery {
   const fs = deps.fs ?? realSysFs;
   const logger = deps.logger ?? silentLogger;
+  const host = cachedHostFacts(deps.hostFacts ?? systeminformationHostFacts());
   return {
     async discover(): Promise<Inventory> {
       const fixture = config.discovery.startsWith("fixture:");
       if (!fixture && config.discovery !== "nvidia-smi") {
         throw new TesseraError("TESSERA_CONFIG", `--discovery=${config.discovery}: expected nvidia-smi or fixture:<name-or-path>`);
       }
-      const src = fixture ? await fromFixture(resolveFixture(config.discovery, deps.fixturesDir ?? defaultFixturesDir())) : await fromNvidiaSmi(config, deps);
+      const src = fixture ? await fromFixture(resolveFixture(config.discovery, deps.fixturesDir ?? defaultFixturesDir())) : await fromNvidiaSmi(config, deps, host);
       const xml = parseNvidiaSmiXml(src.xml, src.xmlSource);
       // An explicit --sysfs-root other than the default wins over a fixture's own tree.
       const sysRoot = fixture && config.sysfsRoot === "/sys" ? src.sysRoot : config.sysfsRoot;

@@ -75,7 +75,6 @@ export interface CdiWriter {
   /** Writes the spec unless the file already holds exactly these bytes. Returns true if written. */
   ensure(claim: PreparedClaim): Promise<boolean>;
   remove(claimUID: string): Promise<void>;
-  exists(claimUID: string): Promise<boolean>;
   /** UIDs and parsed specs of our claim spec files (for rebuilding a lost checkpoint). */
   list(): Promise<{ uid: string; spec: CdiSpec | undefined }[]>;
 }
@@ -99,9 +98,6 @@ export function createCdiWriter(root: string): CdiWriter {
     },
     async remove(uid) {
       await fsp.rm(specPath(root, uid), { force: true });
-    },
-    async exists(uid) {
-      return fsp.access(specPath(root, uid)).then(() => true, () => false);
     },
     async list() {
       const names = await fsp.readdir(root).catch(() => [] as string[]);
@@ -128,19 +124,53 @@ export function createCdiWriter(root: string): CdiWriter {
  * a broken toolkit spec must not fail a prepare, it only means no driver-library mounts.
  */
 export async function scanToolkitUUIDs(dirs: readonly string[]): Promise<Set<string>> {
-  const out = new Set<string>();
-  for (const dir of dirs) {
-    const names = await fsp.readdir(dir).catch(() => [] as string[]);
-    for (const n of names) {
-      if (!/\.(json|ya?ml)$/.test(n) || n.startsWith(`${CDI_VENDOR}-`)) continue;
-      try {
-        const doc = parseYaml(await fsp.readFile(path.join(dir, n), "utf8")) as { kind?: unknown; devices?: { name?: unknown }[] } | null;
-        if (doc?.kind !== TOOLKIT_KIND || !Array.isArray(doc.devices)) continue;
-        for (const d of doc.devices) if (typeof d.name === "string" && /^(GPU|MIG)-/.test(d.name)) out.add(d.name);
-      } catch {
-        continue;
+  return createToolkitScanner(dirs)();
+}
+
+type ToolkitCacheEntry = { mtimeMs: number; size: number; uuids: readonly string[] };
+
+/**
+ * scanToolkitUUIDs for the prepare path: a toolkit spec is tens of KB of YAML, and parsing it per
+ * claim blocked the event loop for every prepare. Files are re-parsed only when their mtime or
+ * size changes, and concurrent prepares share one scan.
+ */
+export function createToolkitScanner(dirs: readonly string[]): () => Promise<Set<string>> {
+  const cache = new Map<string, ToolkitCacheEntry>();
+  let inFlight: Promise<Set<string>> | undefined;
+  async function uuidsOf(file: string): Promise<readonly string[]> {
+    const st = await fsp.stat(file).catch(() => undefined);
+    if (!st?.isFile()) return [];
+    const hit = cache.get(file);
+    if (hit && hit.mtimeMs === st.mtimeMs && hit.size === st.size) return hit.uuids;
+    const uuids: string[] = [];
+    try {
+      const doc = parseYaml(await fsp.readFile(file, "utf8")) as { kind?: unknown; devices?: { name?: unknown }[] } | null;
+      if (doc?.kind === TOOLKIT_KIND && Array.isArray(doc.devices)) {
+        for (const d of doc.devices) if (typeof d?.name === "string" && /^(GPU|MIG)-/.test(d.name)) uuids.push(d.name);
+      }
+    } catch {
+      // unreadable or not YAML: no IDs from this file (cached too, until it changes)
+    }
+    cache.set(file, { mtimeMs: st.mtimeMs, size: st.size, uuids });
+    return uuids;
+  }
+  async function scan(): Promise<Set<string>> {
+    const out = new Set<string>();
+    const seen = new Set<string>();
+    for (const dir of dirs) {
+      const names = await fsp.readdir(dir).catch(() => [] as string[]);
+      for (const n of names) {
+        if (!/\.(json|ya?ml)$/.test(n) || n.startsWith(`${CDI_VENDOR}-`)) continue;
+        const file = path.join(dir, n);
+        seen.add(file);
+        for (const u of await uuidsOf(file)) out.add(u);
       }
     }
+    for (const f of cache.keys()) if (!seen.has(f)) cache.delete(f);
+    return out;
   }
-  return out;
+  return () =>
+    (inFlight ??= scan().finally(() => {
+      inFlight = undefined;
+    }));
 }

@@ -4,8 +4,8 @@
 import type { NodeConfig } from "../common/config.js";
 import type { Logger } from "../common/log.js";
 import type { DeviceFacts } from "../discovery/model.js";
-import { createCdiWriter, scanToolkitUUIDs } from "./cdi.js";
-import { loadCheckpoint, readBootId, type LoadResult } from "./checkpoint.js";
+import { createCdiWriter, createToolkitScanner } from "./cdi.js";
+import { loadCheckpoint, readBootId } from "./checkpoint.js";
 import type { ClaimSource } from "./claim-source.js";
 import { createDraHandlers, draServiceImpl } from "./dra-service.js";
 import { loadKubeletProtos } from "./protos.js";
@@ -31,7 +31,6 @@ export interface KubeletPlugin {
   registrationSocket: string;
   registration: RegistrationState;
   state: DeviceState;
-  checkpointLoad: LoadResult;
   /** Registration socket first (the kubelet sees the plugin leave), then DRA with in-flight calls
    *  given deadlineMs, then the checkpoint flushed; both socket files are removed. */
   stop(deadlineMs?: number): Promise<void>;
@@ -50,7 +49,7 @@ export async function startKubeletPlugin(config: NodeConfig, deps: PluginDeps): 
     cdi,
     claims: deps.claims,
     devices: deps.devices,
-    toolkitUUIDs: () => scanToolkitUUIDs(toolkitDirs),
+    toolkitUUIDs: createToolkitScanner(toolkitDirs),
     log,
   });
   await state.restore(result);
@@ -61,10 +60,10 @@ export async function startKubeletPlugin(config: NodeConfig, deps: PluginDeps): 
     { definition: protos.v1, impl: draServiceImpl(handlers, "v1") },
     { definition: protos.v1beta1, impl: draServiceImpl(handlers, "v1beta1") },
   ]);
-  await clearRegistrationStatus(config.stateDir);
   const registration = createRegistration({ driverName: config.driverName, draSocket: config.draSocket, log, stateDir: config.stateDir, ...(deps.now ? { now: deps.now } : {}) });
   let reg;
   try {
+    await clearRegistrationStatus(config.stateDir);
     reg = await startSocketServer(config.registrationSocket, [{ definition: protos.registration, impl: registration.impl }]);
   } catch (err) {
     await dra.stop(0);
@@ -78,7 +77,6 @@ export async function startKubeletPlugin(config: NodeConfig, deps: PluginDeps): 
     registrationSocket: reg.socket,
     registration,
     state,
-    checkpointLoad: result,
     stop(deadlineMs = 10_000) {
       stopping ??= (async () => {
         await reg.stop(Math.min(deadlineMs, 1000));

@@ -95,7 +95,17 @@ function service(pkg: protoLoader.PackageDefinition, name: string): grpc.Service
   return def as grpc.ServiceDefinition;
 }
 
+// Parsed once per decoding mode: `diag ping` (the liveness probe) builds two clients per run.
+const loaded = new Map<boolean, KubeletProtos>();
+
 export function loadKubeletProtos(opts: { defaults?: boolean } = {}): KubeletProtos {
+  const key = opts.defaults ?? true;
+  let protos = loaded.get(key);
+  if (!protos) loaded.set(key, (protos = parseKubeletProtos({ defaults: key })));
+  return protos;
+}
+
+function parseKubeletProtos(opts: { defaults: boolean }): KubeletProtos {
   const packages = {
     registration: loadProto(PROTO_FILES.registration, opts),
     v1: loadProto(PROTO_FILES.v1, opts),

@@ -15,7 +15,7 @@ export const SUPPORTED_VERSIONS = ["v1.DRAPlugin", "v1beta1.DRAPlugin"] as const
 export interface RegistrationState {
   info: PluginInfo;
   /** The kubelet's last verdict, with when it arrived; undefined until the kubelet calls. */
-  last(): (RegistrationStatus & { at: string }) | undefined;
+  last(): LastRegistrationStatus | undefined;
   impl: grpc.UntypedServiceImplementation;
 }
 
@@ -41,7 +41,7 @@ export async function clearRegistrationStatus(stateDir: string): Promise<void> {
 export function createRegistration(opts: { driverName: string; draSocket: string; log: Logger; now?: () => Date; stateDir?: string }): RegistrationState {
   const info: PluginInfo = { type: "DRAPlugin", name: opts.driverName, endpoint: opts.draSocket, supported_versions: [...SUPPORTED_VERSIONS] };
   const now = opts.now ?? (() => new Date());
-  let last: (RegistrationStatus & { at: string }) | undefined;
+  let last: LastRegistrationStatus | undefined;
   return {
     info,
     last: () => last,

@@ -36,12 +36,10 @@ export interface DeviceState {
   unprepare(claim: ClaimKey): Promise<void>;
   /** Applies what loading the checkpoint found: reboot -> re-create specs; lost -> rebuild. */
   restore(load: LoadResult): Promise<void>;
-  /** Claims currently being prepared or unprepared (for shutdown and diag). */
-  busy(): number;
 }
 
 /** One promise chain per key: work for the same claim runs strictly one after another. */
-function createKeyedLock(): { run<T>(key: string, fn: () => Promise<T>): Promise<T>; size(): number } {
+function createKeyedLock(): { run<T>(key: string, fn: () => Promise<T>): Promise<T> } {
   const tails = new Map<string, Promise<unknown>>();
   return {
     run(key, fn) {
@@ -54,7 +52,6 @@ function createKeyedLock(): { run<T>(key: string, fn: () => Promise<T>): Promise
       next.then(clear, clear);
       return next;
     },
-    size: () => tails.size,
   };
 }
 
@@ -186,6 +183,5 @@ export function createDeviceState(deps: DeviceStateDeps): DeviceState {
       if (recreated > 0) log.info("re-created CDI specs", { count: recreated });
       await checkpoint.save(); // records the current boot id
     },
-    busy: () => lock.size(),
   };
 }

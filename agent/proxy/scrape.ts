@@ -2,6 +2,8 @@
 // fetches pages lives in endpoints.ts. Several series of one metric (one per model) are summed
 // (queues) or maxed (KV usage).
 
+const MAX_CACHE_BLOCKS = 1 << 28; // capacityBlocks' upper bound in agent/routing/config.ts
+
 export interface ScrapedLoad {
   waiting: number;
   running: number;
@@ -47,7 +49,8 @@ export function parseVllmMetrics(page: string, blockSizeBytes: number): ScrapedL
         const blocks = Number(l.get("num_gpu_blocks"));
         const tokens = Number(l.get("block_size"));
         if (Number.isFinite(blocks) && Number.isFinite(tokens) && blocks > 0 && tokens > 0) {
-          cacheBlocks = Math.max(1, Math.floor((blocks * tokens * 4) / blockSizeBytes));
+          // clamped to the --capacity-blocks limit: the WASM core takes a u32, larger values would wrap
+          cacheBlocks = Math.min(MAX_CACHE_BLOCKS, Math.max(1, Math.floor((blocks * tokens * 4) / blockSizeBytes)));
         }
         break;
       }

@@ -35,7 +35,7 @@ export interface ProxyOptions {
   requestTimeoutMs?: number; // whole client request must arrive within (default 30 s)
   headersTimeoutMs?: number; // client request headers within (default 10 s)
   upstreamHeadersTimeoutMs?: number; // backend's first header within (default 300 s: queues can be long)
-  upstreamBodyTimeoutMs?: number; // between two backend chunks (default 300 s)
+  upstreamBodyTimeoutMs?: number; // between two backend chunks, and the longest a client may stall a response (default 300 s)
   connectTimeoutMs?: number; // default 2 s
   connections?: number; // keep-alive connections per endpoint (default 256)
   retryAfterSeconds?: number; // on 429 (default 1)
@@ -69,6 +69,7 @@ export async function startProxy(opts: ProxyOptions): Promise<RunningProxy> {
   // the proxy sheds load (429) by default at 128 waiting + in-flight per endpoint; the bare
   // router (simulator) keeps the filter off unless asked
   const router = createWasmPrefixRouter({ saturationQueue: DEFAULT_SATURATION_QUEUE, ...opts.router });
+  const stallMs = opts.upstreamBodyTimeoutMs ?? 300_000;
   let endpoints!: EndpointTable;
   const metrics = createProxyMetrics(() => endpoints.states(), (id) => router.indexedBlocks(id));
   endpoints = createEndpointTable({
@@ -76,7 +77,7 @@ export async function startProxy(opts: ProxyOptions): Promise<RunningProxy> {
     scrapeTimeoutMs: opts.scrapeTimeoutMs ?? 1000,
     connections: opts.connections ?? 256,
     upstreamHeadersTimeoutMs: opts.upstreamHeadersTimeoutMs ?? 300_000,
-    upstreamBodyTimeoutMs: opts.upstreamBodyTimeoutMs ?? 300_000,
+    upstreamBodyTimeoutMs: stallMs,
     connectTimeoutMs: opts.connectTimeoutMs ?? 2000,
     blockSizeBytes: router.config.blockSize,
     log,
@@ -106,6 +107,9 @@ export async function startProxy(opts: ProxyOptions): Promise<RunningProxy> {
       const up = await pending;
       // headers leave with the first body chunk (one packet); SSE chunks are written as they come
       res.writeHead(up.statusCode, downstreamHeaders(up.headers, ep.state.id));
+      // A client that stops reading pauses undici, whose body timeout then never fires: bound the
+      // stall on our socket instead (no listener: Node destroys it, the close aborts upstream).
+      res.setTimeout(stallMs);
       await pipeline(up.body, res);
       count(path, up.statusCode);
     } catch (err) {
@@ -151,7 +155,14 @@ export async function startProxy(opts: ProxyOptions): Promise<RunningProxy> {
       count(path, 400);
       return sendError(res, 400, "TESSERA_BAD_REQUEST", `invalid JSON: ${err instanceof Error ? err.message : String(err)}`);
     }
-    const rr = routedRequest(kind, parsed);
+    let rr: ReturnType<typeof routedRequest>;
+    try {
+      rr = routedRequest(kind, parsed);
+    } catch {
+      // JSON.stringify of a non-text content part recurses: a deeply nested one overflows the stack
+      count(path, 400);
+      return sendError(res, 400, "TESSERA_BAD_REQUEST", "request JSON nests too deeply to route");
+    }
     if (!rr) {
       count(path, 400);
       return sendError(res, 400, "TESSERA_BAD_REQUEST", kind === "chat" ? "expected a JSON object with a messages array" : "expected a JSON object with a prompt");
@@ -250,20 +261,26 @@ export async function startProxy(opts: ProxyOptions): Promise<RunningProxy> {
     setTimeout(() => socket.destroy(), 1000).unref(); // a peer that never closes its side
   });
 
-  const urls = opts.endpoints ?? [];
-  endpoints.setEndpoints(urls);
-  if (opts.source) await opts.source.start((list) => {
-    try {
-      endpoints.setEndpoints(list);
-    } catch (err) {
-      log.error("endpoint list rejected", { error: err instanceof Error ? err.message : String(err) });
-    }
-  });
-  await endpoints.scrapeAll();
-  await new Promise<void>((resolve, reject) => {
-    server.once("error", (err) => reject(new TesseraError("TESSERA_PROXY", `cannot listen on ${opts.listen}: ${err.message}`, { cause: err })));
-    server.listen(port, host, () => resolve());
-  });
+  try {
+    endpoints.setEndpoints(opts.endpoints ?? []);
+    if (opts.source) await opts.source.start((list) => {
+      try {
+        endpoints.setEndpoints(list);
+      } catch (err) {
+        log.error("endpoint list rejected", { error: err instanceof Error ? err.message : String(err) });
+      }
+    });
+    await endpoints.scrapeAll();
+    await new Promise<void>((resolve, reject) => {
+      server.once("error", (err) => reject(new TesseraError("TESSERA_PROXY", `cannot listen on ${opts.listen}: ${err.message}`, { cause: err })));
+      server.listen(port, host, () => resolve());
+    });
+  } catch (err) {
+    // a failed start must not leave the pool watch and keep-alive pools holding the process open
+    await opts.source?.stop().catch(() => undefined);
+    await endpoints.close();
+    throw err;
+  }
   const addr = server.address() as AddressInfo;
   const shownHost = addr.family === "IPv6" ? `[${addr.address}]` : addr.address;
   log.info("proxy listening", { listen: `${shownHost}:${addr.port}`, endpoints: endpoints.states().map((s) => s.id) });

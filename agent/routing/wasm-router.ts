@@ -82,7 +82,6 @@ export function createWasmPrefixRouter(options: WasmPrefixRouterOptions = {}): W
   const outPtr = x.routeOut();
   const slots = new Map<string, number>();
   const ids: string[] = [];
-  const seeds = new Map<string, Uint8Array>();
   let seq = 0;
   // The staging buffer is shared by every router in the instance and moves when one outgrows
   // it, so its address is asked for on every use (one cheap call), never cached.
@@ -93,36 +92,32 @@ export function createWasmPrefixRouter(options: WasmPrefixRouterOptions = {}): W
     stageCap = bytes;
   };
 
-  const seedBytes = (model: string, salt: string | undefined): Uint8Array => {
-    const k = salt === undefined ? model : `${model}\u0000${salt}`;
-    let b = seeds.get(k);
-    if (!b) {
-      b = encoder.encode(k);
-      if (seeds.size > 1024) seeds.clear(); // bounded: models x salts seen recently
-      seeds.set(k, b);
-    }
-    return b;
-  };
-
   /** Writes seed + prompt into staging; returns [seedLen, promptLen]. */
   // Only the first maxBlocks x blockSize bytes are ever hashed; every char is >= 1 UTF-8 byte, so
   // that many chars (+1 so a surrogate pair at the edge stays whole) always cover them.
   const hashedBytes = config.maxBlocks * config.blockSize;
   const stageInput = (whole: string | Uint8Array, model: string, salt: string | undefined): [number, number] => {
     const prompt = whole.length <= hashedBytes ? whole : typeof whole === "string" ? whole.slice(0, hashedBytes + 1) : whole.subarray(0, hashedBytes);
-    const seed = seedBytes(model, salt);
-    const worst = seed.length + (typeof prompt === "string" ? prompt.length * 3 : prompt.length);
-    stage(worst);
+    // The seed [model, 0x00, salt] is encoded straight into WASM memory like the prompt: no
+    // per-request key string, and nothing keyed by client-chosen strings is kept (a cache of them
+    // let a client pin ~1,000 bodies' worth of memory with long model names).
+    const seedWorst = (model.length + (salt === undefined ? 0 : salt.length + 1)) * 3;
+    stage(seedWorst + (typeof prompt === "string" ? prompt.length * 3 : prompt.length));
     const u8 = core.u8();
-    u8.set(seed, stagePtr);
+    const end = stagePtr + stageCap;
+    let seedLen = encoder.encodeInto(model, u8.subarray(stagePtr, end)).written;
+    if (salt !== undefined) {
+      u8[stagePtr + seedLen] = 0;
+      seedLen += 1 + encoder.encodeInto(salt, u8.subarray(stagePtr + seedLen + 1, end)).written;
+    }
     let len: number;
     if (typeof prompt === "string") {
-      len = encoder.encodeInto(prompt, u8.subarray(stagePtr + seed.length, stagePtr + stageCap)).written;
+      len = encoder.encodeInto(prompt, u8.subarray(stagePtr + seedLen, end)).written;
     } else {
-      u8.set(prompt, stagePtr + seed.length);
+      u8.set(prompt, stagePtr + seedLen);
       len = prompt.length;
     }
-    return [seed.length, len];
+    return [seedLen, len];
   };
 
   const add = (id: string, capacityBlocks?: number): number => {

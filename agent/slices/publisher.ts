@@ -24,6 +24,9 @@ export interface PublisherOptions extends Omit<BuildOptions, "generation" | "own
   debounceMs?: number;
   /** Publish an owner reference to the Node (cluster only); default true. */
   ownerReference?: boolean;
+  /** A sync that has not finished by then counts as failed and is retried (a black-holed API
+   *  connection must not stall publishing, or shutdown, forever); default 30 000. */
+  syncTimeoutMs?: number;
 }
 
 export interface PublisherStatus {
@@ -42,7 +45,8 @@ export interface SlicePublisher {
   /** Resolves after the next sync that leaves the backend equal to the desired slices. */
   synced(): Promise<void>;
   status(): PublisherStatus;
-  stop(): Promise<void>;
+  /** Stops syncing; waits up to deadlineMs (default 2 s) for a sync in flight. */
+  stop(deadlineMs?: number): Promise<void>;
 }
 
 export interface SyncPlan {
@@ -107,6 +111,7 @@ export function startSlicePublisher(opts: PublisherOptions): SlicePublisher {
   const backoffInitial = opts.backoffInitialMs ?? 500;
   const backoffMax = opts.backoffMaxMs ?? 30_000;
   const debounceMs = opts.debounceMs ?? 200;
+  const syncTimeoutMs = opts.syncTimeoutMs ?? 30_000;
   const backend = opts.backend;
   let inventory = opts.inventory;
   let generation = 0;
@@ -134,15 +139,29 @@ export function startSlicePublisher(opts: PublisherOptions): SlicePublisher {
     if (written.size > 4096) written.delete(written.values().next().value as string);
   };
 
-  async function syncOnce(): Promise<void> {
+  /** `run.abandoned` is set when the sync timed out: it then stops before its next write. */
+  async function syncOnce(run: { abandoned: boolean }): Promise<void> {
+    const live = (): void => {
+      if (run.abandoned) throw new Error("abandoned after the sync timeout");
+    };
     if (!owner && opts.ownerReference !== false) owner = await backend.ownerReference();
     for (let attempt = 0; ; attempt++) {
+      live();
       const existing = await backend.list();
       const plan = planSync(existing, build, generation);
       try {
-        for (const s of plan.create) remember(await backend.create(s));
-        for (const s of plan.update) remember(await backend.update(s));
-        for (const n of plan.delete) await backend.delete(n);
+        for (const s of plan.create) {
+          live();
+          remember(await backend.create(s));
+        }
+        for (const s of plan.update) {
+          live();
+          remember(await backend.update(s));
+        }
+        for (const n of plan.delete) {
+          live();
+          await backend.delete(n);
+        }
       } catch (err) {
         if ((statusOf(err) === 409 || statusOf(err) === 404) && attempt < 5) {
           log.info("slice conflict; re-reading and retrying", { status: statusOf(err), attempt });
@@ -150,12 +169,33 @@ export function startSlicePublisher(opts: PublisherOptions): SlicePublisher {
         }
         throw err;
       }
+      live();
       const writes = plan.create.length + plan.update.length + plan.delete.length;
       if (writes > 0) log.info("published ResourceSlices", { backend: backend.describe, generation: plan.generation, created: plan.create.length, updated: plan.update.length, deleted: plan.delete.length });
       generation = plan.generation;
       status.generation = generation;
       status.slices = build(generation).length;
       return;
+    }
+  }
+
+  async function boundedSync(): Promise<void> {
+    const run = { abandoned: false };
+    let timeout: NodeJS.Timeout | undefined;
+    const sync = syncOnce(run);
+    try {
+      await Promise.race([
+        sync,
+        new Promise<never>((_, reject) => {
+          timeout = setTimeout(() => {
+            run.abandoned = true;
+            reject(new Error(`syncing ResourceSlices did not finish within ${syncTimeoutMs / 1000} s (API server unreachable?)`));
+          }, syncTimeoutMs);
+        }),
+      ]);
+    } finally {
+      clearTimeout(timeout);
+      sync.catch(() => undefined); // the abandoned sync's late failure is not an unhandled rejection
     }
   }
 
@@ -174,7 +214,7 @@ export function startSlicePublisher(opts: PublisherOptions): SlicePublisher {
       while (dirty && !stopped) {
         dirty = false;
         try {
-          await syncOnce();
+          await boundedSync();
           failures = 0;
           status.syncs++;
           status.lastSyncAt = new Date();
@@ -251,13 +291,16 @@ export function startSlicePublisher(opts: PublisherOptions): SlicePublisher {
         else waiters.push(resolve);
       }),
     status: () => ({ ...status }),
-    async stop() {
+    async stop(deadlineMs = 2000) {
       stopped = true;
       if (timer) clearTimeout(timer);
       if (watchTimer) clearTimeout(watchTimer);
       watchHandle?.stop();
       for (const w of waiters.splice(0)) w();
-      await running?.catch(() => undefined);
+      // A sync stuck on the API must not hold up shutdown (the sockets are removed after this).
+      let wait: NodeJS.Timeout | undefined;
+      await Promise.race([running?.catch(() => undefined), new Promise<void>((r) => (wait = setTimeout(r, deadlineMs)))]);
+      clearTimeout(wait);
     },
   };
 }
