@@ -320,4 +320,5 @@ t.test("CLI flags: endpoints or a pool, numbers checked", async (t) => {
   t.equal(o.router?.weights?.prefix, 5);
   await t.rejects(startProxy({ listen: "127.0.0.1:0", endpoints: ["ftp://x:1"] }), { code: "TESSERA_CONFIG" });
   await t.rejects(startProxy({ listen: "nonsense", endpoints: [] }), { code: "TESSERA_CONFIG" });
+  await t.rejects(startProxy({ listen: "127.0.0.1:0", endpoints: [], maxBodyBytes: 2 ** 31 }), { code: "TESSERA_CONFIG" }, "a body limit beyond what the WASM staging can hold is refused");
 });

@@ -61,10 +61,18 @@ function parseListen(listen: string): { host: string; port: number } {
   return { host: (m[1] as string).replace(/^\[|\]$/g, "") || "0.0.0.0", port };
 }
 
+/** Largest request body the proxy can be configured to accept. */
+export const MAX_BODY_LIMIT = 256 * 1024 * 1024;
+
 export async function startProxy(opts: ProxyOptions): Promise<RunningProxy> {
   const log = opts.log ?? silentLogger;
   const { host, port } = parseListen(opts.listen);
   const maxBody = opts.maxBodyBytes ?? 8 * 1024 * 1024;
+  // The WASM core stages a prompt in its linear memory, whose staging region doubles up to 4 GiB;
+  // bodies far beyond any real prompt would overflow that arithmetic, so they are refused here.
+  if (!(maxBody > 0 && maxBody <= MAX_BODY_LIMIT)) {
+    throw new TesseraError("TESSERA_CONFIG", `--max-body-bytes=${maxBody}: expected 1..${MAX_BODY_LIMIT} (256 MiB)`);
+  }
   const retryAfter = String(opts.retryAfterSeconds ?? 1);
   // the proxy sheds load (429) by default at 128 waiting + in-flight per endpoint; the bare
   // router (simulator) keeps the filter off unless asked
