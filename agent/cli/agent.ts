@@ -8,9 +8,7 @@ import { createLogger, type Logger } from "../common/log.js";
 import { DISCOVERY_FLAGS } from "../discovery/watcher.js";
 import { deviceFacts, type DeviceFacts, type Inventory } from "../discovery/model.js";
 import { openKube, parseKubeSpec, type KubeTarget } from "../kube/kube-source.js";
-import { sliceBackendFor } from "../slices/backend.js";
 import { startNodePublishing } from "../slices/node-publishing.js";
-import { startSlicePublisher } from "../slices/publisher.js";
 import { createKubeClaimSource, createStoreClaimSource, type ClaimSource } from "../plugin/claim-source.js";
 import { startKubeletPlugin, type KubeletPlugin } from "../plugin/plugin.js";
 import type { CliIO } from "./io.js";
@@ -53,36 +51,23 @@ export async function startAgent(config: NodeConfig, deps: AgentDeps = {}): Prom
   const target: KubeTarget = openKube(parseKubeSpec(config.kube), deps.env);
   let facts: Map<string, DeviceFacts> = new Map();
 
-  // Discovery and ResourceSlice publishing. With an injected inventory (demo, tests) the slices
-  // are published once from it; otherwise the watcher rediscovers on a timer and on SIGHUP, keeps
-  // the last good inventory on failure, and republishes on every change.
-  let stopPublishing: () => Promise<void>;
-  let inventory: Inventory;
-  if (deps.inventory) {
-    inventory = deps.inventory;
-    const publisher = startSlicePublisher({
-      backend: sliceBackendFor(target, config.nodeName, config.driverName),
-      inventory,
-      driverName: config.driverName,
-      nodeName: config.nodeName,
-      migMode: config.migMode,
-      logger: log,
-    });
-    stopPublishing = () => publisher.stop();
-  } else {
-    const publishing = await startNodePublishing({
-      config,
-      target,
-      logger: log,
-      rediscoverIntervalS: deps.rediscoverIntervalS ?? 60,
-      ...(deps.signals ? { signals: deps.signals } : {}),
-      onInventory: (inv) => {
-        facts = deviceFacts(inv);
-      },
-    });
-    inventory = publishing.watcher.current() as Inventory;
-    stopPublishing = () => publishing.stop();
-  }
+  // Discovery and ResourceSlice publishing: the watcher rediscovers on a timer and on SIGHUP,
+  // keeps the last good inventory on failure, and republishes on every change. An injected
+  // inventory (demo, tests) is a discovery that always answers it, with no timer.
+  const fixed = deps.inventory;
+  const publishing = await startNodePublishing({
+    config,
+    target,
+    logger: log,
+    rediscoverIntervalS: fixed ? 0 : (deps.rediscoverIntervalS ?? 60),
+    ...(fixed ? { discovery: { discover: async () => fixed } } : {}),
+    ...(deps.signals ? { signals: deps.signals } : {}),
+    onInventory: (inv) => {
+      facts = deviceFacts(inv);
+    },
+  });
+  const stopPublishing = (): Promise<void> => publishing.stop();
+  const inventory = publishing.watcher.current() as Inventory;
   facts = deviceFacts(inventory);
   log.info("discovered devices", { node: config.nodeName, gpus: inventory.gpus.length, devices: facts.size });
 

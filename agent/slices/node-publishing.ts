@@ -3,7 +3,7 @@
 // ResourceSlices published in the cluster or the standalone store.
 import type { NodeConfig } from "../common/config.js";
 import type { Logger } from "../common/log.js";
-import { createDiscovery, type DiscoveryDeps } from "../discovery/index.js";
+import { createDiscovery, type Discovery, type DiscoveryDeps } from "../discovery/index.js";
 import type { Inventory } from "../discovery/model.js";
 import { createInventoryWatcher, type InventoryWatcher } from "../discovery/watcher.js";
 import type { KubeTarget } from "../kube/kube-source.js";
@@ -17,6 +17,8 @@ export interface NodePublishingOptions {
   rediscoverIntervalS: number; // from DISCOVERY_FLAGS (--rediscover-interval)
   signals?: NodeJS.EventEmitter; // pass `process` for SIGHUP
   discoveryDeps?: DiscoveryDeps;
+  /** Replaces discovery (the demo and tests hand in a fixed inventory). */
+  discovery?: Discovery;
   backend?: SliceBackend; // default: from target
   /** Also told about every new inventory (e.g. the kubelet plugin's device facts). */
   onInventory?: (inv: Inventory) => void;
@@ -33,7 +35,7 @@ export async function startNodePublishing(opts: NodePublishingOptions): Promise<
   const { config, logger } = opts;
   let publisher: SlicePublisher | undefined;
   const watcher = createInventoryWatcher({
-    discovery: createDiscovery(config, { logger, ...opts.discoveryDeps }),
+    discovery: opts.discovery ?? createDiscovery(config, { logger, ...opts.discoveryDeps }),
     intervalMs: opts.rediscoverIntervalS * 1000,
     logger,
     ...(opts.signals ? { signals: opts.signals } : {}),
