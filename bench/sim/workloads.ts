@@ -1,6 +1,7 @@
-// The four simulated workloads. Token IDs come first (the servers' KV cache hashes them); the text
-// a router sees is rendered at 4 ASCII characters per token, so a router's 64-byte blocks cover
-// exactly the server's 16-token blocks. All randomness comes from the seed.
+// The simulated workloads: W1-W4 (the published matrix) and W5, the hot-prefix stress run only
+// when named. Token IDs come first (the servers' KV cache hashes them); the text a router sees is
+// rendered at 4 ASCII characters per token, so a router's 64-byte blocks cover exactly the
+// server's 16-token blocks. All randomness comes from the seed.
 import { chainedBlockHashes, createKeyInterner } from "./kv-cache.js";
 import { createRng, createZipf, shuffle, subSeed, type Rng } from "./prng.js";
 
@@ -18,7 +19,7 @@ export interface RequestSpec {
 }
 
 export interface Workload {
-  name: "W1" | "W2" | "W3" | "W4";
+  name: "W1" | "W2" | "W3" | "W4" | "W5";
   title: string;
   requests: RequestSpec[];
   /** Distinct block keys across the workload (size of the servers' hash tables). */
@@ -35,7 +36,10 @@ export interface Workload {
 }
 
 export type WorkloadName = Workload["name"];
+/** The default set of a bench run (the published figures and the chart's four panels). */
 export const WORKLOAD_NAMES: readonly WorkloadName[] = ["W1", "W2", "W3", "W4"];
+/** Every workload `--workloads` accepts; W5 (hot prefix) only runs when named. */
+export const ALL_WORKLOAD_NAMES: readonly WorkloadName[] = [...WORKLOAD_NAMES, "W5"];
 
 const VOCAB = 100_000;
 const ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
@@ -152,6 +156,15 @@ export function buildWorkload(name: WorkloadName, seed: number, scale = 1): Work
       const n = Math.max(4, Math.round(800 * scale));
       for (let i = 0; i < n; i++) spec(randomTokens(rng, between(rng, 1000, 4000)), randomTokens(rng, between(rng, 200, 600)));
       return { name, title: "no sharing (control)", requests, openLoop: requests.map((r) => r.id), ...base, rates: [10, 30, 50, 60, 70, 80, 100], referenceRate: 60, rateUnit: "req/s" };
+    }
+    case "W5": {
+      // Hot prefix, the saturation guard's case: every request shares one 6,000-token prefix, then
+      // a 1,200-token question of its own and 1,000 output tokens (as W1). Pure prefix routing
+      // would pile everything onto the replica that cached the prefix first.
+      const prefix = randomTokens(rng, 6000);
+      const n = Math.max(4, Math.round(800 * scale));
+      for (let i = 0; i < n; i++) spec(concat([prefix, randomTokens(rng, 1200)]), randomTokens(rng, 1000));
+      return { name, title: "hot prefix (guard stress)", requests, openLoop: requests.map((r) => r.id), ...base, rates: [10, 20, 30, 40, 50, 60, 70, 80, 100, 120], referenceRate: 40, rateUnit: "req/s" };
     }
   }
 }
