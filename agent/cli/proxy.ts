@@ -2,9 +2,9 @@
 // the in-node prefix-aware router. Runs until SIGTERM/SIGINT, then stops accepting, lets
 // in-flight streams finish (2 s deadline) and exits 0.
 import * as os from "node:os";
-import { bool, int, list, optStr, parseFlags, str, type FlagSpec, type ParsedArgs } from "../common/config.js";
+import { bool, int, list, LOG_LEVEL_FLAG, logLevelOf, optStr, parseFlags, str, type FlagSpec, type ParsedArgs } from "../common/config.js";
 import { TesseraError } from "../common/errors.js";
-import { createLogger, type LogLevel } from "../common/log.js";
+import { createLogger } from "../common/log.js";
 import type { ProxyOptions } from "../proxy/server.js";
 import type { CliIO } from "./io.js";
 
@@ -27,7 +27,7 @@ export const PROXY_FLAGS: readonly FlagSpec[] = [
   { name: "weight-inflight", type: "string", env: "PROXY_WEIGHT_INFLIGHT", default: "1", help: "in-flight scorer weight" },
   { name: "guard-threshold", type: "string", env: "PROXY_GUARD_THRESHOLD", default: "16", help: "queue excess (waiting + in-flight) over the least loaded that voids the prefix score" },
   { name: "saturation-queue", type: "string", env: "PROXY_SATURATION_QUEUE", default: "128", help: "waiting + in-flight at which an endpoint is saturated (0: off); all saturated -> 429" },
-  { name: "log-level", type: "string", env: "LOG_LEVEL", default: "info", help: "debug | info | warn | error" },
+  LOG_LEVEL_FLAG,
 ];
 
 function number(args: ParsedArgs, name: string): number {
@@ -70,9 +70,7 @@ export function proxyOptionsFromArgs(args: ParsedArgs): ProxyOptions {
 export async function runProxy(argv: string[], io: CliIO): Promise<number> {
   const args = parseFlags(argv, PROXY_FLAGS, io.env);
   const options = proxyOptionsFromArgs(args);
-  const level = str(args, "log-level");
-  if (!["debug", "info", "warn", "error"].includes(level)) throw new TesseraError("TESSERA_CONFIG", `--log-level=${level}: expected debug, info, warn or error`);
-  const log = createLogger({ level: level as LogLevel, write: (line) => io.stderr(line + "\n") });
+  const log = createLogger({ level: logLevelOf(args), write: (line) => io.stderr(line + "\n") });
   options.log = log;
   const { resolveRouterConfig } = await import("../routing/config.js");
   resolveRouterConfig(options.router); // flag errors before anything starts

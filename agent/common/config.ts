@@ -4,6 +4,7 @@
 import * as os from "node:os";
 import * as path from "node:path";
 import { TesseraError } from "./errors.js";
+import type { LogLevel } from "./log.js";
 
 export type FlagType = "string" | "int" | "bool" | "list";
 
@@ -113,6 +114,19 @@ export function list(args: ParsedArgs, name: string): string[] {
 
 export const DEFAULT_DRIVER_NAME = "gpu.tessera.dev";
 
+/** Shared by every long-running verb (agent, proxy). */
+export const LOG_LEVEL_FLAG: FlagSpec = { name: "log-level", type: "string", env: "LOG_LEVEL", default: "info", help: "debug | info | warn | error" };
+
+const LOG_LEVELS: readonly LogLevel[] = ["debug", "info", "warn", "error"];
+
+export function logLevelOf(args: ParsedArgs): LogLevel {
+  const level = str(args, "log-level");
+  if (!(LOG_LEVELS as readonly string[]).includes(level)) {
+    throw new TesseraError("TESSERA_CONFIG", `--log-level=${level}: expected debug, info, warn or error`);
+  }
+  return level as LogLevel;
+}
+
 export const NODE_FLAGS: readonly FlagSpec[] = [
   { name: "driver-name", type: "string", env: "DRIVER_NAME", default: DEFAULT_DRIVER_NAME, help: "DRA driver name" },
   { name: "node-name", type: "string", env: "NODE_NAME", help: "node name = pool name (default: host name)" },
@@ -123,7 +137,7 @@ export const NODE_FLAGS: readonly FlagSpec[] = [
   { name: "discovery", type: "string", env: "DISCOVERY", default: "nvidia-smi", help: "nvidia-smi | fixture:<name-or-path>" },
   { name: "kube", type: "string", env: "KUBE", default: "auto", help: "auto | kubeconfig:<path> | standalone:<dir>" },
   { name: "mig-mode", type: "string", env: "MIG_MODE", default: "static", help: "static | dynamic" },
-  { name: "log-level", type: "string", env: "LOG_LEVEL", default: "info", help: "debug | info | warn | error" },
+  LOG_LEVEL_FLAG,
 ];
 
 export const OUTPUT_FLAG: FlagSpec = { name: "output", short: "o", type: "string", default: "table", help: "table | json" };
@@ -138,7 +152,7 @@ export interface NodeConfig {
   discovery: string;
   kube: string;
   migMode: "static" | "dynamic";
-  logLevel: "debug" | "info" | "warn" | "error";
+  logLevel: LogLevel;
   registrationSocket: string;
   draSocket: string;
   checkpointFile: string;
@@ -155,10 +169,7 @@ export function resolveNodeConfig(args: ParsedArgs, hostname: () => string = os.
   if (migMode !== "static" && migMode !== "dynamic") {
     throw new TesseraError("TESSERA_CONFIG", `--mig-mode=${migMode}: expected static or dynamic`);
   }
-  const logLevel = str(args, "log-level");
-  if (!["debug", "info", "warn", "error"].includes(logLevel)) {
-    throw new TesseraError("TESSERA_CONFIG", `--log-level=${logLevel}: expected debug, info, warn or error`);
-  }
+  const logLevel = logLevelOf(args);
   return {
     driverName,
     nodeName: optStr(args, "node-name") ?? hostname(),
@@ -169,7 +180,7 @@ export function resolveNodeConfig(args: ParsedArgs, hostname: () => string = os.
     discovery: str(args, "discovery"),
     kube: str(args, "kube"),
     migMode,
-    logLevel: logLevel as NodeConfig["logLevel"],
+    logLevel,
     registrationSocket: path.join(kubeletRoot, "plugins_registry", `${driverName}-reg.sock`),
     draSocket: path.join(pluginDir, "dra.sock"),
     checkpointFile: path.join(stateDir, "checkpoint.json"),

@@ -160,21 +160,33 @@ func (a *Agent) Slices() ([]resourceapi.ResourceSlice, error) {
 
 // WaitSlices waits until the agent has published at least one slice.
 func (a *Agent) WaitSlices(ctx context.Context, timeout time.Duration) ([]resourceapi.ResourceSlice, error) {
+	var slices []resourceapi.ResourceSlice
+	var lastErr error
+	err := WaitFor(ctx, timeout, func() bool {
+		slices, lastErr = a.Slices()
+		return lastErr == nil && len(slices) > 0
+	})
+	if err != nil {
+		return nil, fmt.Errorf("no ResourceSlice in %s/resourceslices: %v (%v); log: %s", a.StoreDir, err, lastErr, a.Tail())
+	}
+	return slices, nil
+}
+
+// WaitFor polls cond every 100 ms until it holds, the timeout passes or ctx ends. Every tier
+// uses it for "the agent (or the kubelet, or the API server) eventually does X".
+func WaitFor(ctx context.Context, timeout time.Duration, cond func() bool) error {
 	deadline := time.Now().Add(timeout)
-	for {
-		s, err := a.Slices()
-		if err == nil && len(s) > 0 {
-			return s, nil
-		}
+	for !cond() {
 		if time.Now().After(deadline) {
-			return nil, fmt.Errorf("no ResourceSlice in %s/resourceslices after %s (%v); log: %s", a.StoreDir, timeout, err, a.Tail())
+			return fmt.Errorf("not reached within %s", timeout)
 		}
 		select {
 		case <-ctx.Done():
-			return nil, ctx.Err()
+			return ctx.Err()
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
+	return nil
 }
 
 // WriteClaim stores a claim as the standalone store holds it (temp file + rename).

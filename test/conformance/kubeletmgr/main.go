@@ -127,7 +127,7 @@ func run(ctx context.Context, repo, fixture string) (failed bool) {
 
 	plugins := mgr.GetWatcherHandler().(*draplugin.DRAPluginManager)
 	registered := func() bool { p, err := plugins.GetPlugin(a.Driver); return err == nil && p != nil }
-	if !check("registered-through-plugin-watcher", waitFor(ctx, 15*time.Second, registered)) {
+	if !check("registered-through-plugin-watcher", kubelet.WaitFor(ctx, 15*time.Second, registered)) {
 		return
 	}
 	pctx, pcancel := context.WithTimeout(ctx, 20*time.Second)
@@ -161,23 +161,9 @@ func run(ctx context.Context, repo, fixture string) (failed bool) {
 	if !gone {
 		check("agent-sockets-removed", fmt.Errorf("socket left after exit"))
 	}
-	check("deregistered-after-stop", waitFor(ctx, 15*time.Second, func() bool { return !registered() }))
+	check("deregistered-after-stop", kubelet.WaitFor(ctx, 15*time.Second, func() bool { return !registered() }))
 	return
 }
 
 func ptr[T any](v T) *T { return &v }
 
-func waitFor(ctx context.Context, timeout time.Duration, cond func() bool) error {
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			return fmt.Errorf("not reached within %s", timeout)
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(100 * time.Millisecond):
-		}
-	}
-	return nil
-}

@@ -39,7 +39,7 @@ func validateFixtures(ctx context.Context, repo, kubeconfig string, client *kube
 				continue
 			}
 			var slices []resourceapi.ResourceSlice
-			err = poll(ctx, 20*time.Second, func() bool {
+			err = kubelet.WaitFor(ctx, 20*time.Second, func() bool {
 				l, err := client.ResourceV1().ResourceSlices().List(ctx, metav1.ListOptions{FieldSelector: "spec.nodeName=" + node})
 				if err != nil || len(l.Items) == 0 || int64(len(l.Items)) < l.Items[0].Spec.Pool.ResourceSliceCount {
 					return false

@@ -227,7 +227,7 @@ func runAgainstServer(ctx context.Context, repo, fixture, kubeconfig string, cli
 	}
 	sel := metav1.ListOptions{FieldSelector: "spec.nodeName=" + nodeName}
 	var slices []resourceapi.ResourceSlice
-	err = poll(ctx, 30*time.Second, func() bool {
+	err = kubelet.WaitFor(ctx, 30*time.Second, func() bool {
 		l, err := client.ResourceV1().ResourceSlices().List(ctx, sel)
 		if err == nil && len(l.Items) > 0 {
 			slices = l.Items
@@ -260,7 +260,7 @@ func runAgainstServer(ctx context.Context, repo, fixture, kubeconfig string, cli
 		return
 	}
 	t0 := time.Now()
-	err = poll(ctx, 20*time.Second, func() bool {
+	err = kubelet.WaitFor(ctx, 20*time.Second, func() bool {
 		l, err := client.ResourceV1().ResourceSlices().List(ctx, sel)
 		return err == nil && len(l.Items) >= len(slices)
 	})
@@ -304,20 +304,6 @@ func runAgainstServer(ctx context.Context, repo, fixture, kubeconfig string, cli
 	return
 }
 
-func poll(ctx context.Context, timeout time.Duration, cond func() bool) error {
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			return fmt.Errorf("not reached within %s", timeout)
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(200 * time.Millisecond):
-		}
-	}
-	return nil
-}
 
 // startAPIServer does what the kube-apiserver command does, with our context instead of a
 // process-wide signal context, so the server stops when the tier ends: parse the flags of
