@@ -7,13 +7,9 @@ package main
 
 import (
 	"context"
-	"flag"
 	"fmt"
-	"os"
-	"os/signal"
 	"path/filepath"
 	"slices"
-	"syscall"
 	"time"
 
 	v1 "k8s.io/api/core/v1"
@@ -40,19 +36,7 @@ type sourcesReady struct{}
 func (sourcesReady) AddSource(string) {}
 func (sourcesReady) AllReady() bool   { return true }
 
-func main() {
-	repo := flag.String("repo", ".", "Tessera checkout (built)")
-	fixture := flag.String("fixture", "h100-sxm-8x", "fixture node")
-	flag.Parse()
-	// A reader that went away must not kill us before we stop what we started.
-	signal.Ignore(syscall.SIGPIPE)
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	failed := run(ctx, *repo, *fixture)
-	stop()
-	if failed {
-		os.Exit(1)
-	}
-}
+func main() { report.RunTier(run) }
 
 func run(ctx context.Context, repo, fixture string) (failed bool) {
 	check := func(name string, err error) bool {
@@ -166,4 +150,3 @@ func run(ctx context.Context, repo, fixture string) (failed bool) {
 }
 
 func ptr[T any](v T) *T { return &v }
-

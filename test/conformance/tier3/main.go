@@ -9,14 +9,11 @@ package main
 
 import (
 	"context"
-	"flag"
 	"fmt"
 	"net"
 	"net/url"
 	"os"
-	"os/signal"
 	"path/filepath"
-	"syscall"
 	"time"
 
 	"github.com/spf13/pflag"
@@ -43,19 +40,7 @@ const token = "tessera-conformance-token"
 
 var gates = "DRAPrioritizedList=true,DRAPartitionableDevices=true,DRAConsumableCapacity=true,DRADeviceTaints=true,DRAAdminAccess=true"
 
-func main() {
-	repo := flag.String("repo", ".", "Tessera checkout (built)")
-	fixture := flag.String("fixture", "h100-sxm-8x", "fixture node")
-	flag.Parse()
-	// A reader that went away must not kill us before we stop what we started.
-	signal.Ignore(syscall.SIGPIPE)
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	failed := run(ctx, *repo, *fixture)
-	stop()
-	if failed {
-		os.Exit(1)
-	}
-}
+func main() { report.RunTier(run) }
 
 func freePort() (int, error) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
@@ -303,7 +288,6 @@ func runAgainstServer(ctx context.Context, repo, fixture, kubeconfig string, cli
 	wrap("prepare-through-apiserver", kubelet.PrepareOne(ctx, a, claim))
 	return
 }
-
 
 // startAPIServer does what the kube-apiserver command does, with our context instead of a
 // process-wide signal context, so the server stops when the tier ends: parse the flags of
