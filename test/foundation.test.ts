@@ -1,7 +1,8 @@
 // The shared foundation: error catalogue, flag/env config, the standalone store, the CLI's
 // error contract, and the fake API server every Kubernetes-facing test uses.
 import t from "tap";
-import { mkdtempSync, readdirSync } from "node:fs";
+import { existsSync, mkdtempSync, readdirSync, readFileSync, statSync } from "node:fs";
+import { spawnSync } from "node:child_process";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import * as k8s from "@kubernetes/client-node";
@@ -106,4 +107,25 @@ t.test("fake API server: real client-node against real paths, watch, conflicts, 
   req.abort();
   t.same(events, ["DELETED"]);
   t.ok(api.requests.some((r) => r.verb === "watch" && r.resource === "resourceslices"), "request log records verbs for RBAC checks");
+});
+
+// ---- the repository itself: a user's clone has nothing beside it -------------------------------
+
+t.test("repository: no tracked file over 5 MB, nothing reads outside the repository", async (t) => {
+  const root = join(new URL(".", import.meta.url).pathname, "..", "..");
+  const git = spawnSync("git", ["ls-files", "-z"], { cwd: root, encoding: "utf8" });
+  if (git.status !== 0) {
+    // A source tarball (no .git) has no tracked files to check; say so rather than pass silently.
+    t.fail(`git ls-files failed in ${root}: ${git.stderr.trim()} (run the tests from a git checkout)`);
+    return;
+  }
+  const files = git.stdout.split("\0").filter((f) => f.length > 0);
+  t.ok(files.length > 50, `git tracks ${files.length} files`);
+  const big = files.filter((f) => existsSync(join(root, f)) && statSync(join(root, f)).size > 5_000_000);
+  t.same(big, [], "no tracked file is over 5 MB (build outputs and binaries are ignored, not committed)");
+  const code = files.filter((f) => /^(agent|test|scripts|bench)\/.*\.(ts|mjs|js|go|sh)$/.test(f));
+  // Paths that only exist on a developer's machine: the steering repo's shared/ and the workspace.
+  const outside = /\.\.\/shared\/|["'`]\/work\/|join\([^)]*"\.\.",\s*"shared"/;
+  const readers = code.filter((f) => outside.test(readFileSync(join(root, f), "utf8").replace(/\/\/.*$/gm, "")));
+  t.same(readers, [], "no test, script, bench or agent file reads ../shared or /work");
 });
