@@ -6,7 +6,11 @@ import { assertSocketPath, int, NODE_FLAGS, parseFlags, resolveNodeConfig, type 
 import { TesseraError } from "../common/errors.js";
 import { createLogger, type Logger } from "../common/log.js";
 import { DISCOVERY_FLAGS } from "../discovery/watcher.js";
-import { deviceFacts, type DeviceFacts, type Inventory } from "../discovery/model.js";
+import type { DeviceFacts, Inventory } from "../discovery/model.js";
+import { preparableFacts } from "../discovery/device-facts.js";
+import { nvidiaSmiSeam } from "../discovery/index.js";
+import { DEFAULT_EXEC_OPTIONS } from "../discovery/exec.js";
+import { createMigManager } from "../mig/manager.js";
 import { openKube, parseKubeSpec, type KubeTarget } from "../kube/kube-source.js";
 import { startNodePublishing } from "../slices/node-publishing.js";
 import { createKubeClaimSource, createStoreClaimSource, type ClaimSource } from "../plugin/claim-source.js";
@@ -63,12 +67,12 @@ export async function startAgent(config: NodeConfig, deps: AgentDeps = {}): Prom
     ...(fixed ? { discovery: { discover: async () => fixed } } : {}),
     ...(deps.signals ? { signals: deps.signals } : {}),
     onInventory: (inv) => {
-      facts = deviceFacts(inv);
+      facts = preparableFacts(inv, config.migMode);
     },
   });
   const stopPublishing = (): Promise<void> => publishing.stop();
   const inventory = publishing.watcher.current() as Inventory;
-  facts = deviceFacts(inventory);
+  facts = preparableFacts(inventory, config.migMode);
   log.info("discovered devices", { node: config.nodeName, gpus: inventory.gpus.length, devices: facts.size });
 
   let plugin: KubeletPlugin;
@@ -79,6 +83,14 @@ export async function startAgent(config: NodeConfig, deps: AgentDeps = {}): Prom
       claims: deps.claims ?? claimSourceOf(target),
       ...(deps.bootId ? { bootId: deps.bootId } : {}),
       ...(deps.toolkitDirs ? { toolkitDirs: deps.toolkitDirs } : {}),
+      // Dynamic MIG: instances are created through the same nvidia-smi seam discovery reads, and
+      // read back by a fresh rediscovery (which also republishes the slices).
+      ...(config.migMode === "dynamic" ? { mig: createMigManager({ ...nvidiaSmiSeam(config), execOptions: DEFAULT_EXEC_OPTIONS, log }) } : {}),
+      refreshDevices: async () => {
+        const inv = await publishing.watcher.refresh();
+        if (inv) facts = preparableFacts(inv, config.migMode);
+        return facts;
+      },
     });
   } catch (err) {
     // The publisher's retry timers and watch would keep a failed agent alive (hung, not exit 1).

@@ -93,6 +93,13 @@ export function simulatedExec(fixtureDir: string, stateFile: string): ExecFn {
   return async (_file, args) => sim.run(args);
 }
 
+/** The nvidia-smi this node's agent talks to: the real executable, or a fixture's simulated one. */
+export function nvidiaSmiSeam(config: NodeConfig, deps: Pick<DiscoveryDeps, "exec" | "fixturesDir" | "fixtureStateFile"> = {}): { exec: ExecFn; bin: string } {
+  if (!config.discovery.startsWith("fixture:")) return { exec: deps.exec ?? execFile, bin: config.nvidiaSmi };
+  const dir = resolveFixture(config.discovery, deps.fixturesDir ?? defaultFixturesDir());
+  return { exec: deps.exec ?? simulatedExec(dir, deps.fixtureStateFile ?? fixtureStateFile(config.stateDir, dir)), bin: "nvidia-smi" };
+}
+
 async function fromFixture(config: NodeConfig, dir: string, deps: DiscoveryDeps): Promise<Sources> {
   if ((await readOptional(path.join(dir, "nvidia-smi-q-x.xml"))) === undefined) {
     // List the fixtures that exist next to it, so the fix is one copy-paste away.
