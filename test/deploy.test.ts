@@ -24,6 +24,8 @@ import { createKubeClaimSource } from "../agent/plugin/claim-source.js";
 import { createDiscovery } from "../agent/discovery/index.js";
 import type { Inventory } from "../agent/discovery/model.js";
 import { startFakeApiServer, type FakeApiServer, type RequestRecord } from "./support/fake-apiserver.js";
+import { main } from "../agent/cli/main.js";
+import { captureIO } from "../agent/cli/io.js";
 
 /** The repository root (this file runs from dist/test/). */
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
@@ -339,6 +341,7 @@ const requestKey = (r: RequestRecord): string => ruleKey(r.group, r.subresource 
 const ISSUE_ROLE = [
   "get resource.k8s.io/resourceclaims", "list resource.k8s.io/resourceclaims", "watch resource.k8s.io/resourceclaims",
   ...["get", "list", "watch", "create", "update", "patch", "delete"].map((v) => `${v} resource.k8s.io/resourceslices`),
+  "list resource.k8s.io/deviceclasses",
   "get core/nodes",
   "get inference.networking.k8s.io/inferencepools", "list inference.networking.k8s.io/inferencepools", "watch inference.networking.k8s.io/inferencepools",
   "get core/pods", "list core/pods", "watch core/pods",
@@ -439,7 +442,29 @@ const FLOWS: Flow[] = [
       return undefined;
     },
   },
+  {
+    name: "diag explain: slices, claims and DeviceClasses of the cluster, with the shipped role",
+    async run(api, _kc, dir) {
+      const io = captureIO({});
+      const code = await main(["diag", "explain", "-f", join(ROOT, "deploy", "examples", "one-gpu.yaml"), "--kube", `kubeconfig:${join(dir, "kubeconfig")}`, "--node-name", NODE], io);
+      if (code !== 0) throw new Error(`diag explain exited ${code}: ${io.err.join("")}`);
+      void api;
+      return undefined;
+    },
+  },
 ];
+
+t.test("RBAC: a 403 names the verb, the resource and the missing permission", async (t) => {
+  const api = await startFakeApiServer();
+  t.teardown(() => api.close());
+  api.authorize = (r) => requestKey(r) !== "list resource.k8s.io/deviceclasses";
+  const dir = mkdtempSync(join(tmpdir(), "tessera-forbidden-"));
+  await api.writeKubeconfig(join(dir, "kubeconfig"));
+  const io = captureIO({});
+  const code = await main(["diag", "explain", "-f", join(ROOT, "deploy", "examples", "one-gpu.yaml"), "--kube", `kubeconfig:${join(dir, "kubeconfig")}`, "--node-name", NODE], io);
+  t.equal(code, 1, "exit 1");
+  t.equal(io.err.join("").trim(), 'TESSERA_KUBE_FORBIDDEN: list deviceclasses: the service account lacks "list" on resource.k8s.io/deviceclasses; see docs/install.md', "one line a script can match");
+});
 
 t.test("RBAC: the ClusterRole is exactly the issue's list and every flow stays inside it", async (t) => {
   const role = one(BASE, "ClusterRole");

@@ -6,6 +6,7 @@ import { promises as fsp } from "node:fs";
 import * as k8s from "@kubernetes/client-node";
 import { parseDocument } from "yaml";
 import { NODE_FLAGS, OUTPUT_FLAG, outputFormat, parseFlags, resolveNodeConfig, str, type FlagSpec, type NodeConfig } from "../common/config.js";
+import { kubeApiError } from "../kube/api-error.js";
 import { TesseraError } from "../common/errors.js";
 import { allocateClaim, STAGE_NAMES, validateClaim, type AllocateOutput, type RequestReport, type Strategy } from "../allocator/index.js";
 import { discoverNodeSlices } from "../allocator/node-slices.js";
@@ -80,7 +81,7 @@ async function loadWorld(config: NodeConfig): Promise<World> {
       const r = (await api.listClusterCustomObject({ group: "resource.k8s.io", version: "v1", plural, ...(fieldSelector ? { fieldSelector } : {}) })) as { items?: T[] };
       return r.items ?? [];
     } catch (err) {
-      throw new TesseraError("TESSERA_KUBE_API", `cannot list ${plural}.resource.k8s.io: ${(err as Error).message.split("\n")[0]}`, { cause: err });
+      throw kubeApiError(err, { verb: "list", group: "resource.k8s.io", resource: plural, what: `listing ${plural}` });
     }
   };
   const slices = await list<ResourceSlice>("resourceslices", `spec.nodeName=${config.nodeName}`);
