@@ -5,8 +5,8 @@
 // the DaemonSet checked against the CLI's flags (agent/common/config.ts) and contracts.md.
 import t from "tap";
 import { spawnSync } from "node:child_process";
-import { existsSync, mkdirSync, mkdtempSync, readFileSync } from "node:fs";
-import { homedir, tmpdir } from "node:os";
+import { existsSync, mkdtempSync, readFileSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
 import { parseAllDocuments } from "yaml";
@@ -24,6 +24,7 @@ import { createKubeClaimSource } from "../agent/plugin/claim-source.js";
 import { createDiscovery } from "../agent/discovery/index.js";
 import type { Inventory } from "../agent/discovery/model.js";
 import { startFakeApiServer, type FakeApiServer, type RequestRecord } from "./support/fake-apiserver.js";
+import { findTool, HELM, KUSTOMIZE } from "./support/go-tools.js";
 
 /** The repository root (this file runs from dist/test/). */
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
@@ -98,10 +99,7 @@ const one = (objs: Obj[], kind: string, name?: string): Obj => {
 const container = (ds: Obj, name: string): Rec => rec(arr(at(ds, "spec", "template", "spec", "containers")).find((c) => rec(c).name === name));
 const envOf = (c: Rec): Map<string, Rec> => new Map(arr(c.env).map((e) => [String(rec(e).name), rec(e)]));
 
-// ---- kustomize: a pinned build from the Go module proxy, cached outside the repo ----------------
-
-const KUSTOMIZE_VERSION = "v5.7.1";
-const cacheDir = join(process.env.XDG_CACHE_HOME ?? join(homedir(), ".cache"), "tessera", `kustomize-${KUSTOMIZE_VERSION}`);
+// ---- kustomize: the pinned build (test/support/go-tools.ts), else one already installed ----------
 
 type Renderer = { name: string; render(dir: string): string };
 
@@ -117,22 +115,11 @@ function findKustomize(): Renderer | string {
   const works = (cmd: string, args: string[]): boolean => spawnSync(cmd, args, { encoding: "utf8", timeout: 15_000 }).status === 0;
   const explicit = process.env.KUSTOMIZE;
   if (explicit) return runner(explicit, explicit, ["build"]);
-  const cached = join(cacheDir, "kustomize");
-  if (existsSync(cached)) return runner(`kustomize ${KUSTOMIZE_VERSION} (${cached})`, cached, ["build"]);
-  // A kustomize that is already there keeps this file fast; building is the last resort.
+  const pinned = findTool(KUSTOMIZE);
+  if ("path" in pinned) return runner(`kustomize ${KUSTOMIZE.version} (${pinned.path})`, pinned.path, ["build"]);
   if (works("kustomize", ["version"])) return runner("kustomize on PATH", "kustomize", ["build"]);
   if (works("kubectl", ["kustomize", "--help"])) return runner("kubectl kustomize (embedded kustomize)", "kubectl", ["kustomize"]);
-  if (works("go", ["version"])) {
-    // One build from the Go module proxy, reused by every later run (~40 s on two cores, once).
-    mkdirSync(cacheDir, { recursive: true });
-    const r = spawnSync("go", ["install", `sigs.k8s.io/kustomize/kustomize/v5@${KUSTOMIZE_VERSION}`], {
-      encoding: "utf8",
-      timeout: 100_000,
-      env: { ...process.env, GOBIN: cacheDir, GOFLAGS: "-buildvcs=false" },
-    });
-    if (r.status === 0 && existsSync(cached)) return runner(`kustomize ${KUSTOMIZE_VERSION} (built now into ${cacheDir})`, cached, ["build"]);
-  }
-  return "no kustomize: Go is missing (or could not build sigs.k8s.io/kustomize/kustomize/v5) and neither kustomize nor kubectl is on PATH";
+  return `no kustomize: ${pinned.missing}; nor is kustomize or kubectl on PATH`;
 }
 
 const kustomize = findKustomize();
@@ -146,7 +133,7 @@ const BASE = readBase();
 
 t.test("every manifest validates against the Kubernetes schemas and sits in the right scope", async (t) => {
   const sets: [string, Obj[]][] = [["base files", BASE], ...Object.entries(RENDERED)];
-  if (typeof kustomize === "string") t.comment(`rendering skipped: ${kustomize}`);
+  if (typeof kustomize === "string") t.fail(kustomize);
   else t.comment(`rendered with ${kustomize.name}`);
   for (const [name, objs] of sets) {
     t.same(objs.map((o) => o.kind).sort(), ["ClusterRole", "ClusterRoleBinding", "DaemonSet", "DeviceClass", "DeviceClass", "Namespace", "Service", "ServiceAccount", "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"], `${name}: the expected objects`);
@@ -169,10 +156,11 @@ t.test("every manifest validates against the Kubernetes schemas and sits in the 
       else t.equal(o.metadata.namespace, NAMESPACE, `${id} is in ${NAMESPACE}`);
     }
   }
-  t.ok(Object.keys(RENDERED).length === 3 || typeof kustomize === "string", "base and both overlays rendered");
+  t.equal(Object.keys(RENDERED).length, 3, "base and both overlays rendered");
 });
 
-t.test("overlays: fake drops the GPU-only privileges, nvidia selects GPU nodes", { skip: typeof kustomize === "string" ? kustomize : false }, async (t) => {
+t.test("overlays: fake drops the GPU-only privileges, nvidia selects GPU nodes", async (t) => {
+  if (typeof kustomize === "string") return t.fail(kustomize);
   const fake = one(RENDERED["overlays/fake"] ?? [], "DaemonSet");
   const nvidia = one(RENDERED["overlays/nvidia"] ?? [], "DaemonSet");
   const fa = container(fake, "agent"), na = container(nvidia, "agent");
