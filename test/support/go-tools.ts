@@ -56,7 +56,7 @@ export function buildTool(tool: GoTool, env: NodeJS.ProcessEnv = process.env): B
   if ("path" in found) return { tool, path: found.path, seconds: 0 };
   const go = spawnSync("go", ["version"], { encoding: "utf8", env, timeout: 30_000 });
   if (go.status !== 0) {
-    return { tool, seconds: 0, error: `cannot build ${tool.name} ${tool.version}: no Go toolchain (\`go version\`: ${go.error?.message ?? go.stderr.trim()}); install Go >= 1.25 from https://go.dev/dl and rerun` };
+    return { tool, seconds: 0, error: `cannot build ${tool.name} ${tool.version}: no Go toolchain (\`go version\`: ${go.error?.message ?? go.stderr.trim()}); install Go >= 1.26 (helm v3.22 needs it) from https://go.dev/dl and rerun` };
   }
   const dir = toolDir(tool, env);
   mkdirSync(dir, { recursive: true });
