@@ -124,6 +124,8 @@ function findKustomize(): Renderer | string {
 }
 
 const kustomize = findKustomize();
+const CHART = join(ROOT, "deploy/helm/tessera");
+const FAKE_VALUES = join(CHART, "values-fake.yaml");
 const RENDERED: Record<string, Obj[]> = {};
 if (typeof kustomize !== "string") {
   for (const dir of ["base", "overlays/fake", "overlays/nvidia"]) RENDERED[dir] = parseDocs(kustomize.render(join(ROOT, "deploy", dir)), dir);
@@ -637,13 +639,24 @@ t.test("docs/install.md: the paths and diag verbs it names exist", async (t) => 
   const verbs = [...new Set([...doc.matchAll(/tessera diag (\w+)/g)].map((m) => String(m[1])))];
   t.ok(verbs.length >= 4, "troubleshooting uses tessera diag");
   for (const v of verbs) t.match(md, new RegExp(`\`tessera diag ${v}\\b`), `tessera diag ${v} is a contracts.md verb`);
-  for (const topic of ["## Prerequisites", "## Install on a GPU cluster", "## Install on kind", "## Verify", "## Upgrade", "## Uninstall", "## Troubleshooting"]) t.ok(doc.includes(topic), `section ${topic}`);
+  // The Helm commands: the chart they name, and every value they set, exist.
+  const values = rec(parseDocs(readFileSync(join(CHART, "values.yaml"), "utf8"), "values.yaml")[0]);
+  const installs = [...doc.matchAll(/helm (?:install|upgrade) tessera (\S+)/g)].map((m) => String(m[1]));
+  t.ok(installs.length >= 3, "helm install is documented (full, DRA-only, fake)");
+  for (const c of installs) t.equal(c, "deploy/helm/tessera", `helm install names the chart (${c})`);
+  t.match(doc, /--set proxy\.enabled=false/, "the DRA-only install is documented");
+  const setKeys = [...new Set([...doc.matchAll(/--set ([\w.]+)=/g)].map((m) => String(m[1])))];
+  const hasPath = (path: string): boolean => {
+    let o: unknown = values;
+    return path.split(".").every((part) => part in rec(o) && ((o = rec(o)[part]), true));
+  };
+  for (const k of setKeys) t.ok(hasPath(k), `--set ${k}: a value of the chart`);
+  for (const k of Object.keys(values)) t.match(doc, new RegExp(`\`${k}[.\`]`), `values.yaml's ${k} is documented`);
+  for (const topic of ["## Prerequisites", "## Install with Helm", "## Install on a GPU cluster", "## Install on kind", "## Verify", "## Upgrade", "## Uninstall", "## Troubleshooting"]) t.ok(doc.includes(topic), `section ${topic}`);
 });
 
 // ---- the Helm chart (deploy/helm/tessera), rendered and linted by the pinned helm ----------------
 
-const CHART = join(ROOT, "deploy/helm/tessera");
-const FAKE_VALUES = join(CHART, "values-fake.yaml");
 const helm = findTool(HELM);
 /** .Capabilities.KubeVersion for template and lint: a `go install`ed helm has no version ldflags
  *  and would claim Kubernetes v1.20, which the chart's kubeVersion (>= 1.34) refuses. */
