@@ -115,7 +115,7 @@ function attr(s: ResourceSlice, i: number, key: string): string {
 
 export async function runSlices(argv: string[], io: CliIO): Promise<number> {
   const { cfg, inv, format } = await discover(argv, io);
-  const slices = buildResourceSlices(inv, { driverName: cfg.driverName, nodeName: cfg.nodeName, migMode: cfg.migMode });
+  const slices = buildResourceSlices(inv, { driverName: cfg.driverName, nodeName: cfg.nodeName, migMode: cfg.migMode, gpuSharing: cfg.gpuSharing });
   if (format === "json") {
     io.stdout(JSON.stringify({ apiVersion: "v1", kind: "List", metadata: {}, items: slices }, null, 2) + "\n");
     for (const line of conditionLines(inv)) io.stderr(line + "\n"); // stdout stays pure JSON
