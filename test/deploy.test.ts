@@ -796,7 +796,9 @@ t.test("helm template: values reach the agent as the CLI reads them, in the rele
   t.equal(cfg.cdiRoot, values.cdiRoot, "CDI root");
   t.equal(cfg.migMode, "dynamic", "MIG mode");
   t.equal(cfg.logLevel, "debug", "log level");
-  t.equal(env.get("GPU_SHARING")?.value, "consumable", "GPU sharing (--gpu-sharing)");
+  t.equal(cfg.gpuSharing, "consumable", "GPU sharing (--gpu-sharing)");
+  const flagEnvs = new Set(NODE_FLAGS.map((f) => f.env));
+  for (const k of env.keys()) t.ok(flagEnvs.has(k) || EXTRA_ENV[k], `env ${k} is a flag mirror (or a known extra)`);
   t.notOk(envOf(container(one(helmTemplate([]), "DaemonSet"), "agent")).has("GPU_SHARING"), "gpuSharing none: the agent's default, no env");
   const vols = new Map(arr(at(ds, "spec", "template", "spec", "volumes")).map((v) => [String(rec(v).name), rec(v)]));
   for (const [what, p] of [["registration socket", cfg.registrationSocket], ["DRA socket", cfg.draSocket], ["checkpoint", cfg.checkpointFile], ["CDI specs", `${cfg.cdiRoot}/x.json`]] as const) {
