@@ -10,7 +10,8 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { KubeConfig } from "@kubernetes/client-node";
 import { ResourceSlice as ResourceSliceModel } from "kubernetes-models/resource.k8s.io/v1/ResourceSlice";
-import type { NodeConfig } from "../agent/common/config.js";
+import { NODE_FLAGS, parseFlags, resolveNodeConfig, type NodeConfig } from "../agent/common/config.js";
+import { startAgent } from "../agent/cli/agent.js";
 import { createMemoryLogger } from "../agent/common/log.js";
 import { createDiscovery } from "../agent/discovery/index.js";
 import type { Gpu, Inventory } from "../agent/discovery/model.js";
@@ -332,4 +333,35 @@ t.test("startNodePublishing (what `tessera agent` calls): fixture node -> standa
   t.equal(signals.listenerCount("SIGHUP"), 1);
   signals.emit("SIGHUP");
   t.equal((await np.watcher.rediscover())?.gpus.length, 4);
+});
+
+t.test("Kubernetes version truth: dynamic MIG refused on a 1.34 API server before anything is published; shared GPUs validate", async (t) => {
+  const api = await startFakeApiServer();
+  t.teardown(() => api.close());
+  const dir = mkdtempSync(join(tmpdir(), "tessera-version-"));
+  const kubeconfig = join(dir, "kubeconfig");
+  await api.writeKubeconfig(kubeconfig);
+  const flags = (mode: string): NodeConfig => resolveNodeConfig(parseFlags(["--kubelet-root", join(dir, "k"), "--cdi-root", join(dir, "cdi"), "--node-name", "node-a", "--kube", `kubeconfig:${kubeconfig}`, "--mig-mode", mode, "--discovery", "fixture:h100-sxm-8x-mig"], NODE_FLAGS, {}));
+  api.serverVersion = { major: "1", minor: "34", gitVersion: "v1.34.4" };
+  await t.rejects(startAgent(flags("dynamic"), { log: createMemoryLogger(), bootId: async () => "b" }), { code: "TESSERA_CONFIG", message: /--mig-mode=dynamic: the API server is v1\.34\.4.*use --mig-mode static/ });
+  t.same(api.objects("resource.k8s.io", "resourceslices"), [], "nothing was published");
+  api.serverVersion = { major: "1", minor: "33+", gitVersion: "v1.33.9-gke.1" };
+  await t.rejects(startAgent(flags("static"), { log: createMemoryLogger(), bootId: async () => "b" }), { code: "TESSERA_CONFIG", message: /needs Kubernetes 1\.34 or later/ });
+  api.serverVersion = { major: "1", minor: "35", gitVersion: "v1.35.1" };
+  api.seed("", "v1", "nodes", { apiVersion: "v1", kind: "Node", metadata: { name: "node-a" } });
+  const agent = await startAgent(flags("dynamic"), { log: createMemoryLogger(), bootId: async () => "b", rediscoverIntervalS: 0 });
+  t.teardown(() => agent.stop(2000));
+  t.ok(api.objects("resource.k8s.io", "resourceslices").length > 0, "1.35: dynamic MIG published");
+  // --gpu-sharing consumable: shareable whole GPUs, valid objects with their request policies.
+  const shared = buildResourceSlices(await inventoryOf("h100-sxm-8x"), { driverName: DRIVER, nodeName: "node-a", migMode: "static", gpuSharing: "consumable" });
+  const gpu = shared[0]?.spec.devices?.[0];
+  t.equal(gpu?.allowMultipleAllocations, true);
+  t.same(gpu?.capacity, {
+    memory: { value: "81559Mi", requestPolicy: { default: "4Gi", validRange: { min: "1Gi", step: "1Gi" } } },
+    shares: { value: "16", requestPolicy: { default: "1", validRange: { min: "1", max: "16", step: "1" } } },
+  }, "memory consumed per claim in whole GiB; at most 16 claims per GPU");
+  for (const s of shared) {
+    t.same(checkSlice(s), [], `${s.metadata.name}: within the API limits`);
+    t.doesNotThrow(() => new ResourceSliceModel(s as never).validate(), `${s.metadata.name}: valid resource.k8s.io/v1`);
+  }
 });

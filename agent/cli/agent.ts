@@ -12,6 +12,7 @@ import { nvidiaSmiSeam } from "../discovery/index.js";
 import { DEFAULT_EXEC_OPTIONS } from "../discovery/exec.js";
 import { createMigManager } from "../mig/manager.js";
 import { openKube, parseKubeSpec, type KubeTarget } from "../kube/kube-source.js";
+import { assertModeSupported, readServerVersion } from "../kube/server-version.js";
 import { startNodePublishing } from "../slices/node-publishing.js";
 import { createKubeClaimSource, createStoreClaimSource, type ClaimSource } from "../plugin/claim-source.js";
 import { startKubeletPlugin, type KubeletPlugin } from "../plugin/plugin.js";
@@ -53,6 +54,12 @@ export async function startAgent(config: NodeConfig, deps: AgentDeps = {}): Prom
   assertSocketPath(config.draSocket);
   assertSocketPath(config.registrationSocket);
   const target: KubeTarget = openKube(parseKubeSpec(config.kube), deps.env);
+  // Publish only what this API server validates: its minor decides the allowed layouts.
+  if (target.mode === "cluster") {
+    const version = await readServerVersion(target.config);
+    if (version) assertModeSupported(version, config);
+    else log.warn("the API server's version is not a plain major.minor; publishing as for the newest minor");
+  }
   let facts: Map<string, DeviceFacts> = new Map();
 
   // Discovery and ResourceSlice publishing: the watcher rediscovers on a timer and on SIGHUP,

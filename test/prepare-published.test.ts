@@ -1,3 +1,5 @@
+// Every device Tessera publishes can be prepared. Shared GPUs (--gpu-sharing consumable): the
+// shipped shared-gpu example fits twice on one GPU and both prepare, share_id on the v1 wire.
 // Dynamic MIG end to end: the simulated nvidia-smi (its formats and refusals), claims apply +
 // NodePrepareResources + NodeUnprepareResources through the real executable seam
 // (--nvidia-smi test/support/nvidia-smi-sim.mjs), and a SIGKILL between creating an instance and
@@ -226,4 +228,45 @@ t.test("an instance Tessera did not create is never destroyed", async (t) => {
   v1.close();
   agent.proc.kill("SIGTERM");
   await agent.exited;
+});
+
+t.test("shared GPUs: deploy/examples/shared-gpu.yaml fits twice on one GPU; both prepared, share_id on v1 only", async (t) => {
+  const dir = tempDir("tessera-shared-");
+  const flags = ["--discovery", "fixture:h100-sxm-8x", "--gpu-sharing", "consumable"];
+  const config = nodeConfig(dir, flags);
+  const agent = await startAgent(config, { log: createMemoryLogger(), bootId: async () => "boot-1", toolkitDirs: [config.cdiRoot], rediscoverIntervalS: 0 });
+  const v1 = createDraClient(agent.draSocket, "v1", { defaults: false });
+  const v1beta1 = createDraClient(agent.draSocket, "v1beta1", { defaults: false });
+  t.teardown(async () => {
+    v1.close();
+    v1beta1.close();
+    await agent.stop(2000);
+  });
+  const example = readFileSync(join(ROOT, "deploy", "examples", "shared-gpu.yaml"), "utf8");
+  const claims: ResourceClaim[] = [];
+  for (const name of ["shared-a", "shared-b"]) {
+    const file = join(dir, `${name}.yaml`);
+    writeFileSync(file, example.replace("name: shared-gpu", `name: ${name}`));
+    const io = captureIO({});
+    const code = await main(["claims", "apply", "-f", file, "--kubelet-root", join(dir, "k"), "--node-name", NODE, "--kube", `standalone:${join(dir, "store")}`, ...flags], io);
+    t.equal(code, 0, `${name}: claims apply fits (${io.err.join("").trim()})`);
+    const c = await createStandaloneStore(join(dir, "store")).getClaim("default", name);
+    if (c) claims.push(c);
+  }
+  const results = claims.map((c) => c.status?.allocation?.devices?.results?.[0]);
+  t.equal(results[0]?.device, "gpu-0");
+  t.equal(results[1]?.device, "gpu-0", "the second share lands on the same GPU");
+  t.ok(results[0]?.shareID && results[1]?.shareID && results[0].shareID !== results[1].shareID, "each allocation has its own shareID");
+  t.same(results.map((r) => r?.consumedCapacity), [{ memory: "20Gi", shares: "1" }, { memory: "20Gi", shares: "1" }], "20Gi of memory and one share each");
+  const [a, b] = claims as [ResourceClaim, ResourceClaim];
+  const res = await v1.prepare({ claims: [ref(a), ref(b)] });
+  for (const [c, r] of [[a, results[0]], [b, results[1]]] as const) {
+    t.notOk(res.claims?.[ref(c).uid]?.error, `${c.metadata.name}: prepared alongside the other`);
+    t.equal(res.claims?.[ref(c).uid]?.devices?.[0]?.share_id, r?.shareID, `${c.metadata.name}: share_id on the v1 wire`);
+  }
+  const beta = await v1beta1.prepare({ claims: [ref(a)] });
+  t.notOk(beta.claims?.[ref(a).uid]?.error);
+  t.notOk(beta.claims?.[ref(a).uid]?.devices?.[0] && "share_id" in (beta.claims?.[ref(a).uid]?.devices?.[0] ?? {}), "v1beta1 has no share_id");
+  const un = await v1.unprepare({ claims: [ref(a), ref(b)] });
+  t.notOk(un.claims?.[ref(a).uid]?.error || un.claims?.[ref(b).uid]?.error);
 });
