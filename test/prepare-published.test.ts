@@ -28,7 +28,7 @@ const FIXTURE = join(ROOT, "fixtures", "nodes", "h100-sxm-8x-mig");
 const GPU0 = "GPU-00000000-0000-0000-0000-000000000000";
 
 // Real processes (agents, the simulated tool) on 2 shared cores: more than the default per-file time.
-t.setTimeout(300_000);
+t.setTimeout(600_000);
 
 const readState = (file: string): SimState => JSON.parse(readFileSync(file, "utf8")) as SimState;
 const instancesOf = (file: string, gpu = GPU0) => (existsSync(file) ? (readState(file).gpus[gpu]?.instances ?? []) : []);
