@@ -32,11 +32,24 @@ function replaceLeaf(rng: Rng, xml: string, value: string): string {
   return xml.slice(0, at) + value.replace(/[<&]/g, "") + xml.slice(at + (m[1] as string).length);
 }
 
+/** Elements whose text becomes a device name, attribute, env value or path: mutated most often. */
+const READ_FIELDS = ["minor_number", "uuid", "total", "product_name", "product_brand", "product_architecture", "driver_version", "cuda_version", "pci_bus_id", "pci_device_id", "gpu_instance_id", "compute_instance_id", "multiprocessor_count", "current_mig", "index"];
+
+/** Replaces the text of one occurrence of <field>text</field>. */
+function replaceField(rng: Rng, xml: string, value: string): string {
+  const field = pick(rng, READ_FIELDS);
+  const hits = [...xml.matchAll(new RegExp(`<${field}>([^<]*)</${field}>`, "g"))];
+  if (hits.length === 0) return xml;
+  const m = pick(rng, hits);
+  return xml.slice(0, m.index) + `<${field}>${value.replace(/[<&]/g, "")}</${field}>` + xml.slice((m.index as number) + m[0].length);
+}
+
 function mutateXml(rng: Rng, xml: string): string {
-  switch (rng.int(7)) {
+  switch (rng.int(8)) {
     case 0:
     case 1:
-    case 2: return replaceLeaf(rng, xml, pick(rng, HOSTILE));
+    case 2: return replaceField(rng, xml, pick(rng, HOSTILE));
+    case 7: return replaceLeaf(rng, xml, pick(rng, HOSTILE));
     case 3: { // a <gpu> twice (same minor, UUID, bus id)
       const s = xml.indexOf("<gpu "), e = xml.indexOf("</gpu>");
       return s < 0 || e < 0 ? xml : xml.slice(0, e + 6) + xml.slice(s, e + 6) + xml.slice(e + 6);
