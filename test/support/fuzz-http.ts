@@ -112,7 +112,7 @@ function genInput(rng: Rng): Uint8Array {
 }
 
 /** Complete final answers in `raw` so far (1xx skipped), with their status codes; throws on a malformed one. */
-export function parseAnswers(raw: Buffer, head = false): { statuses: number[]; complete: boolean } {
+export function parseAnswers(raw: Buffer, bodiless = false): { statuses: number[]; complete: boolean } {
   const statuses: number[] = [];
   let at = 0;
   let complete = false;
@@ -129,7 +129,7 @@ export function parseAnswers(raw: Buffer, head = false): { statuses: number[]; c
     at = end + 4;
     if (status >= 100 && status < 200) continue;
     statuses.push(status);
-    if (head) {
+    if (bodiless) {
       complete = true; // an answer to HEAD has no body, whatever its content-length says
       continue;
     }
