@@ -447,3 +447,21 @@ t.test("backend connections are bounded per endpoint and idle ones are closed", 
   const o = proxyOptionsFromArgs(parseFlags(["--endpoints", "http://a:1"], PROXY_FLAGS, { PROXY_UPSTREAM_CONNECTIONS: "16", PROXY_UPSTREAM_KEEPALIVE_MS: "1500" }));
   t.same([o.connections, o.upstreamKeepAliveMs], [16, 1500], "both settings have env mirrors");
 });
+
+t.test("a CONNECT with a body neither leaks its socket nor hangs stop() (found by the http fuzzer, seed 1 case 2269)", async (t) => {
+  const proxy = await startProxy({ listen: "127.0.0.1:0", endpoints: [] });
+  const raw = await new Promise<string>((resolve) => {
+    const s = net.connect(Number(new URL(proxy.url).port), "127.0.0.1");
+    let got = "";
+    s.on("data", (d) => {
+      got += String(d);
+      if (got.includes("}")) s.destroy(); // the client goes away once answered, as the fuzzer does
+    });
+    s.on("close", () => resolve(got));
+    s.on("error", () => undefined);
+    s.write(`CONNECT /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-length: 65536\r\n\r\n${"y".repeat(65_536)}`);
+  });
+  t.equal(statusOf(raw), 400, "CONNECT answered 400");
+  const outcome = await Promise.race([proxy.stop().then(() => "stopped"), new Promise((r) => setTimeout(() => r("stop() still waiting after 6 s"), 6000).unref())]);
+  t.equal(outcome, "stopped", "stop() returns: the tunnel socket was not left open");
+});

@@ -326,7 +326,11 @@ export async function startProxy(opts: ProxyOptions): Promise<RunningProxy> {
   server.on("connect", (req: http.IncomingMessage, socket: Duplex) => {
     count("other", 400);
     const body = JSON.stringify({ error: { message: `CONNECT ${String(req.url).slice(0, 64)}: this proxy does not tunnel; send an origin-form target such as POST /v1/completions`, type: "TESSERA_BAD_REQUEST", code: 400 } });
+    // Node hands the socket over paused and no longer tracks it: drain what the client sends (else a
+    // close is never seen and the socket, and stop(), wait forever) and destroy it after a grace.
     socket.on("error", () => undefined);
+    socket.resume();
+    setTimeout(() => socket.destroy(), 1000).unref();
     socket.end(`HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`);
   });
   server.on("clientError", (err: NodeJS.ErrnoException, socket) => {
