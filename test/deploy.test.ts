@@ -15,7 +15,7 @@ import * as k8s from "@kubernetes/client-node";
 import { KubeConfig } from "@kubernetes/client-node";
 import { Namespace, Service, ServiceAccount } from "kubernetes-models/v1";
 import { DaemonSet } from "kubernetes-models/apps/v1";
-import { ClusterRole, ClusterRoleBinding } from "kubernetes-models/rbac.authorization.k8s.io/v1";
+import { ClusterRole, ClusterRoleBinding, Role, RoleBinding } from "kubernetes-models/rbac.authorization.k8s.io/v1";
 import { ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding } from "kubernetes-models/admissionregistration.k8s.io/v1";
 import { DeviceClass } from "kubernetes-models/resource.k8s.io/v1";
 import { NODE_FLAGS, parseFlags, resolveNodeConfig } from "../agent/common/config.js";
@@ -66,6 +66,8 @@ const MODELS: Record<string, (o: unknown) => void> = {
   "apps/v1/DaemonSet": model(DaemonSet),
   "rbac.authorization.k8s.io/v1/ClusterRole": model(ClusterRole),
   "rbac.authorization.k8s.io/v1/ClusterRoleBinding": model(ClusterRoleBinding),
+  "rbac.authorization.k8s.io/v1/Role": model(Role),
+  "rbac.authorization.k8s.io/v1/RoleBinding": model(RoleBinding),
   "admissionregistration.k8s.io/v1/ValidatingAdmissionPolicy": model(ValidatingAdmissionPolicy),
   "admissionregistration.k8s.io/v1/ValidatingAdmissionPolicyBinding": model(ValidatingAdmissionPolicyBinding),
   "resource.k8s.io/v1/DeviceClass": model(DeviceClass),
@@ -133,6 +135,9 @@ if (typeof kustomize !== "string") {
   for (const dir of ["base", "overlays/fake", "overlays/nvidia"]) RENDERED[dir] = parseDocs(kustomize.render(join(ROOT, "deploy", dir)), dir);
 }
 const BASE = readBase();
+/** The proxy's Role lives in the namespace of the InferencePool it routes for (the base's INFERENCE_POOL). */
+const POOL_NAMESPACE = String(arr(at(BASE.find((o) => o.kind === "DaemonSet" && o.metadata.name === "tessera-proxy"), "spec", "template", "spec", "containers", 0, "env")).map(rec).find((e) => e.name === "INFERENCE_POOL")?.value ?? "").split("/")[0] ?? "";
+const POOL_SCOPED = new Set(["Role", "RoleBinding"]);
 
 // ---- schemas and scopes ------------------------------------------------------------------------
 
@@ -154,6 +159,7 @@ function validateObjects(t: Tap, name: string, objs: Obj[], namespace = NAMESPAC
     t.ok(MODEL_TYPES[`V1${o.kind}`]?.getAttributeTypeMap, `${id}: field list known`);
     t.same(unknownFields(o, `V1${o.kind}`, o.kind), [], `${id}: no unknown fields`);
     if (CLUSTER_SCOPED.has(o.kind)) t.equal(o.metadata.namespace, undefined, `${id} is cluster-scoped: no namespace`);
+    else if (POOL_SCOPED.has(o.kind)) t.equal(o.metadata.namespace, POOL_NAMESPACE, `${id} is in the InferencePool's namespace (${POOL_NAMESPACE})`);
     else t.equal(o.metadata.namespace, namespace, `${id} is in ${namespace}`);
   }
 }
@@ -163,7 +169,7 @@ t.test("every manifest validates against the Kubernetes schemas and sits in the 
   if (typeof kustomize === "string") t.fail(kustomize);
   else t.comment(`rendered with ${kustomize.name}`);
   for (const [name, objs] of sets) {
-    t.same(objs.map((o) => o.kind).sort(), ["ClusterRole", "ClusterRoleBinding", "DaemonSet", "DeviceClass", "DeviceClass", "Namespace", "Service", "ServiceAccount", "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"], `${name}: the expected objects`);
+    t.same(objs.map((o) => o.kind).sort(), ["ClusterRole", "ClusterRoleBinding", "DaemonSet", "DaemonSet", "DeviceClass", "DeviceClass", "Namespace", "Role", "RoleBinding", "Service", "ServiceAccount", "ServiceAccount", "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"], `${name}: the expected objects`);
     validateObjects(t, name, objs);
   }
   t.equal(Object.keys(RENDERED).length, 3, "base and both overlays rendered");
@@ -171,8 +177,8 @@ t.test("every manifest validates against the Kubernetes schemas and sits in the 
 
 t.test("overlays: fake drops the GPU-only privileges, nvidia selects GPU nodes", async (t) => {
   if (typeof kustomize === "string") return t.fail(kustomize);
-  const fake = one(RENDERED["overlays/fake"] ?? [], "DaemonSet");
-  const nvidia = one(RENDERED["overlays/nvidia"] ?? [], "DaemonSet");
+  const fake = one(RENDERED["overlays/fake"] ?? [], "DaemonSet", "tessera-node");
+  const nvidia = one(RENDERED["overlays/nvidia"] ?? [], "DaemonSet", "tessera-node");
   const fa = container(fake, "agent"), na = container(nvidia, "agent");
   t.match(envOf(fa).get("DISCOVERY")?.value, /^fixture:/, "fake: fixture discovery");
   t.equal(envOf(na).get("DISCOVERY")?.value, "nvidia-smi", "nvidia: real discovery");
@@ -188,8 +194,10 @@ t.test("overlays: fake drops the GPU-only privileges, nvidia selects GPU nodes",
   t.equal(at(fake, "spec", "template", "spec", "nodeSelector"), undefined, "fake: every node");
   for (const ds of [fake, nvidia]) {
     const vols = new Set(arr(at(ds, "spec", "template", "spec", "volumes")).map((v) => rec(v).name));
-    for (const c of ["agent", "proxy"]) for (const m of arr(container(ds, c).volumeMounts)) t.ok(vols.has(rec(m).name), `${c} mount ${String(rec(m).name)} has a volume`);
+    for (const m of arr(container(ds, "agent").volumeMounts)) t.ok(vols.has(rec(m).name), `agent mount ${String(rec(m).name)} has a volume`);
   }
+  t.same(at(one(RENDERED["overlays/nvidia"] ?? [], "DaemonSet", "tessera-proxy"), "spec", "template", "spec", "nodeSelector"), { "nvidia.com/gpu.present": "true" }, "nvidia: the proxy runs on the GPU nodes too");
+  t.equal(envOf(container(one(RENDERED["overlays/fake"] ?? [], "DaemonSet", "tessera-proxy"), "proxy")).get("INFERENCE_POOL"), undefined, "fake: the proxy uses static endpoints");
 });
 
 // ---- DeviceClasses -----------------------------------------------------------------------------
@@ -293,7 +301,7 @@ function admit(policy: Obj, req: AdmissionRequest): { matched: boolean; denied: 
 
 t.test("admission policy: the agent writes only ResourceSlices of the node its token names", async (t) => {
   const policy = one(BASE, "ValidatingAdmissionPolicy");
-  const sa = one(BASE, "ServiceAccount");
+  const sa = one(BASE, "ServiceAccount", "tessera");
   const binding = one(BASE, "ValidatingAdmissionPolicyBinding");
   t.equal(at(binding, "spec", "policyName"), policy.metadata.name, "the binding names the policy");
   t.same(at(binding, "spec", "validationActions"), ["Deny"], "violations are denied, not just audited");
@@ -335,18 +343,23 @@ function roleTriples(role: Obj): Set<string> {
 }
 const requestKey = (r: RequestRecord): string => ruleKey(r.group, r.subresource ? `${r.resource}/${r.subresource}` : r.resource, r.verb);
 
-/** What the issue grants, and nothing more. */
+/** What the issue grants the agent, and nothing more. */
 const ISSUE_ROLE = [
   "get resource.k8s.io/resourceclaims", "list resource.k8s.io/resourceclaims", "watch resource.k8s.io/resourceclaims",
   ...["get", "list", "watch", "create", "update", "patch", "delete"].map((v) => `${v} resource.k8s.io/resourceslices`),
   "list resource.k8s.io/deviceclasses",
   "get core/nodes",
+];
+/** The proxy's own Role (issue 13, 10d): reads only, in the pool's namespace. */
+const PROXY_ROLE = [
   "get inference.networking.k8s.io/inferencepools", "list inference.networking.k8s.io/inferencepools", "watch inference.networking.k8s.io/inferencepools",
-  "get core/pods", "list core/pods", "watch core/pods",
+  "list core/pods", "watch core/pods",
 ];
 
 interface Flow {
   name: string;
+  /** Whose ServiceAccount the flow runs as: the agent's (ClusterRole) or the proxy's (Role in the pool's namespace). */
+  identity: "agent" | "proxy";
   /** undefined: the flow ran; a string: why it could not run yet (its module is missing). */
   run(api: FakeApiServer, kc: KubeConfig, dir: string): Promise<string | undefined>;
 }
@@ -370,6 +383,7 @@ interface PoolSource { start(cb: (urls: string[]) => void): Promise<void>; stop(
 const FLOWS: Flow[] = [
   {
     name: "kubelet plugin: claim source reads the claim of NodePrepareResources",
+    identity: "agent",
     async run(api, kc) {
       api.seed("resource.k8s.io", "v1", "resourceclaims", CLAIM);
       const claim = await createKubeClaimSource(kc).get("team-a", "claim-1");
@@ -379,6 +393,7 @@ const FLOWS: Flow[] = [
   },
   {
     name: "ResourceSlice publisher: publish, restore a slice deleted behind its back, shrink, empty",
+    identity: "agent",
     async run(api, kc) {
       const backends = await optionalImport("dist/agent/slices/backend.js");
       const publisher = await optionalImport("dist/agent/slices/publisher.js");
@@ -405,7 +420,7 @@ const FLOWS: Flow[] = [
         await pub.stop();
       }
       const policy = one(BASE, "ValidatingAdmissionPolicy");
-      const sa = one(BASE, "ServiceAccount");
+      const sa = one(BASE, "ServiceAccount", "tessera");
       for (const s of slices()) {
         const verdict = admit(policy, { operation: "CREATE", username: `system:serviceaccount:${sa.metadata.namespace}:${sa.metadata.name}`, node: NODE, object: s });
         if (verdict.denied.length > 0) throw new Error(`the publisher wrote a slice the own-node policy denies: ${verdict.denied.join("; ")}`);
@@ -415,19 +430,20 @@ const FLOWS: Flow[] = [
   },
   {
     name: "proxy: InferencePool and its Pods on this node, watched",
+    identity: "proxy",
     async run(api, kc) {
       const mod = await optionalImport("dist/agent/proxy/inference-pool.js");
       if (typeof mod?.createInferencePoolSource !== "function") return "agent/proxy/inference-pool.ts (createInferencePoolSource) not present";
       api.seed("inference.networking.k8s.io", "v1", "inferencepools", {
-        apiVersion: "inference.networking.k8s.io/v1", kind: "InferencePool", metadata: { name: "pool", namespace: "team-a" },
+        apiVersion: "inference.networking.k8s.io/v1", kind: "InferencePool", metadata: { name: "pool", namespace: POOL_NAMESPACE },
         spec: { selector: { matchLabels: { app: "vllm" } }, targetPorts: [{ number: 8000 }] },
       });
       const pod = (name: string, ip: string): Rec => ({
-        apiVersion: "v1", kind: "Pod", metadata: { name, namespace: "team-a", labels: { app: "vllm" } },
+        apiVersion: "v1", kind: "Pod", metadata: { name, namespace: POOL_NAMESPACE, labels: { app: "vllm" } },
         spec: { nodeName: NODE }, status: { podIP: ip, conditions: [{ type: "Ready", status: "True" }] },
       });
       api.seed("", "v1", "pods", pod("vllm-0", "10.0.0.7"));
-      const src = mod.createInferencePoolSource({ kube: kc, pool: "team-a/pool", nodeName: NODE, restartDelayMs: 50 }) as PoolSource;
+      const src = mod.createInferencePoolSource({ kube: kc, pool: `${POOL_NAMESPACE}/pool`, nodeName: NODE, restartDelayMs: 50 }) as PoolSource;
       let urls: string[] = [];
       try {
         await src.start((u) => (urls = u));
@@ -464,27 +480,39 @@ t.test("RBAC: a 403 names the verb, the resource and the missing permission", as
   t.equal(io.err.join("").trim(), 'TESSERA_KUBE_FORBIDDEN: list deviceclasses: the service account lacks "list" on resource.k8s.io/deviceclasses; see docs/install.md', "one line a script can match");
 });
 
-t.test("RBAC: the ClusterRole is exactly the issue's list and every flow stays inside it", async (t) => {
+t.test("RBAC: the agent's ClusterRole and the proxy's Role are exactly the issue's lists and every flow stays inside its own", async (t) => {
   const role = one(BASE, "ClusterRole");
   const granted = roleTriples(role);
-  t.same([...granted].sort(), [...ISSUE_ROLE].sort(), "ClusterRole rules = what the agent and proxy call, per the issue");
-  for (const r of arr(role.rules)) {
+  t.same([...granted].sort(), [...ISSUE_ROLE].sort(), "ClusterRole rules = what the agent calls, per the issue");
+  const proxyRole = one(BASE, "Role", "tessera-proxy");
+  const proxyGranted = roleTriples(proxyRole);
+  t.same([...proxyGranted].sort(), [...PROXY_ROLE].sort(), "the proxy's Role = what the proxy calls: reads only");
+  const proxySa = one(BASE, "ServiceAccount", "tessera-proxy");
+  const proxyDs = one(BASE, "DaemonSet", "tessera-proxy");
+  t.equal(at(proxyDs, "spec", "template", "spec", "serviceAccountName"), proxySa.metadata.name, "the proxy pod runs as its own ServiceAccount");
+  t.same(at(one(BASE, "RoleBinding", "tessera-proxy"), "subjects"), [{ kind: "ServiceAccount", name: proxySa.metadata.name, namespace: proxySa.metadata.namespace }], "the RoleBinding names only the proxy's ServiceAccount");
+  t.same(at(one(BASE, "RoleBinding", "tessera-proxy"), "roleRef"), { apiGroup: "rbac.authorization.k8s.io", kind: "Role", name: proxyRole.metadata.name });
+  t.equal(proxyRole.metadata.namespace, POOL_NAMESPACE, `the Role sits in the pool's namespace (${POOL_NAMESPACE}), so the proxy lists Pods there only`);
+  for (const r of [...arr(role.rules), ...arr(proxyRole.rules)]) {
     t.notOk(arr(rec(r).verbs).includes("*") || arr(rec(r).resources).includes("*") || arr(rec(r).apiGroups).includes("*"), "no wildcards");
     t.equal(rec(r).resourceNames, undefined, "no resourceNames (they cannot express 'this node')");
   }
   const crb = one(BASE, "ClusterRoleBinding");
-  const sa = one(BASE, "ServiceAccount");
+  const sa = one(BASE, "ServiceAccount", "tessera");
   t.same(at(crb, "roleRef"), { apiGroup: "rbac.authorization.k8s.io", kind: "ClusterRole", name: role.metadata.name });
   t.same(at(crb, "subjects"), [{ kind: "ServiceAccount", name: sa.metadata.name, namespace: sa.metadata.namespace }]);
-  t.equal(at(one(BASE, "DaemonSet"), "spec", "template", "spec", "serviceAccountName"), sa.metadata.name);
+  t.equal(at(one(BASE, "DaemonSet", "tessera-node"), "spec", "template", "spec", "serviceAccountName"), sa.metadata.name);
+  t.notOk(arr(at(crb, "subjects")).some((x) => rec(x).name === proxySa.metadata.name), "the proxy's ServiceAccount is not bound to the agent's ClusterRole (cannot write ResourceSlices)");
   t.match(String(at(one(BASE, "ValidatingAdmissionPolicy"), "spec", "matchConditions", 0, "expression")), `"system:serviceaccount:${sa.metadata.namespace}:${sa.metadata.name}"`, "the admission policy names the same identity");
 
   const api = await startFakeApiServer();
   t.teardown(() => api.close());
   const outside: string[] = [];
+  let identity: Flow["identity"] = "agent";
   api.authorize = (r) => {
-    const ok = granted.has(requestKey(r));
-    if (!ok) outside.push(requestKey(r));
+    // a Role grants only inside its namespace; the ClusterRole grants everywhere
+    const ok = identity === "agent" ? granted.has(requestKey(r)) : proxyGranted.has(requestKey(r)) && r.namespace === proxyRole.metadata.namespace;
+    if (!ok) outside.push(`${identity}: ${requestKey(r)}${r.namespace ? ` in ${r.namespace}` : " (cluster-wide)"}`);
     return ok;
   };
   // The authorizer really enforces: a call outside the role is refused.
@@ -499,14 +527,15 @@ t.test("RBAC: the ClusterRole is exactly the issue's list and every flow stays i
   const kc = new KubeConfig();
   kc.loadFromFile(kubeconfig);
   for (const flow of FLOWS) {
+    identity = flow.identity;
     const before = api.requests.length;
     const skipped = await flow.run(api, kc, dir);
     if (skipped) t.comment(`flow not run yet: ${flow.name}: ${skipped}`);
     else t.ok(api.requests.length > before, `${flow.name}: ran against the API server`);
   }
-  t.same(outside, [], "no call outside the ClusterRole");
+  t.same(outside, [], "no call outside the caller's own role (and the proxy's only in the pool's namespace)");
   const used = new Set(api.requests.map(requestKey));
-  const unused = [...granted].filter((k) => !used.has(k)).sort();
+  const unused = [...granted, ...proxyGranted].filter((k) => !used.has(k)).sort();
   t.comment(`RBAC rules used by a code path: ${[...used].sort().join(", ") || "none"}`);
   t.comment(`RBAC rules no code path used: ${unused.join(", ") || "none"}`);
 });
@@ -539,7 +568,7 @@ t.test("DaemonSet: env names, paths and probes match the CLI's flags and contrac
   const flagByEnv = new Map(NODE_FLAGS.filter((f) => f.env).map((f) => [String(f.env), f]));
   const sets: [string, Obj[]][] = [["base files", BASE], ...Object.entries(RENDERED)];
   for (const [name, objs] of sets) {
-    const ds = one(objs, "DaemonSet");
+    const ds = one(objs, "DaemonSet", "tessera-node");
     const pod = rec(at(ds, "spec", "template", "spec"));
     const agent = container(ds, "agent");
     const env = envOf(agent);
@@ -594,7 +623,9 @@ t.test("DaemonSet: env names, paths and probes match the CLI's flags and contrac
     t.match(usage, /tessera diag ping/, "the CLI dispatches diag ping");
     t.ok(Number(pod.terminationGracePeriodSeconds) >= SHUTDOWN_DEADLINE_MS / 1000 + 10, `${name}: grace period covers the agent's ${SHUTDOWN_DEADLINE_MS} ms shutdown deadline + slice cleanup`);
     // Proxy: its env is the mirror of `tessera proxy` flags, and the CLI accepts the result.
-    const proxy = container(ds, "proxy");
+    const proxyDs = one(objs, "DaemonSet", "tessera-proxy");
+    t.same(arr(at(ds, "spec", "template", "spec", "containers")).map((c) => rec(c).name), ["agent"], `${name}: the agent pod runs the agent only`);
+    const proxy = container(proxyDs, "proxy");
     t.same([...(proxy.command as string[]), ...(proxy.args as string[])], [bin, "proxy"], `${name}: runs \`tessera proxy\``);
     t.match(md, /`tessera proxy --listen <host:port>/, "contracts.md names the proxy's --listen");
     const penv = envOf(proxy);
@@ -615,8 +646,10 @@ t.test("DaemonSet: env names, paths and probes match the CLI's flags and contrac
     const svc = one(objs, "Service");
     t.equal(at(svc, "spec", "internalTrafficPolicy"), "Local", `${name}: Service keeps traffic on the node`);
     t.equal(at(svc, "spec", "ports", 0, "targetPort"), port.name, `${name}: Service targets the proxy port`);
-    const labels = rec(at(ds, "spec", "template", "metadata", "labels"));
+    const labels = rec(at(proxyDs, "spec", "template", "metadata", "labels"));
     for (const [k, v] of Object.entries(rec(at(svc, "spec", "selector")))) t.equal(labels[k], v, `${name}: Service selects the pods (${k})`);
+    const agentLabels = rec(at(ds, "spec", "template", "metadata", "labels"));
+    t.notOk(Object.entries(rec(at(svc, "spec", "selector"))).every(([k, v]) => agentLabels[k] === v), `${name}: the Service does not select the agent pods`);
     t.equal(at(proxy, "securityContext", "runAsNonRoot"), true, `${name}: proxy runs as non-root`);
     t.same(at(proxy, "securityContext", "capabilities", "drop"), ["ALL"], `${name}: proxy has no capabilities`);
     t.equal(arr(proxy.volumeMounts).length, 0, `${name}: proxy mounts nothing from the host`);

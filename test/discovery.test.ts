@@ -244,3 +244,76 @@ t.test("host facts via systeminformation (cpu, mem, osInfo; never graphics)", as
   const src = readFileSync(join(ROOT, "agent", "discovery", "host.ts"), "utf8");
   t.notMatch(src.replace(/\/\/.*$/gm, ""), /graphics\s*\(/, "graphics() is not called");
 });
+
+t.test("hostile nvidia-smi values: the bad device is dropped with a condition, the rest is published", async (t) => {
+  const { buildResourceSlices } = await import("../agent/slices/build.js");
+  const { checkSlice } = await import("../agent/slices/limits.js");
+  const { GPU_UUID, MIG_UUID, migProblems, attributeText } = await import("../agent/discovery/validate.js");
+  const { discoverOutputs, fixtureOutputs } = await import("./support/nvsmi-fake.js");
+  const h100 = fixtureOutputs("h100-sxm-8x");
+  const mixed = fixtureOutputs("mixed-2numa-h100-mig");
+  const swap = (s: string, from: string, to: string): string => {
+    if (!s.includes(from)) throw new Error(`fixture has no ${from}`);
+    return s.replace(from, to);
+  };
+  /** Everything published is safe: slices pass the API rules, UUIDs and device paths are well-formed. */
+  const publishable = (t: Test, inv: Inventory, what: string): void => {
+    for (const mode of ["static", "dynamic"] as const) {
+      const slices = buildResourceSlices(inv, { driverName: "gpu.tessera.dev", nodeName: "n", migMode: mode });
+      t.same(slices.flatMap(checkSlice), [], `${what}: ${mode} slices pass checkSlice`);
+    }
+    for (const f of deviceFacts(inv).values()) {
+      if (!(f.kind === "gpu" ? GPU_UUID : MIG_UUID).test(f.uuid) && f.kind === "gpu") t.fail(`${what}: ${f.name} uuid ${f.uuid}`);
+      for (const p of f.deviceNodes) if (!/^\/dev\/nvidia(\d{1,3}|-caps\/nvidia-cap\d{1,7})$/.test(p)) t.fail(`${what}: ${f.name} device node ${p}`);
+    }
+  };
+  const gpuCases: [string, string, string][] = [
+    ["memory total 999…9 MiB (was a RangeError in slice building, retried forever)", "<total>81559 MiB</total>", `<total>${"9".repeat(400)} MiB</total>`],
+    ["UUID GPU-x,all (would widen NVIDIA_VISIBLE_DEVICES)", "<uuid>GPU-00000002-0000-0000-0000-000000000002</uuid>", "<uuid>GPU-x,all</uuid>"],
+    ["UUID $(reboot)", "<uuid>GPU-00000002-0000-0000-0000-000000000002</uuid>", "<uuid>$(reboot)</uuid>"],
+    ["minor 9007199254740992 (/dev/nvidia9007199254740992)", "<minor_number>3</minor_number>", "<minor_number>9007199254740992</minor_number>"],
+    ["minor -1", "<minor_number>3</minor_number>", "<minor_number>-1</minor_number>"],
+    ["minor 255 (/dev/nvidiactl)", "<minor_number>3</minor_number>", "<minor_number>255</minor_number>"],
+    ["a UUID twice", "<uuid>GPU-00000002-0000-0000-0000-000000000002</uuid>", "<uuid>GPU-00000001-0000-0000-0000-000000000001</uuid>"],
+  ];
+  for (const [what, from, to] of gpuCases) {
+    const log = createMemoryLogger();
+    const inv = await discoverOutputs("h100-sxm-8x", { ...h100, xml: swap(h100.xml, from, to) }, log);
+    t.equal(inv.gpus.length, 7, `${what}: that GPU dropped, the other 7 published`);
+    const c = inv.conditions?.find((x) => x.code === "TESSERA_DISCOVERY_VALUE");
+    t.match(c?.message ?? "", /GPU not published/, `${what}: a condition says so`);
+    t.ok(log.records.some((r) => r.msg === "discovery condition" && JSON.stringify(r).includes("TESSERA_DISCOVERY_VALUE")), `${what}: logged`);
+    publishable(t, inv, what);
+  }
+  const version = await discoverOutputs("h100-sxm-8x", { ...h100, xml: swap(h100.xml, "<driver_version>", `<driver_version>${"9".repeat(40)}`) });
+  t.equal(version.gpus.length, 8, "a bad driver version drops only that fact");
+  t.equal(version.driverVersion, undefined);
+  t.match(version.conditions?.map((c) => c.message).join("\n") ?? "", /driver_version .* not a dotted number/);
+  publishable(t, version, "driver version of 40 digits");
+  const name = await discoverOutputs("h100-sxm-8x", { ...h100, xml: h100.xml.replace(/<product_name>[^<]*</, `<product_name>${"\u0007evil ".repeat(60)}😀<`) });
+  t.ok(name.gpus.every((g) => g.productName.length <= 64 && !/\p{Cc}/u.test(g.productName)), "product names cut to 64 characters, control characters removed");
+  t.equal(attributeText(`${"x".repeat(63)}😀`), "x".repeat(63), "a cut never splits a surrogate pair");
+  publishable(t, name, "hostile product name");
+  const migCases: [string, string][] = [
+    ["R450 MIG-GPU-<uuid>/<gi>/<ci> form (in no capture here)", "MIG-GPU-00000000-0000-0000-0000-000000000000/9/0"],
+    ["a MIG UUID another device has", "MIG-e1000300-0000-5000-8000-000000000000"],
+  ];
+  for (const [what, uuid] of migCases) {
+    const inv = await discoverOutputs("mixed-2numa-h100-mig", { ...mixed, list: swap(mixed.list ?? "", "MIG-e1000901-0000-5000-8000-000000000001", uuid) });
+    t.same(inv.gpus.map((g) => g.migDevices.length), [3, 0, 3, 0], `${what}: that MIG device dropped, its GPU and the rest published`);
+    t.match(inv.conditions?.map((c) => `${c.code} ${c.message}`).join("\n") ?? "", /TESSERA_DISCOVERY_VALUE .*MIG GI .*device not published/);
+    publishable(t, inv, what);
+  }
+  const lgi = await discoverOutputs("mixed-2numa-h100-mig", { ...mixed, lgi: (mixed.lgi ?? "").replace(/ 0:2 /, " 6:4 ") });
+  t.ok(lgi.conditions?.some((c) => /placement 6:4 outside/.test(c.message)), "a placement past the 8 memory slices is refused");
+  publishable(t, lgi, "bad placement");
+  const mig = (await discoverOutputs("mixed-2numa-h100-mig", mixed)).gpus[0]?.migDevices[0];
+  t.ok(mig && migProblems(mig).length === 0, "a real MIG device passes");
+  if (mig) t.match(migProblems({ ...mig, capDevicePaths: ["/dev/nvidia-caps/nvidia-cap1e+30"] }).join(), /capability device/, "a mig-minors number that is no minor is refused");
+  // diag shows the condition
+  diagDeps.discovery = { exec: async (_f, args) => ({ stdout: args.join(" ") === "-q -x" ? swap(h100.xml, "<uuid>GPU-00000002-0000-0000-0000-000000000002</uuid>", "<uuid>GPU-x,all</uuid>") : "", stderr: "", code: 0 }), hostFacts: async () => ({}) };
+  t.teardown(() => void (diagDeps.discovery = {}));
+  const io = captureIO();
+  t.equal(await main(["diag", "slices", "--discovery", "nvidia-smi", "--node-name", "n", "--sysfs-root", join(FIXTURES, "h100-sxm-8x", "sys")], io), 0, "diag slices still publishes the rest");
+  t.match(io.out.join("") + io.err.join(""), /condition TESSERA_DISCOVERY_VALUE: GPU .*"GPU-x,all" is not GPU-<8-4-4-4-12 hex>; GPU not published/, "diag shows the condition");
+});

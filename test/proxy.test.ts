@@ -322,3 +322,146 @@ t.test("CLI flags: endpoints or a pool, numbers checked", async (t) => {
   await t.rejects(startProxy({ listen: "nonsense", endpoints: [] }), { code: "TESSERA_CONFIG" });
   await t.rejects(startProxy({ listen: "127.0.0.1:0", endpoints: [], maxBodyBytes: 2 ** 31 }), { code: "TESSERA_CONFIG" }, "a body limit beyond what the WASM staging can hold is refused");
 });
+
+// ---- hostile input (issue 13): Expect, body limits on every path, request targets, pool bounds ----
+
+/** Raw HTTP/1.1 over TCP: `steps` writes, each after the answer so far matches its `after`; resolves with all bytes at close. */
+function rawExchange(url: string, steps: { after?: RegExp; write: string }[]): Promise<string> {
+  return new Promise((resolve) => {
+    const s = net.connect(Number(new URL(url).port), "127.0.0.1");
+    let got = "";
+    let i = 0;
+    const pump = (): void => {
+      while (i < steps.length && (steps[i]?.after === undefined || (steps[i]?.after as RegExp).test(got))) s.write((steps[i++] as { write: string }).write);
+    };
+    s.on("data", (d) => {
+      got += String(d);
+      pump();
+    });
+    s.on("close", () => resolve(got));
+    s.on("error", () => undefined);
+    pump();
+  });
+}
+
+const statusOf = (raw: string): number => Number(/^HTTP\/1\.1 (\d{3})/.exec(raw)?.[1] ?? 0);
+const finalStatus = (raw: string): number => Number([...raw.matchAll(/^HTTP\/1\.1 (\d{3})/gm)].map((m) => m[1]).filter((c) => c !== "100").pop() ?? 0);
+
+t.test("Expect: 100-continue is answered here (100, or a final status unread), never forwarded", async (t) => {
+  const { mocks, proxy } = await rig(t, 1, { maxBodyBytes: 4096 });
+  const mock = mocks[0] as MockModelServer;
+  const body = JSON.stringify(completion("long prompt ".repeat(100)));
+  let upstream: http.IncomingHttpHeaders | undefined;
+  mock.events.on("request", (_path: string, _body: unknown, headers: http.IncomingHttpHeaders) => (upstream ??= headers));
+  const ok = await rawExchange(proxy.url, [
+    { write: `POST /v1/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: ${body.length}\r\nexpect: 100-continue\r\nconnection: close\r\n\r\n` },
+    { after: /^HTTP\/1\.1 100 Continue\r\n\r\n/, write: body },
+  ]);
+  t.match(ok, /^HTTP\/1\.1 100 Continue\r\n\r\n/, "100 Continue before the body");
+  t.equal(finalStatus(ok), 200, "then the backend's answer (was 502: undici refuses Expect)");
+  t.ok(upstream, "the backend got the request");
+  t.equal(upstream?.expect, undefined, "Expect is not forwarded upstream");
+  const passthrough = await rawExchange(proxy.url, [
+    { write: "POST /v1/embeddings HTTP/1.1\r\nhost: x\r\ncontent-length: 2\r\nexpect: 100-continue\r\nconnection: close\r\n\r\n" },
+    { after: /100 Continue/, write: "{}" },
+  ]);
+  t.equal(finalStatus(passthrough), 200, "a passthrough path continues too");
+  // over the limit: a final 413 at once, without waiting for (or reading) the body
+  const big = await rawExchange(proxy.url, [{ write: "POST /v1/completions HTTP/1.1\r\nhost: x\r\ncontent-length: 5000000\r\nexpect: 100-continue\r\n\r\n" }]);
+  t.equal(statusOf(big), 413, "413 instead of 100 when the declared length is over --max-body-bytes");
+  t.notMatch(big, /100 Continue/);
+  t.equal(JSON.parse(big.slice(big.indexOf("\r\n\r\n") + 4)).error.type, "TESSERA_BODY_TOO_LARGE");
+  t.equal((await post(`${proxy.url}/v1/completions`, completion("still serving"))).status, 200, "proxy keeps serving");
+});
+
+t.test("--max-body-bytes holds on every path: declared and streamed passthrough bodies get 413", async (t) => {
+  const { mocks, proxy } = await rig(t, 1, { maxBodyBytes: 1024 });
+  const mock = mocks[0] as MockModelServer;
+  const declared = await request(`${proxy.url}/v1/embeddings`, { method: "POST", body: JSON.stringify({ input: "x".repeat(5000) }) });
+  t.equal(declared.statusCode, 413, "declared length over the limit on /v1/embeddings (was passed through)");
+  t.equal((JSON.parse(await declared.body.text()) as { error: { type: string } }).error.type, "TESSERA_BODY_TOO_LARGE");
+  const before = mock.stats.requests;
+  const streamed = await rawExchange(proxy.url, [
+    { write: "POST /v1/embeddings HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n" },
+    { write: `400\r\n${"y".repeat(0x400)}\r\n` },
+    { write: `400\r\n${"y".repeat(0x400)}\r\n` },
+  ]);
+  t.equal(statusOf(streamed), 413, "a chunked passthrough body is cut off once over the limit");
+  t.equal(mock.stats.requests, before, "the backend never got a complete oversized request");
+  const small = await request(`${proxy.url}/v1/embeddings`, { method: "POST", body: JSON.stringify({ input: "fine" }) });
+  t.equal(small.statusCode, 200, "under the limit passes through");
+  await small.body.text();
+  t.equal((await post(`${proxy.url}/v1/completions`, completion("still serving"))).status, 200, "proxy keeps serving");
+});
+
+t.test("a request target that is not an origin-form path is a 400 TESSERA_BAD_REQUEST", async (t) => {
+  const { proxy } = await rig(t, 1);
+  for (const target of ["*", "http://127.0.0.1:1/v1/models", "example.com:443"]) {
+    const method = target === "*" ? "OPTIONS" : target.includes("://") ? "GET" : "CONNECT";
+    const raw = await rawExchange(proxy.url, [{ write: `${method} ${target} HTTP/1.1\r\nhost: x\r\n\r\n` }]);
+    t.equal(statusOf(raw), 400, `${method} ${target}: 400 (was 502)`);
+    if (statusOf(raw) === 400 && raw.includes("{")) t.equal(JSON.parse(raw.slice(raw.indexOf("\r\n\r\n") + 4)).error.type, "TESSERA_BAD_REQUEST", `${method} ${target}: a clear body`);
+  }
+  t.equal((await post(`${proxy.url}/v1/completions`, completion("still serving"))).status, 200, "proxy keeps serving");
+});
+
+t.test("backend connections are bounded per endpoint and idle ones are closed", async (t) => {
+  const sockets = new Set<net.Socket>();
+  let peak = 0;
+  let release!: () => void;
+  const gate = new Promise<void>((r) => (release = r));
+  let held = 0;
+  let allHeld!: () => void;
+  const heldAll = new Promise<void>((r) => (allHeld = r));
+  const backend = http.createServer((req, res) => {
+    if (req.url === "/metrics") return void res.end("vllm:num_requests_waiting 0\nvllm:num_requests_running 0\nvllm:kv_cache_usage_perc 0\n");
+    req.resume();
+    if (++held === 2) allHeld();
+    void gate.then(() => res.end("{}"));
+  });
+  backend.keepAliveTimeout = 60_000; // only the proxy's own idle timeout can close these sockets
+  backend.on("connection", (s: net.Socket) => {
+    sockets.add(s);
+    peak = Math.max(peak, sockets.size);
+    s.on("close", () => sockets.delete(s));
+  });
+  await new Promise<void>((resolve) => backend.listen(0, "127.0.0.1", resolve));
+  t.teardown(() => new Promise<void>((resolve) => { backend.closeAllConnections(); backend.close(() => resolve()); }));
+  const proxy = await startProxy({ listen: "127.0.0.1:0", endpoints: [`http://127.0.0.1:${(backend.address() as net.AddressInfo).port}`], connections: 2, upstreamKeepAliveMs: 200, scrapeIntervalMs: 60_000 });
+  t.teardown(() => proxy.stop());
+  const pending = Array.from({ length: 10 }, (_, i) => post(`${proxy.url}/v1/completions`, completion(`bounded ${i}`)));
+  await heldAll;
+  release();
+  const results = await Promise.all(pending);
+  t.ok(results.every((r) => r.status === 200), "all 10 requests served through 2 connections");
+  // one socket is the scraper's own single connection
+  t.ok(peak <= 3, `backend saw at most 2 traffic connections + 1 scrape connection (peak ${peak})`);
+  const idleClosed = new Promise<void>((resolve) => {
+    const check = (): void => void (sockets.size === 0 ? resolve() : [...sockets][0]?.once("close", check));
+    check();
+  });
+  const outcome = await Promise.race([idleClosed.then(() => "closed"), new Promise((r) => setTimeout(() => r("still open after 3 s"), 3000).unref())]);
+  t.equal(outcome, "closed", "idle keep-alive sockets closed after upstreamKeepAliveMs (200 ms)");
+  t.throws(() => proxyOptionsFromArgs(parseFlags(["--endpoints", "http://a:1", "--upstream-connections", "0"], PROXY_FLAGS, {})), { code: "TESSERA_CONFIG" });
+  await t.rejects(startProxy({ listen: "127.0.0.1:0", endpoints: [], connections: 0 }), { code: "TESSERA_CONFIG" });
+  const o = proxyOptionsFromArgs(parseFlags(["--endpoints", "http://a:1"], PROXY_FLAGS, { PROXY_UPSTREAM_CONNECTIONS: "16", PROXY_UPSTREAM_KEEPALIVE_MS: "1500" }));
+  t.same([o.connections, o.upstreamKeepAliveMs], [16, 1500], "both settings have env mirrors");
+});
+
+t.test("a CONNECT with a body neither leaks its socket nor hangs stop() (found by the http fuzzer, seed 1 case 2269)", async (t) => {
+  const proxy = await startProxy({ listen: "127.0.0.1:0", endpoints: [] });
+  const raw = await new Promise<string>((resolve) => {
+    const s = net.connect(Number(new URL(proxy.url).port), "127.0.0.1");
+    let got = "";
+    s.on("data", (d) => {
+      got += String(d);
+      if (got.includes("}")) s.destroy(); // the client goes away once answered, as the fuzzer does
+    });
+    s.on("close", () => resolve(got));
+    s.on("error", () => undefined);
+    s.write(`CONNECT /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-length: 65536\r\n\r\n${"y".repeat(65_536)}`);
+  });
+  t.equal(statusOf(raw), 400, "CONNECT answered 400");
+  const outcome = await Promise.race([proxy.stop().then(() => "stopped"), new Promise((r) => setTimeout(() => r("stop() still waiting after 6 s"), 6000).unref())]);
+  t.equal(outcome, "stopped", "stop() returns: the tunnel socket was not left open");
+});

@@ -18,6 +18,8 @@ export const PROXY_FLAGS: readonly FlagSpec[] = [
   { name: "scrape-interval-ms", type: "int", env: "PROXY_SCRAPE_INTERVAL_MS", default: 50, help: "endpoint /metrics scrape period" },
   { name: "max-body-bytes", type: "int", env: "PROXY_MAX_BODY_BYTES", default: 8 * 1024 * 1024, help: "request body limit (413 above)" },
   { name: "request-timeout-ms", type: "int", env: "PROXY_REQUEST_TIMEOUT_MS", default: 30_000, help: "a client must send its whole request within" },
+  { name: "upstream-connections", type: "int", env: "PROXY_UPSTREAM_CONNECTIONS", default: 128, help: "backend connections per endpoint at most (more requests wait for one)" },
+  { name: "upstream-keepalive-ms", type: "int", env: "PROXY_UPSTREAM_KEEPALIVE_MS", default: 4000, help: "an idle backend connection is closed after this" },
   { name: "block-size", type: "int", env: "PROXY_BLOCK_SIZE", default: 64, help: "bytes per hashed prompt block" },
   { name: "max-blocks", type: "int", env: "PROXY_MAX_BLOCKS", default: 256, help: "blocks hashed per prompt at most" },
   { name: "capacity-blocks", type: "int", env: "PROXY_CAPACITY_BLOCKS", default: 31_250, help: "index capacity per endpoint until cache_config_info says otherwise" },
@@ -46,7 +48,7 @@ export function proxyOptionsFromArgs(args: ParsedArgs): ProxyOptions {
   if (endpoints.length > 0 && optStr(args, "inference-pool") !== undefined) {
     throw new TesseraError("TESSERA_USAGE", "give either --endpoints or --inference-pool, not both");
   }
-  for (const name of ["scrape-interval-ms", "max-body-bytes", "request-timeout-ms"]) {
+  for (const name of ["scrape-interval-ms", "max-body-bytes", "request-timeout-ms", "upstream-connections", "upstream-keepalive-ms"]) {
     if (int(args, name) <= 0) throw new TesseraError("TESSERA_CONFIG", `--${name}=${int(args, name)}: expected a positive number`);
   }
   return {
@@ -56,6 +58,8 @@ export function proxyOptionsFromArgs(args: ParsedArgs): ProxyOptions {
     scrapeIntervalMs: int(args, "scrape-interval-ms"),
     maxBodyBytes: int(args, "max-body-bytes"),
     requestTimeoutMs: int(args, "request-timeout-ms"),
+    connections: int(args, "upstream-connections"),
+    upstreamKeepAliveMs: int(args, "upstream-keepalive-ms"),
     router: {
       blockSize: int(args, "block-size"),
       maxBlocks: int(args, "max-blocks"),

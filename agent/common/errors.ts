@@ -27,6 +27,7 @@ export const ERROR_CATALOGUE = {
   TESSERA_PARSE: "command output could not be parsed",
   TESSERA_FIXTURE: "the fixture node does not exist or is incomplete",
   TESSERA_DISCOVERY_OUTPUT_TOO_LARGE: "a discovery command printed more output than allowed and was stopped",
+  TESSERA_DISCOVERY_VALUE: "nvidia-smi or sysfs reported a value that cannot be published safely (UUID, minor, bus id, size, name); that device or fact was left out, the rest is published; check the driver and `nvidia-smi -q -x`",
   TESSERA_SYSFS: "a sysfs file could not be read; check --sysfs-root",
   TESSERA_SLICE_LIMIT: "a device does not fit the ResourceSlice limits (devices, attributes, counters)",
   TESSERA_PUBLISH: "ResourceSlices could not be published; the agent keeps retrying with backoff",

@@ -7,6 +7,7 @@ import type { GpuInstanceRow, ListedGpu } from "./nvsmi-text.js";
 import type { MigMinors, PciFacts } from "./sysfs.js";
 import { migCapPaths } from "./sysfs.js";
 import { computeCapability } from "./mig-profiles.js";
+import { validateGpus, validVersion } from "./validate.js";
 
 export interface AssembleInput {
   nodeName: string;
@@ -80,6 +81,11 @@ export function assembleInventory(input: AssembleInput): Inventory {
     if (facts.localCpuList !== undefined) gpu.localCpuList = facts.localCpuList;
     gpus.push(gpu);
   }
+  // Nothing unchecked reaches an attribute, an env value or a device path (validate.ts).
+  const valid = validateGpus(gpus);
+  conditions.push(...valid.conditions);
+  gpus.length = 0;
+  gpus.push(...valid.gpus);
   gpus.sort((a, b) => a.minor - b.minor || a.index - b.index);
   // Device names come from minors: a duplicate would publish two devices under one name. Keep the first.
   for (let i = gpus.length - 1; i > 0; i--) {
@@ -97,8 +103,10 @@ export function assembleInventory(input: AssembleInput): Inventory {
     gpus,
     host: input.host,
   };
-  if (input.xml.driverVersion !== undefined) inv.driverVersion = input.xml.driverVersion;
-  if (input.xml.cudaVersion !== undefined) inv.cudaDriverVersion = input.xml.cudaVersion;
+  const driverVersion = validVersion(input.xml.driverVersion, "driver_version", conditions);
+  const cudaVersion = validVersion(input.xml.cudaVersion, "cuda_version", conditions);
+  if (driverVersion !== undefined) inv.driverVersion = driverVersion;
+  if (cudaVersion !== undefined) inv.cudaDriverVersion = cudaVersion;
   if (conditions.length > 0) inv.conditions = conditions;
   return inv;
 }

@@ -20,7 +20,8 @@ export interface Endpoint {
 export interface EndpointTableOptions {
   scrapeIntervalMs: number;
   scrapeTimeoutMs: number;
-  connections: number;
+  connections: number; // per endpoint, at most (undici queues the rest)
+  keepAliveMs: number; // idle backend connections close after this
   upstreamHeadersTimeoutMs: number;
   upstreamBodyTimeoutMs: number;
   connectTimeoutMs: number;
@@ -122,12 +123,14 @@ export function createEndpointTable(opts: EndpointTableOptions): EndpointTable {
           origin,
           pool: new Pool(origin, {
             connections: opts.connections,
-            keepAliveTimeout: 60_000,
+            // an idle socket closes after keepAliveMs, and a server's Keep-Alive hint cannot stretch it
+            keepAliveTimeout: opts.keepAliveMs,
+            keepAliveMaxTimeout: opts.keepAliveMs,
             headersTimeout: opts.upstreamHeadersTimeoutMs,
             bodyTimeout: opts.upstreamBodyTimeoutMs,
             connect: { timeout: opts.connectTimeoutMs },
           }),
-          scraper: new Client(origin, { pipelining: 1, keepAliveTimeout: 60_000, connect: { timeout: opts.scrapeTimeoutMs } }),
+          scraper: new Client(origin, { pipelining: 1, keepAliveTimeout: opts.keepAliveMs, keepAliveMaxTimeout: opts.keepAliveMs, connect: { timeout: opts.scrapeTimeoutMs } }),
           scraping: undefined,
           cacheBlocks: undefined,
         };

@@ -26,7 +26,7 @@ export interface MockMetricsOverride {
 export interface MockModelServer {
   url: string;
   id: string; // "ip:port"
-  events: EventEmitter; // "request" (path, body), "abort" (path), "done" (path)
+  events: EventEmitter; // "request" (path, body, headers), "abort" (path), "done" (path)
   stats: { requests: number; aborted: number; completed: number; inFlight: number; scrapes: number };
   /** Fixed load figures for /metrics (undefined fields follow the live counters). */
   metrics: MockMetricsOverride;
@@ -113,7 +113,7 @@ export async function startMockModelServer(opts: MockModelServerOptions = {}): P
       res.writeHead(400, { "content-type": "application/json" }).end(JSON.stringify({ error: { message: "invalid JSON" } }));
       return;
     }
-    events.emit("request", path, body);
+    events.emit("request", path, body, req.headers);
     if (self.hold) await self.hold;
     if (res.destroyed) return;
     const chat = path === "/v1/chat/completions";

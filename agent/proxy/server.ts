@@ -4,6 +4,7 @@
 // paths pass through to the least busy ready endpoint. No request can crash the process: every
 // failure becomes an HTTP answer or a closed connection.
 import * as http from "node:http";
+import type { Duplex, Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { performance } from "node:perf_hooks";
 import type { AddressInfo } from "node:net";
@@ -15,7 +16,7 @@ import { routedRequest } from "../routing/prompt.js";
 import type { EndpointState } from "../routing/types.js";
 import { createEndpointTable, type Endpoint, type EndpointTable } from "./endpoints.js";
 import { createProxyMetrics, type ProxyMetrics } from "./proxy-metrics.js";
-import { DESTINATION_HEADER, downstreamHeaders, isConnectFailure, readBody, sendError, upstreamHeaders } from "./http-util.js";
+import { DESTINATION_HEADER, declaredTooLarge, downstreamHeaders, isConnectFailure, isOriginForm, isRequestRefused, limitedBody, readBody, sendError, upstreamHeaders } from "./http-util.js";
 
 /** Where endpoint URLs come from (static list, InferencePool watch); calls onChange with the full set. */
 export interface EndpointSource {
@@ -37,7 +38,8 @@ export interface ProxyOptions {
   upstreamHeadersTimeoutMs?: number; // backend's first header within (default 300 s: queues can be long)
   upstreamBodyTimeoutMs?: number; // between two backend chunks, and the longest a client may stall a response (default 300 s)
   connectTimeoutMs?: number; // default 2 s
-  connections?: number; // keep-alive connections per endpoint (default 256)
+  connections?: number; // connections per endpoint at most; more requests queue (default 128)
+  upstreamKeepAliveMs?: number; // an idle backend connection is closed after this (default 4 s, under uvicorn's 5 s)
   retryAfterSeconds?: number; // on 429 (default 1)
   log?: Logger;
 }
@@ -53,12 +55,20 @@ export interface RunningProxy {
 type Routed = "completions" | "chat";
 
 export const DEFAULT_SATURATION_QUEUE = 128;
+/** Backend connections per endpoint: as many as the saturation guard lets be in flight. */
+export const DEFAULT_UPSTREAM_CONNECTIONS = 128;
+/** Idle backend connections close before a uvicorn (vLLM) server's own 5 s keep-alive does. */
+export const DEFAULT_UPSTREAM_KEEPALIVE_MS = 4000;
 
 function parseListen(listen: string): { host: string; port: number } {
   const m = /^(.*):(\d+)$/.exec(listen);
   const port = m ? Number(m[2]) : NaN;
   if (!m || !(port >= 0 && port <= 65535)) throw new TesseraError("TESSERA_CONFIG", `--listen=${listen}: expected <host>:<port>, e.g. 0.0.0.0:8080`);
   return { host: (m[1] as string).replace(/^\[|\]$/g, "") || "0.0.0.0", port };
+}
+
+function checkRange(flag: string, v: number | undefined, min: number, max: number): void {
+  if (v !== undefined && !(Number.isInteger(v) && v >= min && v <= max)) throw new TesseraError("TESSERA_CONFIG", `--${flag}=${v}: expected an integer ${min}..${max}`);
 }
 
 /** Largest request body the proxy can be configured to accept. */
@@ -73,6 +83,8 @@ export async function startProxy(opts: ProxyOptions): Promise<RunningProxy> {
   if (!(maxBody > 0 && maxBody <= MAX_BODY_LIMIT)) {
     throw new TesseraError("TESSERA_CONFIG", `--max-body-bytes=${maxBody}: expected 1..${MAX_BODY_LIMIT} (256 MiB)`);
   }
+  checkRange("upstream-connections", opts.connections, 1, 4096);
+  checkRange("upstream-keepalive-ms", opts.upstreamKeepAliveMs, 100, 600_000);
   const retryAfter = String(opts.retryAfterSeconds ?? 1);
   // the proxy sheds load (429) by default at 128 waiting + in-flight per endpoint; the bare
   // router (simulator) keeps the filter off unless asked
@@ -83,7 +95,8 @@ export async function startProxy(opts: ProxyOptions): Promise<RunningProxy> {
   endpoints = createEndpointTable({
     scrapeIntervalMs: opts.scrapeIntervalMs ?? 50,
     scrapeTimeoutMs: opts.scrapeTimeoutMs ?? 1000,
-    connections: opts.connections ?? 256,
+    connections: opts.connections ?? DEFAULT_UPSTREAM_CONNECTIONS,
+    keepAliveMs: opts.upstreamKeepAliveMs ?? DEFAULT_UPSTREAM_KEEPALIVE_MS,
     upstreamHeadersTimeoutMs: opts.upstreamHeadersTimeoutMs ?? 300_000,
     upstreamBodyTimeoutMs: stallMs,
     connectTimeoutMs: opts.connectTimeoutMs ?? 2000,
@@ -95,11 +108,22 @@ export async function startProxy(opts: ProxyOptions): Promise<RunningProxy> {
   });
 
   const count = (path: string, code: number): void => metrics.requests.inc({ path, code: String(code) });
+  const routedPath = (path: string): string => (path === "/v1/completions" || path === "/v1/chat/completions" ? path : "other");
+  const expectsContinue = new WeakSet<http.IncomingMessage>();
 
   /** Forwards to `ep`; on a connection failure before any byte, once more to the next best. */
-  async function forward(req: http.IncomingMessage, res: http.ServerResponse, ep: Endpoint, path: string, body: Buffer | http.IncomingMessage, t0: number, retry: (() => Endpoint | undefined) | undefined): Promise<void> {
+  async function forward(req: http.IncomingMessage, res: http.ServerResponse, ep: Endpoint, path: string, body: Buffer | Readable, t0: number, retry: (() => Endpoint | undefined) | undefined): Promise<void> {
     const ac = new AbortController();
     let clientGone = false;
+    let overLimit = false;
+    if (!Buffer.isBuffer(body)) {
+      // a streamed body is counted as it passes; over the limit the backend request is aborted
+      body = body.pipe(limitedBody(maxBody, () => {
+        overLimit = true;
+        req.unpipe();
+        ac.abort();
+      }));
+    }
     const onClose = (): void => {
       if (res.writableFinished) return;
       clientGone = true;
@@ -121,10 +145,18 @@ export async function startProxy(opts: ProxyOptions): Promise<RunningProxy> {
       await pipeline(up.body, res);
       count(path, up.statusCode);
     } catch (err) {
+      if (overLimit) {
+        count(path, 413);
+        return sendError(res, 413, "TESSERA_BODY_TOO_LARGE", `request body over ${maxBody} bytes; raise --max-body-bytes or send less`, {}, true);
+      }
       if (clientGone) {
         metrics.aborts.inc();
         count(path, 499);
         return;
+      }
+      if (!res.headersSent && isRequestRefused(err)) {
+        count(path, 400);
+        return sendError(res, 400, "TESSERA_BAD_REQUEST", `the request cannot be forwarded as sent: ${err instanceof Error ? err.message : String(err)}`, {}, true);
       }
       if (!res.headersSent && retry && isConnectFailure(err)) {
         ep.state.ready = false; // until its next successful scrape
@@ -149,6 +181,7 @@ export async function startProxy(opts: ProxyOptions): Promise<RunningProxy> {
   const ready = (): EndpointState[] => endpoints.states().filter((s) => s.ready);
 
   async function handleRouted(req: http.IncomingMessage, res: http.ServerResponse, kind: Routed, path: string): Promise<void> {
+    continueIfExpected(req, res);
     const got = await readBody(req, maxBody);
     if (got.kind === "aborted") return;
     if (got.kind === "too-large") {
@@ -228,13 +261,25 @@ export async function startProxy(opts: ProxyOptions): Promise<RunningProxy> {
     }
     if (!best) {
       count("other", 503);
-      return sendError(res, 503, "TESSERA_NO_ENDPOINT");
+      return sendError(res, 503, "TESSERA_NO_ENDPOINT", undefined, {}, true);
     }
+    continueIfExpected(req, res);
     await forward(req, res, best, "other", req, performance.now(), undefined);
   }
 
   async function handle(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
+    // Only origin-form targets name a path on our backends; "*" (OPTIONS *), absolute and
+    // authority forms are not ours to forward. The body was not read: close after answering.
+    if (!isOriginForm(req.url)) {
+      count("other", 400);
+      return sendError(res, 400, "TESSERA_BAD_REQUEST", `request target ${JSON.stringify(String(req.url).slice(0, 64))} is not a path; send an origin-form target such as POST /v1/completions`, {}, true);
+    }
     const path = (req.url ?? "/").split("?")[0] ?? "/";
+    // The limit holds for every path; a declared length over it is refused before any byte is read.
+    if (declaredTooLarge(req, maxBody)) {
+      count(routedPath(path), 413);
+      return sendError(res, 413, "TESSERA_BODY_TOO_LARGE", `request body over ${maxBody} bytes; raise --max-body-bytes or send less`, {}, true);
+    }
     if (req.method === "GET" && path === "/healthz") {
       const n = ready().length;
       res.writeHead(n > 0 ? 200 : 503, { "content-type": "text/plain" }).end(n > 0 ? `ok: ${n} ready endpoints\n` : "no ready endpoint\n");
@@ -250,6 +295,14 @@ export async function startProxy(opts: ProxyOptions): Promise<RunningProxy> {
     else await handlePassthrough(req, res, path);
   }
 
+  /** `Expect: 100-continue` (Node holds it back for us, see checkContinue): the client may send its body now. */
+  function continueIfExpected(req: http.IncomingMessage, res: http.ServerResponse): void {
+    if (expectsContinue.has(req)) {
+      expectsContinue.delete(req);
+      res.writeContinue();
+    }
+  }
+
   const requestTimeout = opts.requestTimeoutMs ?? 30_000;
   const server = http.createServer({
     requestTimeout,
@@ -261,6 +314,24 @@ export async function startProxy(opts: ProxyOptions): Promise<RunningProxy> {
       log.error("request failed", { error: err instanceof Error ? err.message : String(err) });
       sendError(res, 500, "TESSERA_INTERNAL", "internal proxy error; see the proxy log");
     });
+  });
+  // With this listener Node does not answer 100 Continue by itself: handle() first refuses what it
+  // can refuse without the body (bad target, declared length over the limit, no endpoint), and
+  // only then tells the client to send it (RFC 9110 §10.1.1).
+  server.on("checkContinue", (req: http.IncomingMessage, res: http.ServerResponse) => {
+    expectsContinue.add(req);
+    server.emit("request", req, res);
+  });
+  // CONNECT asks for a tunnel, which this proxy does not offer (Node would drop the socket unanswered).
+  server.on("connect", (req: http.IncomingMessage, socket: Duplex) => {
+    count("other", 400);
+    const body = JSON.stringify({ error: { message: `CONNECT ${String(req.url).slice(0, 64)}: this proxy does not tunnel; send an origin-form target such as POST /v1/completions`, type: "TESSERA_BAD_REQUEST", code: 400 } });
+    // Node hands the socket over paused and no longer tracks it: drain what the client sends (else a
+    // close is never seen and the socket, and stop(), wait forever) and destroy it after a grace.
+    socket.on("error", () => undefined);
+    socket.resume();
+    setTimeout(() => socket.destroy(), 1000).unref();
+    socket.end(`HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`);
   });
   server.on("clientError", (err: NodeJS.ErrnoException, socket) => {
     const status = err.code === "ERR_HTTP_REQUEST_TIMEOUT" ? "408 Request Timeout" : err.code === "HPE_HEADER_OVERFLOW" ? "431 Request Header Fields Too Large" : "400 Bad Request";
