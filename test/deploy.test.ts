@@ -458,6 +458,7 @@ const FLOWS: Flow[] = [
   },
   {
     name: "diag explain: slices, claims and DeviceClasses of the cluster, with the shipped role",
+    identity: "agent",
     async run(api, _kc, dir) {
       const io = captureIO({});
       const code = await main(["diag", "explain", "-f", join(ROOT, "deploy", "examples", "one-gpu.yaml"), "--kube", `kubeconfig:${join(dir, "kubeconfig")}`, "--node-name", NODE], io);
