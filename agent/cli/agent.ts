@@ -56,6 +56,8 @@ export interface AgentHandle {
   lock: StateLock;
   metrics: AgentMetricsRegistry;
   http?: AgentHttp;
+  /** Resolves after the next ResourceSlice sync that left the backend as desired. */
+  slicesSynced(): Promise<void>;
   stop(deadlineMs?: number): Promise<void>;
 }
 
@@ -219,6 +221,7 @@ export async function startAgent(config: NodeConfig, deps: AgentDeps = {}): Prom
       lock,
       metrics,
       ...(http ? { http } : {}),
+      slicesSynced: () => publishing.publisher.synced(),
       // Slices stay published on shutdown: deleting them on every rolling update would make pods
       // unschedulable meanwhile; the kubelet removes a plugin's slices once it is gone for good.
       stop(deadlineMs) {

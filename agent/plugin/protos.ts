@@ -135,12 +135,13 @@ export interface RegistrationClient {
 }
 
 function unary<Req, Res>(client: grpc.Client, method: string, defaultDeadlineMs: number, waitForReady = false): Unary<Req, Res> {
-  type Call = (req: Req, opts: grpc.CallOptions, cb: (err: grpc.ServiceError | null, res: Res) => void) => void;
+  type Call = (req: Req, md: grpc.Metadata, opts: grpc.CallOptions, cb: (err: grpc.ServiceError | null, res: Res) => void) => void;
   const fn = (client as unknown as Record<string, Call | undefined>)[method];
   if (typeof fn !== "function") throw new Error(`gRPC method ${method} missing`);
   return (req, deadlineMs = defaultDeadlineMs) =>
     new Promise<Res>((resolve, reject) => {
-      fn.call(client, req, { deadline: Date.now() + deadlineMs, waitForReady }, (err, res) => (err ? reject(err) : resolve(res)));
+      // grpc-js takes wait-for-ready as a Metadata option, not a call option.
+      fn.call(client, req, new grpc.Metadata({ waitForReady }), { deadline: Date.now() + deadlineMs }, (err, res) => (err ? reject(err) : resolve(res)));
     });
 }
 

@@ -202,7 +202,9 @@ export async function acquireStateLock(stateDir: string, record: LockRecord, opt
     (released ??= (async () => {
       const st = await fsp.lstat(file).catch(() => undefined);
       // Closing a listening unix socket unlinks its path (libuv): do it only while the path is ours.
-      if (st?.ino === ino) await new Promise<void>((r) => server.close(() => r()));
+      // close() stops listening (and unlinks) at once; connections still open (a handover being
+      // answered) do not hold it up.
+      if (st?.ino === ino) server.close();
       else server.unref();
     })());
 
