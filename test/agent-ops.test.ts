@@ -16,7 +16,8 @@ import { main } from "../agent/cli/main.js";
 import { startAgent } from "../agent/cli/agent.js";
 import { createMemoryLogger } from "../agent/common/log.js";
 import { decodeCheckpoint } from "../agent/plugin/checkpoint.js";
-import { acquireStateLock, LOCK_FILE } from "../agent/plugin/state-lock.js";
+import { identityOf, sameFile } from "../agent/common/atomic-file.js";
+import { acquireStateLock, breakStale, LOCK_FILE } from "../agent/plugin/state-lock.js";
 import { createDraClient } from "../agent/plugin/protos.js";
 import { clusterEventSink, createEventRecorder, type EventSink } from "../agent/kube/events.js";
 import { createAgentMetrics } from "../agent/common/agent-metrics.js";
@@ -110,6 +111,16 @@ t.test("state lock: racing starters after a stale lock — exactly one wins, eve
     await (won[0] as PromiseFulfilledResult<Awaited<ReturnType<typeof acquireStateLock>>>).value.release();
     t.notOk(existsSync(file), `round ${round}: released`);
   }
+  // The slow breaker: it saw the stale socket refuse, then a fresh holder took the lock before
+  // it got the guard. Breaking now must leave the fresh lock alone.
+  spawnSync(process.execPath, ["-e", `require("net").createServer().listen(${JSON.stringify(file)}, () => process.kill(process.pid, "SIGKILL"))`]);
+  const staleId = await identityOf(file);
+  const fresh = await acquireStateLock(dir, record);
+  const freshId = await identityOf(file);
+  await breakStale(file, staleId as NonNullable<typeof staleId>);
+  t.ok(sameFile(await identityOf(file), freshId), `a late breaker does not delete the fresh holder's lock (inode ${freshId?.ino === staleId?.ino ? "reused" : "new"})`);
+  await t.rejects(acquireStateLock(dir, record), { code: "TESSERA_STATE_LOCKED" }, "and the fresh holder still holds it");
+  await fresh.release();
 });
 
 t.test("sockets: an exiting agent removes only sockets it owns; a live foreign socket is refused at start", async (t) => {

@@ -11,6 +11,7 @@ import { promises as fsp } from "node:fs";
 import * as net from "node:net";
 import * as path from "node:path";
 import * as grpc from "@grpc/grpc-js";
+import { identityOf, sameFile } from "../common/atomic-file.js";
 import { assertSocketPath } from "../common/config.js";
 import { TesseraError } from "../common/errors.js";
 
@@ -65,7 +66,7 @@ export async function startSocketServer(socket: string, services: readonly Servi
   );
   await fsp.chmod(tmp, 0o660);
   await fsp.rename(tmp, socket); // replaces a stale socket file left by a killed run
-  const ino = (await fsp.lstat(socket)).ino;
+  const own = await identityOf(socket);
   return {
     socket,
     async stop(deadlineMs) {
@@ -79,8 +80,7 @@ export async function startSocketServer(socket: string, services: readonly Servi
           resolve();
         });
       });
-      const now = await fsp.lstat(socket).catch(() => undefined);
-      if (now?.ino === ino) await fsp.rm(socket, { force: true });
+      if (sameFile(await identityOf(socket), own)) await fsp.rm(socket, { force: true });
     },
   };
 }

@@ -13,6 +13,7 @@
 import * as net from "node:net";
 import { promises as fsp } from "node:fs";
 import * as path from "node:path";
+import { identityOf, sameFile, type FileIdentity } from "../common/atomic-file.js";
 import { assertSocketPath } from "../common/config.js";
 import { TesseraError } from "../common/errors.js";
 
@@ -54,7 +55,7 @@ export interface AcquireOptions {
   probeTimeoutMs?: number;
 }
 
-type Probe = { kind: "none" } | { kind: "stale"; ino: number } | { kind: "live"; record?: LockRecord };
+type Probe = { kind: "none" } | { kind: "stale"; id: FileIdentity } | { kind: "live"; record?: LockRecord };
 
 function lockedError(file: string, record: LockRecord | undefined, why = ""): TesseraError {
   const who = record ? `pid ${record.pid}${record.podUid ? ` (pod ${record.podUid})` : ""}, started ${record.startedAt}` : "a live process that does not answer";
@@ -115,21 +116,21 @@ function isRecord(x: unknown): x is LockRecord {
 }
 
 async function probe(file: string, timeoutMs: number): Promise<Probe & { sock?: net.Socket }> {
-  const st = await fsp.lstat(file).catch(() => undefined);
+  const st = await fsp.lstat(file, { bigint: true }).catch(() => undefined);
   if (!st) return { kind: "none" };
   if (!st.isSocket()) throw new TesseraError("TESSERA_SOCKET", `${file} exists and is not a socket; remove it (it is the state-dir lock's name)`);
   const r = await connect(file, timeoutMs);
   if (!(r instanceof net.Socket)) {
     if (r.code === "ENOENT") return { kind: "none" };
-    if (r.code === "ECONNREFUSED") return { kind: "stale", ino: st.ino };
+    if (r.code === "ECONNREFUSED") return { kind: "stale", id: { ino: st.ino, ctimeNs: st.ctimeNs } };
     return { kind: "live" }; // ETIMEDOUT, EAGAIN (backlog full): someone is there
   }
   const line = await readLine(r, timeoutMs);
   return isRecord(line) ? { kind: "live", record: line, sock: r } : { kind: "live", sock: r };
 }
 
-/** Removes a stale lock if it is still the inode that refused us; the caller then retries bind. */
-async function breakStale(file: string, ino: number): Promise<void> {
+/** Removes a stale lock if it is still the file that refused us; the caller then retries bind. */
+export async function breakStale(file: string, stale: FileIdentity): Promise<void> {
   const guard = `${file}.break`;
   let h;
   try {
@@ -142,8 +143,7 @@ async function breakStale(file: string, ino: number): Promise<void> {
     return;
   }
   try {
-    const st = await fsp.lstat(file).catch(() => undefined);
-    if (st?.isSocket() && st.ino === ino) await fsp.rm(file);
+    if (sameFile(await identityOf(file), stale)) await fsp.rm(file);
   } finally {
     await h.close();
     await fsp.rm(guard, { force: true });
@@ -180,7 +180,7 @@ export async function acquireStateLock(stateDir: string, record: LockRecord, opt
     if (err.code !== "EADDRINUSE") throw new TesseraError("TESSERA_SOCKET", `cannot create the state-dir lock ${file} (${err.code ?? err.message}); check --state-dir`, { cause: err });
     if (Date.now() > deadline) throw lockedError(file, undefined, " (the lock kept changing hands)");
     const p = await probe(file, probeTimeoutMs);
-    if (p.kind === "stale") await breakStale(file, p.ino);
+    if (p.kind === "stale") await breakStale(file, p.id);
     else if (p.kind === "live") {
       const h = opts.handover;
       if (!h || !p.record?.podUid || !p.sock) {
@@ -191,8 +191,8 @@ export async function acquireStateLock(stateDir: string, record: LockRecord, opt
       if (!released) throw lockedError(file, p.record, ` and did not hand over within ${h.timeoutMs} ms`);
     }
   }
-  const ino = (await fsp.lstat(file)).ino;
   await fsp.chmod(file, 0o600);
+  const own = await identityOf(file);
   let handler: ((req: HandoverRequest) => Promise<void>) | undefined;
   let resolveHanded: (r: HandoverRequest) => void = () => undefined;
   const handedOver = new Promise<HandoverRequest>((r) => (resolveHanded = r));
@@ -200,11 +200,10 @@ export async function acquireStateLock(stateDir: string, record: LockRecord, opt
 
   const release = (): Promise<void> =>
     (released ??= (async () => {
-      const st = await fsp.lstat(file).catch(() => undefined);
       // Closing a listening unix socket unlinks its path (libuv): do it only while the path is ours.
       // close() stops listening (and unlinks) at once; connections still open (a handover being
       // answered) do not hold it up.
-      if (st?.ino === ino) server.close();
+      if (sameFile(await identityOf(file), own)) server.close();
       else server.unref();
     })());
 
