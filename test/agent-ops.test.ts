@@ -157,45 +157,44 @@ t.test("rolling update: two agents with --rolling-update-uid on one kubelet root
   let seed = 42;
   const pick = (): "old" | "new" => ((seed = (seed * 1103515245 + 12345) & 0x7fffffff) % 2 === 0 ? "old" : "new");
   const failures: string[] = [];
-  let newAgent: Awaited<ReturnType<typeof startAgent>> | undefined;
-  let handoverStarted: Promise<void> | undefined;
-  const writesBefore = async (): Promise<number> => Number(/tessera_checkpoint_writes_total\{outcome="ok"\} (\d+)/.exec(await old.agent.metrics.text())?.[1] ?? 0);
-  let oldWritesAtHandover = -1;
-  // The kubelet: 4 claims at a time, prepare on either pod (only the old one before the new one
-  // serves), unprepare on the other one; the new pod starts after 20 claims.
-  let next = 0;
-  const worker = async (): Promise<void> => {
-    for (;;) {
-      const i = next++;
-      if (i >= claims.length) return;
-      if (i === 20) {
-        handoverStarted = (async () => {
-          newAgent = await startAgent(newCfg, { log: createMemoryLogger(), inventory: inventory(), bootId: async () => "boot-1", toolkitDirs: [newCfg.cdiRoot] });
-          oldWritesAtHandover = await writesBefore();
-        })();
-      }
-      const c = claims[i] as (typeof claims)[number];
-      const first = newAgent ? pick() : "old";
-      const res = await clients[first].prepare({ claims: [ref(c)] }).catch((e: Error) => ({ claims: { [ref(c).uid]: { error: `call failed: ${e.message}` } } }));
-      const err = res.claims?.[ref(c).uid]?.error;
-      if (err) failures.push(`prepare ${i} on ${first}: ${err}`);
-      const second = newAgent ? (first === "old" ? "new" : "old") : "old";
-      const un = await clients[second].unprepare({ claims: [ref(c)] }).catch((e: Error) => ({ claims: { [ref(c).uid]: { error: `call failed: ${e.message}` } } }));
-      const uerr = un.claims?.[ref(c).uid]?.error;
-      if (uerr) failures.push(`unprepare ${i} on ${second}: ${uerr}`);
-    }
+  const counter = /tessera_checkpoint_writes_total\{outcome="ok"\} (\d+)/;
+  const writes = async (a: { metrics: { text(): Promise<string> } }): Promise<number> => Number(counter.exec(await a.metrics.text())?.[1] ?? 0);
+  /** The kubelet: prepare on one pod, unprepare on `other` (upstream: any call may go to either). */
+  const cycle = async (i: number, first: "old" | "new", other: "old" | "new"): Promise<void> => {
+    const c = claims[i] as (typeof claims)[number];
+    const u = ref(c).uid;
+    const res = await clients[first].prepare({ claims: [ref(c)] }).catch((e: Error) => ({ claims: { [u]: { error: `call failed: ${e.message}` } } }));
+    if (res.claims?.[u]?.error) failures.push(`prepare ${i} on ${first}: ${res.claims[u]?.error}`);
+    const un = await clients[other].unprepare({ claims: [ref(c)] }).catch((e: Error) => ({ claims: { [u]: { error: `call failed: ${e.message}` } } }));
+    if (un.claims?.[u]?.error) failures.push(`unprepare ${i} on ${other}: ${un.claims[u]?.error}`);
   };
-  await Promise.all([worker(), worker(), worker(), worker()]);
-  await handoverStarted;
-  t.teardown(() => newAgent?.stop(1000));
+  const run = async (from: number, to: number, route: () => ["old" | "new", "old" | "new"]): Promise<void> => {
+    let next = from;
+    const worker = async (): Promise<void> => {
+      for (let i = next++; i < to; i = next++) await cycle(i, ...route());
+    };
+    await Promise.all([worker(), worker(), worker(), worker()]);
+  };
+  // Phase 1: only the old pod. Phase 2: the new pod starts (handover) while 40 claims keep going
+  // to the old one. Phase 3: both serve; each call goes to either.
+  await run(0, 20, () => ["old", "old"]);
+  let oldWritesAtHandover = -1;
+  void old.agent.lock.handedOver.then(async () => void (oldWritesAtHandover = await writes(old.agent)));
+  const starting = startAgent(newCfg, { log: createMemoryLogger(), inventory: inventory(), bootId: async () => "boot-1", toolkitDirs: [newCfg.cdiRoot] });
+  const [newAgent] = await Promise.all([starting, run(20, 60, () => ["old", "old"])]);
+  await run(60, 100, () => {
+    const first = pick();
+    return [first, first === "old" ? "new" : "old"];
+  });
+  t.teardown(() => newAgent.stop(1000));
   t.same(failures, [], "no failed prepare or unprepare");
-  t.ok(newAgent, "the new agent started");
   t.equal((await old.agent.lock.handedOver).podUid, "pod-new", "the old agent handed the state dir over");
   t.equal(old.agent.plugin.registration.info.endpoint, old.config.draSocket);
-  t.equal(await writesBefore(), oldWritesAtHandover, "the old agent wrote no checkpoint after the handover");
+  t.ok(oldWritesAtHandover >= 0, "handover seen");
+  t.equal(await writes(old.agent), oldWritesAtHandover, "the old agent wrote no checkpoint after the handover");
   const d = decodeCheckpoint(readFileSync(newCfg.checkpointFile, "utf8"));
   t.ok(d.ok && Object.keys(d.data.claims).length === 0, "every claim prepared and unprepared exactly: empty checkpoint");
-  const newWrites = Number(/tessera_checkpoint_writes_total\{outcome="ok"\} (\d+)/.exec(await (newAgent as NonNullable<typeof newAgent>).metrics.text())?.[1] ?? 0);
+  const newWrites = await writes(newAgent);
   t.ok(newWrites > 0, `the new agent writes the checkpoint (${newWrites} writes)`);
   await old.close();
   t.ok(existsSync(newCfg.draSocket) && existsSync(newCfg.registrationSocket), "the old pod's exit left the new pod's sockets alone");
