@@ -9,7 +9,6 @@ import { once } from "node:events";
 import { existsSync, promises as fsp, readFileSync, statSync, watch } from "node:fs";
 import * as net from "node:net";
 import { join } from "node:path";
-import { KubeConfig } from "@kubernetes/client-node";
 import { register as globalRegistry } from "prom-client";
 import { captureIO } from "../agent/cli/io.js";
 import { main } from "../agent/cli/main.js";
@@ -22,7 +21,7 @@ import { createDraClient } from "../agent/plugin/protos.js";
 import { clusterEventSink, createEventRecorder, type EventSink } from "../agent/kube/events.js";
 import { createAgentMetrics } from "../agent/common/agent-metrics.js";
 import { claim, inventory, nodeConfig, ref, startEnv, tempDir, uid, NODE } from "./support/kubelet-env.js";
-import { startFakeApiServer } from "./support/fake-apiserver.js";
+import { kubeConfigFor, startFakeApiServer } from "./support/fake-apiserver.js";
 
 const BIN = new URL("../../bin/tessera.js", import.meta.url).pathname;
 const ROOT = new URL("../../", import.meta.url).pathname;
@@ -318,10 +317,7 @@ t.test("HTTP: /healthz, /readyz and /metrics over real HTTP; own registry; healt
 t.test("events: one Event per object and reason per minute, repeats counted and patched in; standalone only logs; prepare failures reach the claim", async (t) => {
   const api = await startFakeApiServer();
   t.teardown(() => api.close());
-  const dir = tempDir();
-  await api.writeKubeconfig(join(dir, "kubeconfig"));
-  const kc = new KubeConfig();
-  kc.loadFromFile(join(dir, "kubeconfig"));
+  const kc = await kubeConfigFor(api, tempDir());
   let now = 1_000_000;
   const metrics = createAgentMetrics();
   const log = createMemoryLogger();
