@@ -252,8 +252,10 @@ export async function runAgent(argv: string[], io: CliIO): Promise<number> {
   const log = createLogger({ level: config.logLevel, write: (line) => io.stderr(line + "\n") });
   // Listen before starting: a SIGTERM during startup aborts whatever stage is running.
   const abort = new AbortController();
+  let signalAt = 0;
   const signalled = new Promise<NodeJS.Signals>((resolve) => {
     const on = (s: NodeJS.Signals) => () => {
+      signalAt = performance.now();
       abort.abort();
       resolve(s);
     };
@@ -265,7 +267,8 @@ export async function runAgent(argv: string[], io: CliIO): Promise<number> {
     agent = await startAgent(config, { log, env: io.env, rediscoverIntervalS: int(args, "rediscover-interval"), signals: process, signal: abort.signal, ...(httpListen ? { httpListen } : {}) });
   } catch (err) {
     if (!abort.signal.aborted) throw err;
-    log.info("stopped during start-up", { signal: await signalled, stage: err instanceof Error ? err.message : String(err) });
+    const signal = await signalled;
+    log.info("stopped during start-up", { signal, afterSignalMs: Math.round(performance.now() - signalAt), stage: err instanceof Error ? err.message : String(err) });
     return 0;
   }
   const signal = await signalled;
