@@ -18,7 +18,7 @@ import { DaemonSet } from "kubernetes-models/apps/v1";
 import { ClusterRole, ClusterRoleBinding, Role, RoleBinding } from "kubernetes-models/rbac.authorization.k8s.io/v1";
 import { ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding } from "kubernetes-models/admissionregistration.k8s.io/v1";
 import { DeviceClass } from "kubernetes-models/resource.k8s.io/v1";
-import { NODE_FLAGS, parseFlags, resolveNodeConfig } from "../agent/common/config.js";
+import { AGENT_FLAGS, DEFAULT_HTTP_LISTEN, NODE_FLAGS, parseFlags, resolveNodeConfig } from "../agent/common/config.js";
 import { SHUTDOWN_DEADLINE_MS } from "../agent/cli/agent.js";
 import { createKubeClaimSource } from "../agent/plugin/claim-source.js";
 import { createDiscovery } from "../agent/discovery/index.js";
@@ -349,6 +349,7 @@ const ISSUE_ROLE = [
   ...["get", "list", "watch", "create", "update", "patch", "delete"].map((v) => `${v} resource.k8s.io/resourceslices`),
   "list resource.k8s.io/deviceclasses",
   "get core/nodes",
+  "create core/events", "patch core/events",
 ];
 /** The proxy's own Role (issue 13, 10d): reads only, in the pool's namespace. */
 const PROXY_ROLE = [
@@ -381,6 +382,27 @@ interface Publisher { update(inv: unknown): void; synced(): Promise<void>; stop(
 interface PoolSource { start(cb: (urls: string[]) => void): Promise<void>; stop(): Promise<void> }
 
 const FLOWS: Flow[] = [
+  {
+    name: "agent: Events on a claim and the node, created then patched after the rate limit",
+    identity: "agent",
+    async run(api, kc) {
+      const { clusterEventSink, createEventRecorder } = await import("../agent/kube/events.js");
+      const { createMemoryLogger } = await import("../agent/common/log.js");
+      let now = 0;
+      const log = createMemoryLogger();
+      const rec = createEventRecorder({ sink: clusterEventSink(kc), nodeName: NODE, log, now: () => now });
+      const claimRef = { apiVersion: "resource.k8s.io/v1", kind: "ResourceClaim", name: "claim-1", namespace: "team-a" };
+      rec.warn(claimRef, "PrepareFailed", "TESSERA_DEVICE_UNKNOWN: x");
+      rec.warn({ apiVersion: "v1", kind: "Node", name: NODE }, "CheckpointMovedAside", "moved");
+      await rec.idle();
+      now += 120_000;
+      rec.warn(claimRef, "PrepareFailed", "TESSERA_DEVICE_UNKNOWN: y");
+      await rec.idle();
+      const failed = log.records.filter((r) => r.level === "warn");
+      if (failed.length > 0) throw new Error(`event writes failed: ${JSON.stringify(failed)}`);
+      return undefined;
+    },
+  },
   {
     name: "kubelet plugin: claim source reads the claim of NodePrepareResources",
     identity: "agent",
@@ -557,7 +579,6 @@ function contractPaths(md: string): Map<string, string> {
 
 /** Env the agent container sets that are not flag mirrors, each with the reason it exists. */
 const EXTRA_ENV: Record<string, string> = {
-  POD_UID: "downward API metadata.uid: the env mirror of --rolling-update-uid (per-pod sockets during a surge upgrade)",
   NVIDIA_DRIVER_ROOT: "read by the image's nvidia-smi wrapper (Dockerfile), not by tessera",
 };
 
@@ -566,7 +587,7 @@ t.test("DaemonSet: env names, paths and probes match the CLI's flags and contrac
   const paths = contractPaths(md);
   const pkg = JSON.parse(readFileSync(join(ROOT, "package.json"), "utf8")) as { bin: Record<string, string> };
   const bin = Object.keys(pkg.bin)[0];
-  const flagByEnv = new Map(NODE_FLAGS.filter((f) => f.env).map((f) => [String(f.env), f]));
+  const flagByEnv = new Map([...NODE_FLAGS, ...AGENT_FLAGS].filter((f) => f.env).map((f) => [String(f.env), f]));
   const sets: [string, Obj[]][] = [["base files", BASE], ...Object.entries(RENDERED)];
   for (const [name, objs] of sets) {
     const ds = one(objs, "DaemonSet", "tessera-node");
@@ -617,8 +638,18 @@ t.test("DaemonSet: env names, paths and probes match the CLI's flags and contrac
       const driver = arr(agent.volumeMounts).map(rec).find((m) => m.mountPath === env.get("NVIDIA_DRIVER_ROOT")?.value);
       t.ok(driver?.readOnly, `${name}: the driver root is mounted read-only where the nvidia-smi wrapper looks`);
     }
-    // Probes run what contracts.md says the kubelet check is.
-    for (const probe of ["startupProbe", "livenessProbe"]) t.same(at(agent, probe, "exec", "command"), [bin, "diag", "ping"], `${name}: ${probe} runs \`tessera diag ping\``);
+    // Probes: httpGet to the agent's HTTP endpoint (contracts.md), at the port --http-listen binds.
+    const httpPort = rec(arr(agent.ports).find((p) => rec(p).name === "agent-http"));
+    const agentListen = String(env.get("HTTP_LISTEN")?.value ?? DEFAULT_HTTP_LISTEN);
+    t.equal(httpPort.containerPort, Number(agentListen.split(":").pop()), `${name}: agent-http containerPort = --http-listen port`);
+    t.notOk(agentListen.startsWith("127.") || agentListen.startsWith("localhost"), `${name}: HTTP bound beyond loopback (the kubelet dials the pod IP)`);
+    for (const [probe, p] of [["startupProbe", "/healthz"], ["livenessProbe", "/healthz"], ["readinessProbe", "/readyz"]] as const) {
+      t.same(at(agent, probe, "httpGet"), { path: p, port: "agent-http" }, `${name}: ${probe} is httpGet ${p}`);
+      t.equal(at(agent, probe, "exec"), undefined, `${name}: ${probe} spawns nothing`);
+    }
+    t.match(md, /agent HTTP \(`\/healthz`, `\/readyz`, `\/metrics`\)/, "contracts.md: the agent HTTP endpoint");
+    t.same(at(ds, "spec", "updateStrategy", "rollingUpdate"), { maxSurge: 1, maxUnavailable: 0 }, `${name}: surge upgrades`);
+    t.equal(flagByEnv.get("POD_UID")?.name, "rolling-update-uid", `${name}: POD_UID is --rolling-update-uid`);
     t.match(md, /`tessera diag ping`/, "contracts.md: diag ping exists");
     const usage = String((await import("../agent/cli/main.js")).USAGE);
     t.match(usage, /tessera diag ping/, "the CLI dispatches diag ping");

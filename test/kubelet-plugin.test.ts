@@ -315,7 +315,7 @@ t.test("tessera agent process: a failed plugin start stops publishing and exits 
   await fsp.mkdir(join(root, "store"), { recursive: true });
   await fsp.writeFile(join(root, "store", "resourceslices"), "");
   const bin = new URL("../../bin/tessera.js", import.meta.url).pathname;
-  const child = spawn(process.execPath, [bin, "agent", "--discovery", "fixture:l40s-1x", "--kubelet-root", cfg.kubeletRoot, "--cdi-root", cfg.cdiRoot, "--kube", `standalone:${join(root, "store")}`, "--node-name", NODE], { stdio: ["ignore", "ignore", "pipe"] });
+  const child = spawn(process.execPath, [bin, "agent", "--discovery", "fixture:l40s-1x", "--kubelet-root", cfg.kubeletRoot, "--cdi-root", cfg.cdiRoot, "--kube", `standalone:${join(root, "store")}`, "--node-name", NODE, "--http-listen", "127.0.0.1:0"], { stdio: ["ignore", "ignore", "pipe"] });
   let stderr = "";
   child.stderr?.on("data", (b: Buffer) => void (stderr += b.toString()));
   const killer = setTimeout(() => child.kill("SIGKILL"), 15_000);
@@ -333,7 +333,7 @@ t.test("tessera agent process: serves both sockets from a fixture node, SIGTERM 
   const root = tempDir();
   const cfg = nodeConfig(root);
   const bin = new URL("../../bin/tessera.js", import.meta.url).pathname;
-  const child = spawn(process.execPath, [bin, "agent", "--discovery", "fixture:l40s-1x", "--kubelet-root", cfg.kubeletRoot, "--cdi-root", cfg.cdiRoot, "--kube", `standalone:${join(root, "store")}`, "--node-name", NODE], { stdio: ["ignore", "ignore", "pipe"] });
+  const child = spawn(process.execPath, [bin, "agent", "--discovery", "fixture:l40s-1x", "--kubelet-root", cfg.kubeletRoot, "--cdi-root", cfg.cdiRoot, "--kube", `standalone:${join(root, "store")}`, "--node-name", NODE, "--http-listen", "127.0.0.1:0"], { stdio: ["ignore", "ignore", "pipe"] });
   t.teardown(() => void (child.exitCode === null && child.kill("SIGKILL")));
   let stderr = "";
   const serving = new Promise<void>((resolve, reject) => {

@@ -4,14 +4,13 @@
 import t from "tap";
 import { existsSync, promises as fsp, readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
-import { KubeConfig } from "@kubernetes/client-node";
 import { createMemoryLogger } from "../agent/common/log.js";
 import { deviceFacts } from "../agent/discovery/model.js";
 import { buildSpec, createToolkitScanner, minCdiVersion, renderSpec, specPath } from "../agent/plugin/cdi.js";
 import { decodeCheckpoint, encodeCheckpoint, loadCheckpoint, type CheckpointData } from "../agent/plugin/checkpoint.js";
 import { createKubeClaimSource } from "../agent/plugin/claim-source.js";
 import { assertClaimUID, computePrepared } from "../agent/plugin/prepared.js";
-import { startFakeApiServer } from "./support/fake-apiserver.js";
+import { kubeConfigFor, startFakeApiServer } from "./support/fake-apiserver.js";
 import { claim, DRIVER, gpuUUID, inventory, nodeConfig, NODE, ref, startEnv, tempDir, uid } from "./support/kubelet-env.js";
 
 const facts = deviceFacts(inventory(4));
@@ -195,10 +194,7 @@ t.test("reboot (boot id changes): claims kept, emptied CDI dir re-created at sta
 t.test("Kubernetes claim source against the fake API server: ok, 404, 500, slow -> bounded timeout", async (t) => {
   const api = await startFakeApiServer();
   t.teardown(() => api.close());
-  const dir = tempDir();
-  await api.writeKubeconfig(join(dir, "kubeconfig"));
-  const kc = new KubeConfig();
-  kc.loadFromFile(join(dir, "kubeconfig"));
+  const kc = await kubeConfigFor(api, tempDir());
   const c = claim({ name: "from-api", namespace: "ml", uid: uid(40), results: [{ device: "gpu-5", shareID: "s-9" }] });
   api.seed("resource.k8s.io", "v1", "resourceclaims", c as unknown as Record<string, unknown>);
   const source = createKubeClaimSource(kc, { timeoutMs: 300 });

@@ -1,9 +1,19 @@
-// `tessera agent`: the node agent. Discovers devices, serves the kubelet plugin sockets, and runs
-// until SIGTERM/SIGINT: stop accepting -> finish in-flight calls (deadline) -> flush the
-// checkpoint -> remove sockets -> exit 0. `startAgent` is the same thing without signals, for
-// the demo and tests.
-import { assertSocketPath, int, NODE_FLAGS, parseFlags, resolveNodeConfig, type NodeConfig } from "../common/config.js";
+// `tessera agent`: the node agent. Start-up order: socket paths and every directory checked
+// (preflight) -> the state-dir lock (or a handover from the pod we replace) -> discovery and
+// ResourceSlices -> checkpoint and kubelet plugin sockets -> HTTP endpoint. SIGTERM is honoured at
+// every stage (a hung nvidia-smi is killed). Then it runs until SIGTERM/SIGINT: stop accepting ->
+// finish in-flight calls (deadline) -> flush the checkpoint -> remove its own sockets -> release
+// the lock -> exit 0. `startAgent` is the same thing without signals, for the demo and tests.
+import * as os from "node:os";
+import * as path from "node:path";
+import { createAgentMetrics, type AgentMetricsRegistry } from "../common/agent-metrics.js";
+import { AGENT_FLAGS, assertSocketPath, int, NODE_FLAGS, parseFlags, parseHttpListen, resolveNodeConfig, str, type HostPort, type NodeConfig } from "../common/config.js";
 import { TesseraError } from "../common/errors.js";
+import { checkDirs } from "../common/preflight.js";
+import { clusterEventSink, createEventRecorder, type EventSink } from "../kube/events.js";
+import { readBootId } from "../plugin/checkpoint.js";
+import { acquireStateLock, type StateLock } from "../plugin/state-lock.js";
+import { startAgentHttp, type AgentHttp } from "./agent-http.js";
 import { createLogger, type Logger } from "../common/log.js";
 import { DISCOVERY_FLAGS } from "../discovery/watcher.js";
 import type { DeviceFacts, Inventory } from "../discovery/model.js";
@@ -31,12 +41,28 @@ export interface AgentDeps {
   rediscoverIntervalS?: number;
   /** Where SIGHUP comes from (pass `process` in the real agent). */
   signals?: NodeJS.EventEmitter;
+  /** Aborting stops the start-up at whatever stage it is (TESSERA_STOPPED), killing discovery. */
+  signal?: AbortSignal;
+  /** The HTTP endpoint; undefined: none (tests that do not need it, the demo). */
+  httpListen?: HostPort;
+  metrics?: AgentMetricsRegistry;
+  /** Where Events go; default: the cluster's core/v1 Events, none in standalone mode. */
+  eventSink?: EventSink;
+  /** How long a kubelet registration is not required by /healthz after start; default 120 s. */
+  registrationGraceMs?: number;
+  /** With --rolling-update-uid: how long the previous pod may take to hand over; default 30 s. */
+  handoverTimeoutMs?: number;
 }
 
 export interface AgentHandle {
   draSocket: string;
   registrationSocket: string;
   plugin: KubeletPlugin;
+  lock: StateLock;
+  metrics: AgentMetricsRegistry;
+  http?: AgentHttp;
+  /** Resolves after the next ResourceSlice sync that left the backend as desired. */
+  slicesSynced(): Promise<void>;
   stop(deadlineMs?: number): Promise<void>;
 }
 
@@ -48,89 +74,222 @@ function claimSourceOf(target: KubeTarget): ClaimSource {
   return target.mode === "standalone" ? createStoreClaimSource(target.store) : createKubeClaimSource(target.config);
 }
 
+function stopped(stage: string): TesseraError {
+  return new TesseraError("TESSERA_STOPPED", `stopped by a signal while ${stage}`);
+}
+
+/** `work`, or TESSERA_STOPPED as soon as `signal` aborts; `undo` cleans up a late result. */
+async function unlessAborted<T>(signal: AbortSignal | undefined, stage: string, work: Promise<T>, undo?: (v: T) => Promise<void>): Promise<T> {
+  if (!signal) return work;
+  if (signal.aborted) {
+    void work.then((v) => undo?.(v), () => undefined);
+    throw stopped(stage);
+  }
+  let onAbort: () => void = () => undefined;
+  const aborted = new Promise<never>((_, reject) => {
+    onAbort = () => reject(stopped(stage));
+    signal.addEventListener("abort", onAbort, { once: true });
+  });
+  try {
+    return await Promise.race([work, aborted]);
+  } catch (err) {
+    if (signal.aborted) void work.then((v) => undo?.(v), () => undefined);
+    throw err;
+  } finally {
+    signal.removeEventListener("abort", onAbort);
+  }
+}
+
+/** Directories the agent writes, with the flag that names each, checked before anything else. */
+function writableDirs(config: NodeConfig): { flag: string; dir: string }[] {
+  return [
+    { flag: "--kubelet-root", dir: config.kubeletRoot },
+    { flag: "--kubelet-root (plugins_registry)", dir: path.dirname(config.registrationSocket) },
+    { flag: "--kubelet-root (plugins)", dir: path.dirname(config.draSocket) },
+    { flag: "--state-dir", dir: config.stateDir },
+    { flag: "--cdi-root", dir: config.cdiRoot },
+  ];
+}
+
 export async function startAgent(config: NodeConfig, deps: AgentDeps = {}): Promise<AgentHandle> {
   const log = deps.log ?? createLogger({ level: config.logLevel });
-  // Refuse a path the kernel would truncate before discovering, publishing or creating anything.
+  const signal = deps.signal;
+  const metrics = deps.metrics ?? createAgentMetrics();
+  // Refuse a path the kernel would truncate, or a directory we could not write, before
+  // discovering, locking, publishing or creating anything else.
   assertSocketPath(config.draSocket);
   assertSocketPath(config.registrationSocket);
+  await unlessAborted(signal, "checking directories", checkDirs(writableDirs(config)));
   const target: KubeTarget = openKube(parseKubeSpec(config.kube), deps.env);
   // Publish only what this API server validates: its minor decides the allowed layouts.
   if (target.mode === "cluster") {
-    const version = await readServerVersion(target.config);
+    const version = await unlessAborted(signal, "reading the API server version", readServerVersion(target.config));
     if (version) assertModeSupported(version, config);
     else log.warn("the API server's version is not a plain major.minor; publishing as for the newest minor");
   }
-  let facts: Map<string, DeviceFacts> = new Map();
+  const bootId = await (deps.bootId ?? (() => readBootId()))();
 
-  // Discovery and ResourceSlice publishing: the watcher rediscovers on a timer and on SIGHUP,
-  // keeps the last good inventory on failure, and republishes on every change. An injected
-  // inventory (demo, tests) is a discovery that always answers it, with no timer.
-  const fixed = deps.inventory;
-  const publishing = await startNodePublishing({
-    config,
-    target,
-    logger: log,
-    rediscoverIntervalS: fixed ? 0 : (deps.rediscoverIntervalS ?? 60),
-    ...(fixed ? { discovery: { discover: async () => fixed } } : {}),
-    ...(deps.signals ? { signals: deps.signals } : {}),
-    onInventory: (inv) => {
-      facts = preparableFacts(inv, config.migMode);
-    },
-  });
-  const stopPublishing = (): Promise<void> => publishing.stop();
-  const inventory = publishing.watcher.current() as Inventory;
-  facts = preparableFacts(inventory, config.migMode);
-  log.info("discovered devices", { node: config.nodeName, gpus: inventory.gpus.length, devices: facts.size });
-
-  let plugin: KubeletPlugin;
+  const cleanups: (() => Promise<void>)[] = [];
+  const cleanup = async (): Promise<void> => {
+    for (const c of cleanups.splice(0).reverse()) await c().catch(() => undefined);
+  };
   try {
-    plugin = await startKubeletPlugin(config, {
-      log,
-      devices: () => facts,
-      claims: deps.claims ?? claimSourceOf(target),
-      ...(deps.bootId ? { bootId: deps.bootId } : {}),
-      ...(deps.toolkitDirs ? { toolkitDirs: deps.toolkitDirs } : {}),
-      // Dynamic MIG: instances are created through the same nvidia-smi seam discovery reads, and
-      // read back by a fresh rediscovery (which also republishes the slices).
-      ...(config.migMode === "dynamic" ? { mig: createMigManager({ ...nvidiaSmiSeam(config), execOptions: DEFAULT_EXEC_OPTIONS, log }) } : {}),
-      refreshDevices: async () => {
-        const inv = await publishing.watcher.refresh();
-        if (inv) facts = preparableFacts(inv, config.migMode);
-        return facts;
-      },
+    const handoverTimeoutMs = deps.handoverTimeoutMs ?? 30_000;
+    const lock = await unlessAborted(
+      signal,
+      "waiting for the state-dir lock",
+      acquireStateLock(
+        config.stateDir,
+        { pid: process.pid, startedAt: new Date().toISOString(), bootId, draSocket: config.draSocket, ...(config.rollingUpdateUid ? { podUid: config.rollingUpdateUid } : {}) },
+        config.rollingUpdateUid ? { handover: { podUid: config.rollingUpdateUid, draSocket: config.draSocket, timeoutMs: handoverTimeoutMs } } : {},
+      ),
+      (l) => l.release(),
+    );
+    cleanups.push(() => lock.release());
+    const events = createEventRecorder({ nodeName: config.nodeName, log, metrics, ...(deps.eventSink ? { sink: deps.eventSink } : target.mode === "cluster" ? { sink: clusterEventSink(target.config) } : {}) });
+    let facts: Map<string, DeviceFacts> = new Map();
+
+    // Discovery and ResourceSlice publishing: the watcher rediscovers on a timer and on SIGHUP,
+    // keeps the last good inventory on failure, and republishes on every change. An injected
+    // inventory (demo, tests) is a discovery that always answers it, with no timer.
+    const fixed = deps.inventory;
+    const publishing = await unlessAborted(
+      signal,
+      "discovering GPUs",
+      startNodePublishing({
+        config,
+        target,
+        logger: log,
+        rediscoverIntervalS: fixed ? 0 : (deps.rediscoverIntervalS ?? 60),
+        ...(fixed ? { discovery: { discover: async () => fixed } } : {}),
+        ...(deps.signals ? { signals: deps.signals } : {}),
+        ...(signal ? { discoveryDeps: { execOptions: { signal } } } : {}),
+        onInventory: (inv) => {
+          facts = preparableFacts(inv, config.migMode);
+        },
+        onDiscovery: (s, code) => metrics.discovery(s, code),
+        onSync: (o, s) => metrics.slicePublish(o, s),
+      }),
+      (p) => p.stop(),
+    );
+    let publishingStopped: Promise<void> | undefined;
+    const stopPublishing = (): Promise<void> => (publishingStopped ??= publishing.stop());
+    cleanups.push(stopPublishing);
+    const inventory = publishing.watcher.current() as Inventory;
+    facts = preparableFacts(inventory, config.migMode);
+    log.info("discovered devices", { node: config.nodeName, gpus: inventory.gpus.length, devices: facts.size });
+
+    const plugin = await unlessAborted(
+      signal,
+      "starting the kubelet plugin",
+      startKubeletPlugin(config, {
+        log,
+        devices: () => facts,
+        claims: deps.claims ?? claimSourceOf(target),
+        bootId: async () => bootId,
+        metrics,
+        events,
+        ...(deps.toolkitDirs ? { toolkitDirs: deps.toolkitDirs } : {}),
+        // Dynamic MIG: instances are created through the same nvidia-smi seam discovery reads, and
+        // read back by a fresh rediscovery (which also republishes the slices).
+        ...(config.migMode === "dynamic" ? { mig: createMigManager({ ...nvidiaSmiSeam(config), execOptions: DEFAULT_EXEC_OPTIONS, log }) } : {}),
+        refreshDevices: async () => {
+          const inv = await publishing.watcher.refresh();
+          if (inv) facts = preparableFacts(inv, config.migMode);
+          return facts;
+        },
+      }),
+      (p) => p.stop(0),
+    );
+    cleanups.push(() => plugin.stop(0));
+    // A newer pod of a surge rolling update asks for the state dir: it publishes from now on, and
+    // every DRA call we still get is forwarded to it.
+    lock.onHandover(async (req) => {
+      log.info("handing the state dir over to the new agent pod", { podUid: req.podUid, draSocket: req.draSocket });
+      await stopPublishing();
+      await plugin.handOver(req.draSocket);
     });
+
+    const started = Date.now();
+    const graceMs = deps.registrationGraceMs ?? 120_000;
+    const http = deps.httpListen
+      ? await startAgentHttp(deps.httpListen, {
+          sockets: () => [plugin.draSocket, plugin.registrationSocket],
+          registration() {
+            const last = plugin.registration.last();
+            if (last) return last.plugin_registered ? "ok" : `the kubelet rejected the plugin at ${last.at}: ${last.error}`;
+            if (target.mode === "standalone" || Date.now() - started < graceMs) return undefined;
+            return `no registration from the kubelet within ${graceMs / 1000} s; is ${path.dirname(config.registrationSocket)} the kubelet's plugins_registry?`;
+          },
+          readiness() {
+            const st = publishing.publisher.status();
+            return {
+              slices: st.syncs > 0 || publishingStopped ? "ok" : `not published yet${st.lastError ? `: ${st.lastError}` : ""}`,
+              checkpoint: "ok", // loaded before the plugin started serving
+            };
+          },
+        }, metrics)
+      : undefined;
+    if (http) log.info("HTTP endpoint serving", { url: http.url, paths: ["/healthz", "/readyz", "/metrics"] });
+
+    let stopping: Promise<void> | undefined;
+    return {
+      draSocket: plugin.draSocket,
+      registrationSocket: plugin.registrationSocket,
+      plugin,
+      lock,
+      metrics,
+      ...(http ? { http } : {}),
+      slicesSynced: () => publishing.publisher.synced(),
+      // Slices stay published on shutdown: deleting them on every rolling update would make pods
+      // unschedulable meanwhile; the kubelet removes a plugin's slices once it is gone for good.
+      stop(deadlineMs) {
+        stopping ??= (async () => {
+          await stopPublishing();
+          await plugin.stop(deadlineMs);
+          await events.idle();
+          await http?.close();
+          await lock.release();
+        })();
+        return stopping;
+      },
+    };
   } catch (err) {
     // The publisher's retry timers and watch would keep a failed agent alive (hung, not exit 1).
-    await stopPublishing();
+    await cleanup();
     throw err;
   }
-
-  return {
-    draSocket: plugin.draSocket,
-    registrationSocket: plugin.registrationSocket,
-    plugin,
-    // Slices stay published on shutdown: deleting them on every rolling update would make pods
-    // unschedulable meanwhile; the kubelet removes a plugin's slices once it is gone for good.
-    async stop(deadlineMs) {
-      await stopPublishing();
-      await plugin.stop(deadlineMs);
-    },
-  };
 }
 
 export const SHUTDOWN_DEADLINE_MS = 10_000;
 
 export async function runAgent(argv: string[], io: CliIO): Promise<number> {
-  const args = parseFlags(argv, [...NODE_FLAGS, ...DISCOVERY_FLAGS], io.env);
+  const args = parseFlags(argv, [...NODE_FLAGS, ...AGENT_FLAGS, ...DISCOVERY_FLAGS], io.env);
   if (args.positionals.length > 0) throw new TesseraError("TESSERA_USAGE", `tessera agent takes no arguments, got "${args.positionals.join(" ")}"`);
-  const config = resolveNodeConfig(args);
+  const config = resolveNodeConfig(args, os.hostname);
+  const httpListen = parseHttpListen(str(args, "http-listen"));
   const log = createLogger({ level: config.logLevel, write: (line) => io.stderr(line + "\n") });
-  // Listen before starting: a SIGTERM during startup must still end in the clean shutdown path.
+  // Listen before starting: a SIGTERM during startup aborts whatever stage is running.
+  const abort = new AbortController();
+  let signalAt = 0;
   const signalled = new Promise<NodeJS.Signals>((resolve) => {
-    process.once("SIGTERM", () => resolve("SIGTERM"));
-    process.once("SIGINT", () => resolve("SIGINT"));
+    const on = (s: NodeJS.Signals) => () => {
+      signalAt = performance.now();
+      abort.abort();
+      resolve(s);
+    };
+    process.once("SIGTERM", on("SIGTERM"));
+    process.once("SIGINT", on("SIGINT"));
   });
-  const agent = await startAgent(config, { log, env: io.env, rediscoverIntervalS: int(args, "rediscover-interval"), signals: process });
+  let agent: AgentHandle;
+  try {
+    agent = await startAgent(config, { log, env: io.env, rediscoverIntervalS: int(args, "rediscover-interval"), signals: process, signal: abort.signal, ...(httpListen ? { httpListen } : {}) });
+  } catch (err) {
+    if (!abort.signal.aborted) throw err;
+    const signal = await signalled;
+    log.info("stopped during start-up", { signal, afterSignalMs: Math.round(performance.now() - signalAt), stage: err instanceof Error ? err.message : String(err) });
+    return 0;
+  }
   const signal = await signalled;
   log.info("shutting down", { signal });
   await agent.stop(SHUTDOWN_DEADLINE_MS);

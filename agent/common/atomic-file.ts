@@ -32,3 +32,16 @@ export async function fsyncDir(dir: string): Promise<void> {
     await d.close();
   }
 }
+
+/** Which file this is: an inode number alone is reused at once on tmpfs, its change time is not. */
+export interface FileIdentity {
+  ino: bigint;
+  ctimeNs: bigint;
+}
+
+export async function identityOf(file: string): Promise<FileIdentity | undefined> {
+  const st = await fsp.lstat(file, { bigint: true }).catch(() => undefined);
+  return st ? { ino: st.ino, ctimeNs: st.ctimeNs } : undefined;
+}
+
+export const sameFile = (a: FileIdentity | undefined, b: FileIdentity | undefined): boolean => a !== undefined && b !== undefined && a.ino === b.ino && a.ctimeNs === b.ctimeNs;

@@ -1,6 +1,7 @@
 // The one place that reads flags and environment variables. Every setting is a flag with an
 // environment mirror; derived paths (sockets, checkpoint, CDI spec names) are computed here so
 // every module and the deploy manifests agree with shared/contracts.md.
+import { createHash } from "node:crypto";
 import * as os from "node:os";
 import * as path from "node:path";
 import { TesseraError } from "./errors.js";
@@ -140,8 +141,41 @@ export const NODE_FLAGS: readonly FlagSpec[] = [
   { name: "gpu-sharing", type: "string", env: "GPU_SHARING", default: "none", help: "none | consumable (whole GPUs shared by several claims)" },
   { name: "nvidia-smi", type: "string", env: "NVIDIA_SMI", default: "nvidia-smi", help: "nvidia-smi executable (path or name on PATH)" },
   { name: "proc-root", type: "string", env: "PROC_ROOT", default: "/proc", help: "host /proc (MIG capability minors: <proc-root>/driver/nvidia-caps/mig-minors)" },
+  {
+    name: "rolling-update-uid",
+    type: "string",
+    env: "POD_UID",
+    help: "this pod's UID (downward API): per-pod socket names so two agent pods can overlap during a surge rolling update",
+  },
   LOG_LEVEL_FLAG,
 ];
+
+/** The agent's HTTP endpoint (/healthz, /readyz, /metrics). Port 9477: clear of the kubelet
+ *  (10248/10250/10255), kube-proxy (10249/10256), node-exporter (9100), dcgm-exporter (9400) and
+ *  the proxy beside us in the pod (8080). All addresses: the kubelet's httpGet probes dial the
+ *  pod IP (the node IP with hostNetwork), never loopback. */
+export const DEFAULT_HTTP_LISTEN = "0.0.0.0:9477";
+
+/** Flags only `tessera agent` takes (on top of NODE_FLAGS). */
+export const AGENT_FLAGS: readonly FlagSpec[] = [
+  { name: "http-listen", type: "string", env: "HTTP_LISTEN", default: DEFAULT_HTTP_LISTEN, help: "host:port of /healthz, /readyz, /metrics; off disables" },
+];
+
+export interface HostPort {
+  host: string;
+  port: number;
+}
+
+/** `--http-listen`: host:port ([v6]:port accepted), or undefined for `off`. */
+export function parseHttpListen(text: string): HostPort | undefined {
+  if (text === "off") return undefined;
+  const m = /^(?:\[([0-9a-fA-F:.]+)\]|([A-Za-z0-9.-]*)):(\d{1,5})$/.exec(text);
+  const port = Number(m?.[3]);
+  if (!m || !Number.isInteger(port) || port > 65535) {
+    throw new TesseraError("TESSERA_CONFIG", `--http-listen=${text}: expected <host>:<port> (e.g. ${DEFAULT_HTTP_LISTEN}) or off`);
+  }
+  return { host: m[1] ?? (m[2] || "0.0.0.0"), port };
+}
 
 export const OUTPUT_FLAG: FlagSpec = { name: "output", short: "o", type: "string", default: "table", help: "table | json" };
 
@@ -160,6 +194,8 @@ export interface NodeConfig {
   nvidiaSmi: string;
   procRoot: string;
   logLevel: LogLevel;
+  /** Pod UID with --rolling-update-uid: socket names carry it (surge upgrades). */
+  rollingUpdateUid?: string;
   registrationSocket: string;
   draSocket: string;
   checkpointFile: string;
@@ -185,6 +221,11 @@ export function resolveNodeConfig(args: ParsedArgs, hostname: () => string = os.
     throw new TesseraError("TESSERA_CONFIG", `--nvidia-smi=${JSON.stringify(nvidiaSmi.slice(0, 200))}: expected an executable name on PATH or a path to it`);
   }
   const logLevel = logLevelOf(args);
+  const rollingUpdateUid = optStr(args, "rolling-update-uid");
+  if (rollingUpdateUid !== undefined && !/^[A-Za-z0-9][A-Za-z0-9-]{0,63}$/.test(rollingUpdateUid)) {
+    throw new TesseraError("TESSERA_CONFIG", `--rolling-update-uid=${rollingUpdateUid}: expected a pod UID (letters, digits, dashes), from the downward API metadata.uid`);
+  }
+  const registryDir = path.join(kubeletRoot, "plugins_registry");
   return {
     driverName,
     nodeName: optStr(args, "node-name") ?? hostname(),
@@ -199,10 +240,21 @@ export function resolveNodeConfig(args: ParsedArgs, hostname: () => string = os.
     nvidiaSmi: nvidiaSmi.includes("/") ? path.resolve(nvidiaSmi) : nvidiaSmi,
     procRoot: path.resolve(str(args, "proc-root")),
     logLevel,
-    registrationSocket: path.join(kubeletRoot, "plugins_registry", `${driverName}-reg.sock`),
-    draSocket: path.join(pluginDir, "dra.sock"),
+    ...(rollingUpdateUid !== undefined ? { rollingUpdateUid } : {}),
+    registrationSocket: path.join(registryDir, rollingUpdateUid === undefined ? `${driverName}-reg.sock` : rollingRegistrationName(registryDir, driverName, rollingUpdateUid)),
+    draSocket: path.join(pluginDir, rollingUpdateUid === undefined ? "dra.sock" : `dra-${rollingUpdateUid}.sock`),
     checkpointFile: path.join(stateDir, "checkpoint.json"),
   };
+}
+
+/** The kubelet helper's rule (kubeletplugin.RollingUpdateRegistrarSocketFile): the first of
+ *  <driver>-<uid>-reg.sock, <driver>-<b64(sha256(uid)[:8])>-reg.sock,
+ *  dra-<b64(sha256(driver NUL uid)[:16])>-reg.sock whose full path fits a unix socket
+ *  (107 bytes here: sun_path keeps its NUL; upstream allows 108). */
+export function rollingRegistrationName(registryDir: string, driverName: string, uid: string): string {
+  const b64 = (data: string, n: number): string => createHash("sha256").update(data).digest().subarray(0, n).toString("base64url");
+  const candidates = [`${driverName}-${uid}-reg.sock`, `${driverName}-${b64(uid, 8)}-reg.sock`, `dra-${b64(`${driverName}\0${uid}`, 16)}-reg.sock`];
+  return candidates.find((c) => Buffer.byteLength(path.join(registryDir, c)) <= MAX_SOCKET_PATH) ?? (candidates[2] as string);
 }
 
 /** Refuses socket paths the kernel would silently truncate. */

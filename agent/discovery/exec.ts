@@ -14,6 +14,8 @@ export interface ExecResult {
 export interface ExecOptions {
   timeoutMs: number;
   maxBytes: number;
+  /** Aborting kills the child at once (SIGTERM of the agent during a hung nvidia-smi). */
+  signal?: AbortSignal;
 }
 
 /** Injected into discovery; tests pass fakes or tiny scripts. */
@@ -29,6 +31,11 @@ function commandLine(file: string, args: readonly string[]): string {
 export const execFile: ExecFn = (file, args, opts) =>
   new Promise<ExecResult>((resolve, reject) => {
     const cmd = commandLine(file, args);
+    const stopped = (): TesseraError => new TesseraError("TESSERA_STOPPED", `${cmd} was killed: the agent is stopping`);
+    if (opts.signal?.aborted) {
+      reject(stopped());
+      return;
+    }
     let child;
     try {
       child = spawn(file, [...args], { shell: false, stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, LC_ALL: "C" } });
@@ -44,6 +51,7 @@ export const execFile: ExecFn = (file, args, opts) =>
       if (settled) return;
       settled = true;
       clearTimeout(timer);
+      opts.signal?.removeEventListener("abort", onAbort);
       fn();
     };
     const kill = (): void => {
@@ -53,6 +61,11 @@ export const execFile: ExecFn = (file, args, opts) =>
         // already gone
       }
     };
+    const onAbort = (): void => {
+      kill();
+      finish(() => reject(stopped()));
+    };
+    opts.signal?.addEventListener("abort", onAbort, { once: true });
     const timer = setTimeout(() => {
       kill();
       finish(() =>

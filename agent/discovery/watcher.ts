@@ -35,6 +35,8 @@ export interface WatcherOptions {
   onChange?: (inv: Inventory) => void;
   /** Subscribe to SIGHUP here (pass `process`); removed on stop(). */
   signals?: NodeJS.EventEmitter;
+  /** Told about every run: its duration and, on failure, the code (metrics). */
+  onRun?: (seconds: number, code?: string) => void;
   setInterval?: (fn: () => void, ms: number) => { unref?: () => void } | NodeJS.Timeout;
   clearInterval?: (t: unknown) => void;
 }
@@ -57,8 +59,10 @@ export function createInventoryWatcher(opts: WatcherOptions): InventoryWatcher {
   };
 
   async function runOnce(): Promise<Inventory | undefined> {
+    const t0 = performance.now();
     try {
       const inv = await opts.discovery.discover();
+      opts.onRun?.((performance.now() - t0) / 1000);
       const changed = last === undefined || fingerprint(last) !== fingerprint(inv);
       last = inv;
       if (cond) log.info("discovery recovered", { previous: cond.code });
@@ -67,6 +71,7 @@ export function createInventoryWatcher(opts: WatcherOptions): InventoryWatcher {
       return inv;
     } catch (err) {
       cond = { code: isTesseraError(err) ? err.code : "TESSERA_DISCOVERY", message: err instanceof Error ? err.message : String(err) };
+      opts.onRun?.((performance.now() - t0) / 1000, cond.code);
       log.error("discovery failed; keeping the last good inventory", { code: cond.code, detail: cond.message, kept: last !== undefined });
       if (last === undefined) throw err;
       return last;

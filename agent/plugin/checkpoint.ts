@@ -85,6 +85,8 @@ export interface CheckpointDeps {
   bootId: string;
   log: Logger;
   now?: () => Date;
+  /** Told about every write (metrics). */
+  onWrite?: (outcome: "ok" | "error") => void;
 }
 
 /** Reads the checkpoint, moving a bad one aside. Never throws for file content problems. */
@@ -110,13 +112,20 @@ export async function loadCheckpoint(file: string, deps: CheckpointDeps): Promis
       result = { kind: "moved-aside", data: { bootId: deps.bootId, claims: {} }, reason: decoded.reason, movedTo };
     }
   }
-  return { checkpoint: createCheckpoint(file, result.data), result };
+  return { checkpoint: createCheckpoint(file, result.data, deps.onWrite), result };
 }
 
-function createCheckpoint(file: string, data: CheckpointData): Checkpoint {
+function createCheckpoint(file: string, data: CheckpointData, onWrite?: (outcome: "ok" | "error") => void): Checkpoint {
   let inFlight: Promise<void> = Promise.resolve();
   let queued: Promise<void> | undefined;
-  const write = (): Promise<void> => writeFileAtomic(file, encodeCheckpoint(data), 0o600);
+  const write = (): Promise<void> =>
+    writeFileAtomic(file, encodeCheckpoint(data), 0o600).then(
+      () => onWrite?.("ok"),
+      (err: unknown) => {
+        onWrite?.("error");
+        throw err;
+      },
+    );
   return {
     file,
     data,

@@ -1,7 +1,10 @@
 // Composition of the kubelet plugin: checkpoint -> device state -> DRA server -> registration
 // server. Everything with side effects comes in through `deps`, so tests and the demo run it
 // in-process on temp dirs.
+import type * as grpc from "@grpc/grpc-js";
+import { noMetrics, type AgentMetrics } from "../common/agent-metrics.js";
 import type { NodeConfig } from "../common/config.js";
+import type { EventRecorder } from "../kube/events.js";
 import type { Logger } from "../common/log.js";
 import type { DeviceFacts } from "../discovery/model.js";
 import type { MigManager } from "../mig/manager.js";
@@ -9,7 +12,8 @@ import { createCdiWriter, createToolkitScanner } from "./cdi.js";
 import { loadCheckpoint, readBootId } from "./checkpoint.js";
 import type { ClaimSource } from "./claim-source.js";
 import { createDraHandlers, draServiceImpl } from "./dra-service.js";
-import { loadKubeletProtos } from "./protos.js";
+import { createSwitchableHandlers } from "./handover.js";
+import { loadKubeletProtos, type NodePrepareResourcesRequest, type NodePrepareResourcesResponse } from "./protos.js";
 import { clearRegistrationStatus, createRegistration, type RegistrationState } from "./registration.js";
 import { startSocketServer } from "./server.js";
 import { createDeviceState, type DeviceState } from "./state.js";
@@ -28,6 +32,9 @@ export interface PluginDeps {
   /** Dynamic MIG: instance create/destroy and a rediscovery that reads them back. */
   mig?: MigManager;
   refreshDevices?: () => Promise<ReadonlyMap<string, DeviceFacts>>;
+  metrics?: AgentMetrics;
+  /** Kubernetes Events (prepare failures on the claim, checkpoint moved aside on the node). */
+  events?: EventRecorder;
 }
 
 export interface KubeletPlugin {
@@ -35,15 +42,62 @@ export interface KubeletPlugin {
   registrationSocket: string;
   registration: RegistrationState;
   state: DeviceState;
+  /** Surge upgrade: forward every later DRA call to the new pod's socket, let local calls in
+   *  flight finish and flush the checkpoint; after it resolves this agent writes nothing. */
+  handOver(draSocket: string): Promise<void>;
   /** Registration socket first (the kubelet sees the plugin leave), then DRA with in-flight calls
    *  given deadlineMs, then the checkpoint flushed; both socket files are removed. */
   stop(deadlineMs?: number): Promise<void>;
 }
 
+type Impl = grpc.UntypedServiceImplementation;
+type Handler = (call: grpc.ServerUnaryCall<unknown, unknown>, cb: grpc.sendUnaryData<unknown>) => void;
+
+/** Counts and times every call of a service; `after` sees each successful answer. */
+function instrument(impl: Impl, metrics: AgentMetrics, after?: (method: string, req: unknown, res: unknown) => void): Impl {
+  const out: Impl = {};
+  for (const [method, fn] of Object.entries(impl)) {
+    const h = fn as Handler;
+    out[method] = ((call, cb) => {
+      const t0 = performance.now();
+      h(call, (err, res) => {
+        metrics.request(method, err ? "error" : "ok", (performance.now() - t0) / 1000);
+        if (!err) after?.(method, call.request, res);
+        cb(err, res);
+      });
+    }) as Handler;
+  }
+  return out;
+}
+
+/** Prepare answers: per-claim error codes to metrics, and an Event on each failed claim. */
+function reportPrepareErrors(metrics: AgentMetrics, events: EventRecorder | undefined) {
+  return (method: string, req: unknown, res: unknown): void => {
+    if (method !== "NodePrepareResources") return;
+    const claims = (req as NodePrepareResourcesRequest).claims ?? [];
+    const answers = (res as NodePrepareResourcesResponse).claims ?? {};
+    for (const c of claims) {
+      const error = answers[c.uid]?.error;
+      if (!error) continue;
+      metrics.prepareError(/^(TESSERA_[A-Z_]+)/.exec(error)?.[1] ?? "TESSERA_INTERNAL");
+      events?.warn({ apiVersion: "resource.k8s.io/v1", kind: "ResourceClaim", name: c.name, namespace: c.namespace, uid: c.uid }, "PrepareFailed", error);
+    }
+  };
+}
+
 export async function startKubeletPlugin(config: NodeConfig, deps: PluginDeps): Promise<KubeletPlugin> {
   const { log } = deps;
+  const metrics = deps.metrics ?? noMetrics;
   const bootId = await (deps.bootId ?? (() => readBootId()))();
-  const { checkpoint, result } = await loadCheckpoint(config.checkpointFile, { bootId, log, ...(deps.now ? { now: deps.now } : {}) });
+  const { checkpoint, result } = await loadCheckpoint(config.checkpointFile, { bootId, log, onWrite: (o) => metrics.checkpointWrite(o), ...(deps.now ? { now: deps.now } : {}) });
+  if (result.kind === "moved-aside") {
+    metrics.checkpointRecovery("moved_aside");
+    deps.events?.warn({ apiVersion: "v1", kind: "Node", name: config.nodeName }, "CheckpointMovedAside", `checkpoint ${config.checkpointFile} was unusable (${result.reason}); moved to ${result.movedTo} and rebuilt from the CDI specs`);
+  } else if (result.kind === "loaded" && result.rebooted) metrics.checkpointRecovery("rebooted");
+  metrics.preparedSource(() => {
+    const entries = checkpoint.entries();
+    return { claims: entries.length, devices: entries.reduce((n, [, e]) => n + e.devices.length, 0) };
+  });
   const cdi = createCdiWriter(config.cdiRoot);
   const toolkitDirs = deps.toolkitDirs ?? (config.cdiRoot === DEFAULT_CDI_ROOT ? ["/etc/cdi", config.cdiRoot] : [config.cdiRoot]);
   const state = createDeviceState({
@@ -61,16 +115,17 @@ export async function startKubeletPlugin(config: NodeConfig, deps: PluginDeps): 
   await state.restore(result);
 
   const protos = loadKubeletProtos();
-  const handlers = createDraHandlers(state, log);
+  const switchable = createSwitchableHandlers(createDraHandlers(state, log), log);
+  const handlers = switchable.handlers;
   const dra = await startSocketServer(config.draSocket, [
-    { definition: protos.v1, impl: draServiceImpl(handlers, "v1") },
-    { definition: protos.v1beta1, impl: draServiceImpl(handlers, "v1beta1") },
+    { definition: protos.v1, impl: instrument(draServiceImpl(handlers, "v1"), metrics, reportPrepareErrors(metrics, deps.events)) },
+    { definition: protos.v1beta1, impl: instrument(draServiceImpl(handlers, "v1beta1"), metrics, reportPrepareErrors(metrics, deps.events)) },
   ]);
   const registration = createRegistration({ driverName: config.driverName, draSocket: config.draSocket, log, stateDir: config.stateDir, ...(deps.now ? { now: deps.now } : {}) });
   let reg;
   try {
     await clearRegistrationStatus(config.stateDir);
-    reg = await startSocketServer(config.registrationSocket, [{ definition: protos.registration, impl: registration.impl }]);
+    reg = await startSocketServer(config.registrationSocket, [{ definition: protos.registration, impl: instrument(registration.impl, metrics) }]);
   } catch (err) {
     await dra.stop(0);
     throw err;
@@ -83,11 +138,16 @@ export async function startKubeletPlugin(config: NodeConfig, deps: PluginDeps): 
     registrationSocket: reg.socket,
     registration,
     state,
+    async handOver(draSocket) {
+      await switchable.forwardTo(draSocket);
+      await checkpoint.flush();
+    },
     stop(deadlineMs = 10_000) {
       stopping ??= (async () => {
         await reg.stop(Math.min(deadlineMs, 1000));
         await dra.stop(deadlineMs);
         await checkpoint.flush();
+        switchable.close();
         log.info("kubelet plugin stopped", { driver: config.driverName });
       })();
       return stopping;

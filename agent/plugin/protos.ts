@@ -134,24 +134,26 @@ export interface RegistrationClient {
   close(): void;
 }
 
-function unary<Req, Res>(client: grpc.Client, method: string, defaultDeadlineMs: number): Unary<Req, Res> {
-  type Call = (req: Req, opts: grpc.CallOptions, cb: (err: grpc.ServiceError | null, res: Res) => void) => void;
+function unary<Req, Res>(client: grpc.Client, method: string, defaultDeadlineMs: number, waitForReady = false): Unary<Req, Res> {
+  type Call = (req: Req, md: grpc.Metadata, opts: grpc.CallOptions, cb: (err: grpc.ServiceError | null, res: Res) => void) => void;
   const fn = (client as unknown as Record<string, Call | undefined>)[method];
   if (typeof fn !== "function") throw new Error(`gRPC method ${method} missing`);
   return (req, deadlineMs = defaultDeadlineMs) =>
     new Promise<Res>((resolve, reject) => {
-      fn.call(client, req, { deadline: Date.now() + deadlineMs }, (err, res) => (err ? reject(err) : resolve(res)));
+      // grpc-js takes wait-for-ready as a Metadata option, not a call option.
+      fn.call(client, req, new grpc.Metadata({ waitForReady }), { deadline: Date.now() + deadlineMs }, (err, res) => (err ? reject(err) : resolve(res)));
     });
 }
 
-export function createDraClient(socket: string, version: "v1" | "v1beta1" = "v1", opts: { defaults?: boolean; deadlineMs?: number } = {}): DraClient {
+/** `waitForReady`: a call waits (up to its deadline) for the socket to appear and answer. */
+export function createDraClient(socket: string, version: "v1" | "v1beta1" = "v1", opts: { defaults?: boolean; deadlineMs?: number; waitForReady?: boolean } = {}): DraClient {
   const def = loadKubeletProtos(opts)[version];
   const Ctor = grpc.makeGenericClientConstructor(def, `DRAPlugin${version}`);
   const client = new Ctor(`unix:${socket}`, grpc.credentials.createInsecure());
   const d = opts.deadlineMs ?? 10_000;
   return {
-    prepare: unary(client, "NodePrepareResources", d),
-    unprepare: unary(client, "NodeUnprepareResources", d),
+    prepare: unary(client, "NodePrepareResources", d, opts.waitForReady),
+    unprepare: unary(client, "NodeUnprepareResources", d, opts.waitForReady),
     close: () => client.close(),
   };
 }

@@ -22,6 +22,9 @@ export interface NodePublishingOptions {
   backend?: SliceBackend; // default: from target
   /** Also told about every new inventory (e.g. the kubelet plugin's device facts). */
   onInventory?: (inv: Inventory) => void;
+  /** Metrics hooks: each discovery run and each slice sync. */
+  onDiscovery?: (seconds: number, code?: string) => void;
+  onSync?: (outcome: "ok" | "error", seconds: number) => void;
 }
 
 export interface NodePublishing {
@@ -39,6 +42,7 @@ export async function startNodePublishing(opts: NodePublishingOptions): Promise<
     intervalMs: opts.rediscoverIntervalS * 1000,
     logger,
     ...(opts.signals ? { signals: opts.signals } : {}),
+    ...(opts.onDiscovery ? { onRun: opts.onDiscovery } : {}),
     onChange: (inv) => {
       opts.onInventory?.(inv);
       publisher?.update(inv);
@@ -53,6 +57,7 @@ export async function startNodePublishing(opts: NodePublishingOptions): Promise<
     migMode: config.migMode,
     gpuSharing: config.gpuSharing,
     logger,
+    ...(opts.onSync ? { onSync: opts.onSync } : {}),
   });
   logger.info("discovered GPUs; publishing ResourceSlices", { gpus: inv.gpus.length, migMode: config.migMode, kube: config.kube });
   const pub = publisher;

@@ -27,6 +27,8 @@ export interface PublisherOptions extends Omit<BuildOptions, "generation" | "own
   /** A sync that has not finished by then counts as failed and is retried (a black-holed API
    *  connection must not stall publishing, or shutdown, forever); default 30 000. */
   syncTimeoutMs?: number;
+  /** Told about every sync attempt (metrics). */
+  onSync?: (outcome: "ok" | "error", seconds: number) => void;
 }
 
 export interface PublisherStatus {
@@ -213,14 +215,17 @@ export function startSlicePublisher(opts: PublisherOptions): SlicePublisher {
     running = (async () => {
       while (dirty && !stopped) {
         dirty = false;
+        const t0 = performance.now();
         try {
           await boundedSync();
+          opts.onSync?.("ok", (performance.now() - t0) / 1000);
           failures = 0;
           status.syncs++;
           status.lastSyncAt = new Date();
           delete status.lastError;
           if (!dirty) for (const w of waiters.splice(0)) w();
         } catch (err) {
+          opts.onSync?.("error", (performance.now() - t0) / 1000);
           failures++;
           dirty = true;
           status.lastError = describeChain(err);

@@ -7,6 +7,8 @@ import * as http from "node:http";
 import { randomUUID } from "node:crypto";
 import { promises as fsp } from "node:fs";
 import type { AddressInfo } from "node:net";
+import { join } from "node:path";
+import { KubeConfig } from "@kubernetes/client-node";
 
 export type Verb = "get" | "list" | "watch" | "create" | "update" | "patch" | "delete";
 
@@ -311,4 +313,13 @@ export async function startFakeApiServer(): Promise<FakeApiServer> {
   await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
   api.url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
   return api;
+}
+
+/** A client-node KubeConfig for `api`, through a kubeconfig file written into `dir`. */
+export async function kubeConfigFor(api: FakeApiServer, dir: string): Promise<KubeConfig> {
+  const file = join(dir, "kubeconfig");
+  await api.writeKubeconfig(file);
+  const kc = new KubeConfig();
+  kc.loadFromFile(file);
+  return kc;
 }

@@ -5,7 +5,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { NODE_FLAGS, parseFlags, resolveNodeConfig, type NodeConfig } from "../../agent/common/config.js";
 import { createMemoryLogger, type MemoryLogger } from "../../agent/common/log.js";
-import { startAgent, type AgentHandle } from "../../agent/cli/agent.js";
+import { startAgent, type AgentDeps, type AgentHandle } from "../../agent/cli/agent.js";
 import { gpuDeviceName, migDeviceName, type Gpu, type Inventory } from "../../agent/discovery/model.js";
 import { createStandaloneStore, type StandaloneStore } from "../../agent/kube/standalone-store.js";
 import type { DeviceRequestAllocationResult, ResourceClaim } from "../../agent/kube/types.js";
@@ -109,11 +109,15 @@ export interface EnvOptions {
   claims?: ClaimSource;
   inventory?: Inventory;
   toolkitDirs?: string[];
+  /** Extra `tessera agent` flags (e.g. --rolling-update-uid). */
+  flags?: string[];
+  /** More agent deps (httpListen, eventSink, ...). */
+  deps?: Partial<AgentDeps>;
 }
 
 export async function startEnv(opts: EnvOptions = {}): Promise<Env> {
   const root = opts.root ?? tempDir();
-  const config = nodeConfig(root);
+  const config = nodeConfig(root, opts.flags);
   const store = createStandaloneStore(join(root, "store"));
   const log = createMemoryLogger();
   const agent = await startAgent(config, {
@@ -122,6 +126,7 @@ export async function startEnv(opts: EnvOptions = {}): Promise<Env> {
     bootId: async () => opts.bootId ?? "boot-1",
     toolkitDirs: opts.toolkitDirs ?? [config.cdiRoot],
     ...(opts.claims ? { claims: opts.claims } : {}),
+    ...opts.deps,
   });
   const v1 = createDraClient(agent.draSocket, "v1", { defaults: false });
   const v1beta1 = createDraClient(agent.draSocket, "v1beta1", { defaults: false });

@@ -62,7 +62,7 @@ func StartAgentWithKube(repo, fixture, node, kube string, extra ...string) (*Age
 	a.cmd = exec.Command("node", filepath.Join(repo, "bin", "tessera.js"), "agent",
 		"--discovery", "fixture:"+fixture, "--node-name", node,
 		"--kubelet-root", a.KubeletRoot, "--cdi-root", a.CDIRoot, "--state-dir", a.StateDir,
-		"--kube", kube)
+		"--kube", kube, "--http-listen", "127.0.0.1:0") // an ephemeral port: agents of parallel runs never clash on 9477
 	a.cmd.Args = append(a.cmd.Args, extra...)
 	a.cmd.Dir = repo
 	a.cmd.Stdout, a.cmd.Stderr = a.log, a.log

@@ -1,0 +1,94 @@
+// The agent's Prometheus metrics (served on --http-listen /metrics), in a Registry of its own:
+// never prom-client's global one, so tests and the demo can run several agents in one process.
+// Modules get the plain `AgentMetrics` hooks; only this file knows prom-client. Every metric is
+// listed, with its labels, in docs/operations.md (a test compares the two).
+import { Counter, Gauge, Histogram, Registry } from "prom-client";
+
+export type Outcome = "ok" | "error";
+
+export interface AgentMetrics {
+  /** One kubelet gRPC call (NodePrepareResources, NodeUnprepareResources, GetInfo, NotifyRegistrationStatus). */
+  request(method: string, outcome: Outcome, seconds: number): void;
+  /** A claim in a prepare answer carried an error with this TESSERA_* code. */
+  prepareError(code: string): void;
+  /** One ResourceSlice sync (list + writes). */
+  slicePublish(outcome: Outcome, seconds: number): void;
+  /** One discovery run; `code` on failure. */
+  discovery(seconds: number, code?: string): void;
+  checkpointWrite(outcome: Outcome): void;
+  /** A checkpoint recovery at start: moved_aside (unusable file, rebuilt from CDI specs) or rebooted (specs re-created). */
+  checkpointRecovery(kind: "moved_aside" | "rebooted"): void;
+  /** Kubernetes Events: emitted, suppressed by the rate limit, failed (API error), or logged (standalone). */
+  event(reason: string, outcome: "emitted" | "suppressed" | "failed" | "logged"): void;
+  /** Per-device health hook (health checks are a later issue): 1 healthy, 0 unhealthy. */
+  setDeviceHealth(device: string, healthy: boolean): void;
+  /** Read at scrape time: claims and devices in the checkpoint. */
+  preparedSource(fn: () => { claims: number; devices: number }): void;
+}
+
+export interface AgentMetricsRegistry extends AgentMetrics {
+  registry: Registry;
+  text(): Promise<string>;
+  contentType: string;
+}
+
+const DURATION_BUCKETS = [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30];
+
+export function createAgentMetrics(): AgentMetricsRegistry {
+  const registry = new Registry();
+  const reg = [registry];
+  const requests = new Counter({ name: "tessera_kubelet_requests_total", help: "kubelet gRPC calls answered, by method and outcome", labelNames: ["method", "outcome"] as const, registers: reg });
+  const requestSeconds = new Histogram({ name: "tessera_kubelet_request_duration_seconds", help: "Time to answer a kubelet gRPC call, by method and outcome", labelNames: ["method", "outcome"] as const, buckets: DURATION_BUCKETS, registers: reg });
+  const prepareErrors = new Counter({ name: "tessera_prepare_errors_total", help: "Claims whose NodePrepareResources answer carried an error, by TESSERA_* code", labelNames: ["code"] as const, registers: reg });
+  const publishes = new Counter({ name: "tessera_slice_publish_total", help: "ResourceSlice syncs, by outcome", labelNames: ["outcome"] as const, registers: reg });
+  const publishSeconds = new Histogram({ name: "tessera_slice_publish_duration_seconds", help: "Time of one ResourceSlice sync (list, create, update, delete)", labelNames: ["outcome"] as const, buckets: DURATION_BUCKETS, registers: reg });
+  const discoverySeconds = new Histogram({ name: "tessera_discovery_duration_seconds", help: "Time of one GPU discovery run (nvidia-smi + sysfs)", buckets: DURATION_BUCKETS, registers: reg });
+  const discoveryErrors = new Counter({ name: "tessera_discovery_errors_total", help: "Failed discovery runs, by TESSERA_* code", labelNames: ["code"] as const, registers: reg });
+  const checkpointWrites = new Counter({ name: "tessera_checkpoint_writes_total", help: "Checkpoint writes (fsynced), by outcome", labelNames: ["outcome"] as const, registers: reg });
+  const recoveries = new Counter({ name: "tessera_checkpoint_recoveries_total", help: "Checkpoint recoveries at start, by kind (moved_aside, rebooted)", labelNames: ["kind"] as const, registers: reg });
+  const events = new Counter({ name: "tessera_events_total", help: "Kubernetes Events, by reason and outcome (emitted, suppressed, failed, logged)", labelNames: ["reason", "outcome"] as const, registers: reg });
+  const health = new Gauge({ name: "tessera_device_health", help: "Per-device health: 1 healthy, 0 unhealthy (set by the health checker)", labelNames: ["device"] as const, registers: reg });
+  let prepared: () => { claims: number; devices: number } = () => ({ claims: 0, devices: 0 });
+  new Gauge({ name: "tessera_prepared_claims", help: "Claims in the checkpoint (prepared or being prepared)", registers: reg, collect() {
+    this.set(prepared().claims);
+  } });
+  new Gauge({ name: "tessera_prepared_devices", help: "Devices held by claims in the checkpoint", registers: reg, collect() {
+    this.set(prepared().devices);
+  } });
+  return {
+    registry,
+    contentType: registry.contentType,
+    text: () => registry.metrics(),
+    request(method, outcome, seconds) {
+      requests.inc({ method, outcome });
+      requestSeconds.observe({ method, outcome }, seconds);
+    },
+    prepareError: (code) => prepareErrors.inc({ code }),
+    slicePublish(outcome, seconds) {
+      publishes.inc({ outcome });
+      publishSeconds.observe({ outcome }, seconds);
+    },
+    discovery(seconds, code) {
+      discoverySeconds.observe(seconds);
+      if (code) discoveryErrors.inc({ code });
+    },
+    checkpointWrite: (outcome) => checkpointWrites.inc({ outcome }),
+    checkpointRecovery: (kind) => recoveries.inc({ kind }),
+    event: (reason, outcome) => events.inc({ reason, outcome }),
+    setDeviceHealth: (device, healthy) => health.set({ device }, healthy ? 1 : 0),
+    preparedSource: (fn) => void (prepared = fn),
+  };
+}
+
+/** For modules started without metrics (tests, diag). */
+export const noMetrics: AgentMetrics = {
+  request() {},
+  prepareError() {},
+  slicePublish() {},
+  discovery() {},
+  checkpointWrite() {},
+  checkpointRecovery() {},
+  event() {},
+  setDeviceHealth() {},
+  preparedSource() {},
+};
