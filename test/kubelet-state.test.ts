@@ -220,7 +220,7 @@ t.test("Kubernetes claim source against the fake API server: ok, 404, 500, slow 
   api.fault = () => ({ status: 500 });
   const other = claim({ name: "other", namespace: "ml", uid: uid(41), results: [{ device: "gpu-6" }] });
   const failed = await env.v1.prepare({ claims: [ref(other)] });
-  t.match(failed.claims?.[uid(41)]?.error, /^TESSERA_KUBE_API: reading ResourceClaim ml\/other: HTTP 500/);
+  t.match(failed.claims?.[uid(41)]?.error, /^TESSERA_KUBE_API: reading ResourceClaim ml\/other: get resourceclaims.resource.k8s.io failed \(HTTP 500\); the kubelet will retry/);
   api.fault = () => ({ delayMs: 1500 });
   const slow = await env.v1.prepare({ claims: [ref(other)] });
   t.match(slow.claims?.[uid(41)]?.error, /^TESSERA_KUBE_TIMEOUT/);
