@@ -90,6 +90,55 @@ t.test("checkpoint codec: round trip, checksum, unknown version", async (t) => {
   t.match(decodeCheckpoint(text.slice(0, 20)), { ok: false, reason: /not valid JSON/ });
 });
 
+/** The checkpoint `text` with one field damaged and the checksum recomputed to match. */
+function badShapes(text: string): [string, string][] {
+  type Obj = Record<string, unknown>;
+  const o = (v: unknown): Obj => v as Obj;
+  const mutate = (fn: (d: Obj) => void): string => {
+    const data = o(o(JSON.parse(text)).data);
+    fn(data);
+    return encodeCheckpoint(data as unknown as CheckpointData);
+  };
+  const entry = (d: Obj): Obj => o(o(d.claims)[uid(20)]);
+  const dev0 = (d: Obj): Obj => o((entry(d).devices as unknown[])[0]);
+  return [
+    ["entry null", mutate((d) => void (o(d.claims)[uid(20)] = null))],
+    ["devices a string", mutate((d) => void (entry(d).devices = "gpu-2"))],
+    ["device null", mutate((d) => void (entry(d).devices = [null]))],
+    ["unknown state", mutate((d) => void (entry(d).state = "Prepared"))],
+    ["key not a UID", mutate((d) => void (o(d.claims)["../../etc"] = entry(d)))],
+    ["gpuMinor a string", mutate((d) => void (dev0(d).gpuMinor = "2"))],
+    ["uuid missing", mutate((d) => void delete dev0(d).uuid)],
+    ["requestNames of numbers", mutate((d) => void (dev0(d).requestNames = [1]))],
+    ["kind unknown", mutate((d) => void (dev0(d).kind = "tpu"))],
+    ["claims an array", mutate((d) => void (d.claims = []))],
+    ["bootId a number", mutate((d) => void (d.bootId = 7))],
+    ["rebuilt a string", mutate((d) => void (entry(d).rebuilt = "yes"))],
+  ];
+}
+
+t.test("checkpoint schema: every field of every entry and device is checked; a newer agent's extra fields are tolerated", async (t) => {
+  const dev = { requestNames: ["gpu"], poolName: NODE, deviceName: "gpu-2", cdiDeviceIds: ["k8s.gpu.tessera.dev/claim=x"], kind: "gpu", uuid: gpuUUID(2), gpuMinor: 2, deviceNodes: ["/dev/nvidia2"] };
+  const data = { bootId: "b", claims: { [uid(20)]: { state: "PrepareCompleted", namespace: "n", name: "c", devices: [dev] } } } as unknown as CheckpointData;
+  const text = encodeCheckpoint(data);
+  t.same(decodeCheckpoint(text), { ok: true, data });
+  const expected: Record<string, RegExp> = {
+    "entry null": /data\.claims\[".*"\] is null, not an object/,
+    "devices a string": /\.devices is string, not an array/,
+    "gpuMinor a string": /\.devices\[0\]\.gpuMinor is string, not an integer/,
+    "uuid missing": /\.devices\[0\]\.uuid is missing/,
+    "key not a UID": /has key "\.\.\/\.\.\/etc", not a claim UID/,
+  };
+  for (const [what, bad] of badShapes(text)) {
+    const r = decodeCheckpoint(bad);
+    t.equal(r.ok, false, what);
+    if (!r.ok && expected[what]) t.match(r.reason, expected[what], `${what}: the reason names the field`);
+  }
+  const extra = structuredClone(data) as unknown as { claims: Record<string, { devices: Record<string, unknown>[] }> };
+  (extra.claims[uid(20)]?.devices[0] ?? {}).mig = { profile: "1g.10gb" };
+  t.equal(decodeCheckpoint(encodeCheckpoint(extra as unknown as CheckpointData)).ok, true, "unknown fields do not make a file unusable");
+});
+
 t.test("crash between PrepareStarted and PrepareCompleted: next Prepare completes, Unprepare rolls back", async (t) => {
   const root = tempDir();
   const cfg = nodeConfig(root);
@@ -142,6 +191,8 @@ t.test("corrupt checkpoint: truncated at many offsets, garbage, unknown version 
     ["garbage", Buffer.from("\u0000\u0001not json at all")],
     ["unknown version", Buffer.from(good.toString().replace('"version": 1', '"version": 99'))],
     ["flipped byte", Buffer.from(good.toString().replace("PrepareCompleted", "PrepareCompletee"))],
+    // Valid checksum, bad shape: each of these crash-looped the agent or broke later Prepares.
+    ...badShapes(good.toString()).map(([what, text]) => [`valid checksum, ${what}`, Buffer.from(text)] as [string, Buffer]),
   ];
   for (const [what, bytes] of variants) {
     const root = tempDir();

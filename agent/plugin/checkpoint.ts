@@ -9,6 +9,7 @@ import * as path from "node:path";
 import { writeFileAtomic } from "../common/atomic-file.js";
 import { TesseraError } from "../common/errors.js";
 import type { Logger } from "../common/log.js";
+import { checkpointDataProblem } from "./checkpoint-schema.js";
 import type { PreparedDevice } from "./prepared.js";
 
 export const CHECKPOINT_VERSION = 1;
@@ -56,10 +57,11 @@ export function decodeCheckpoint(text: string): { ok: true; data: CheckpointData
   if (!f || typeof f !== "object") return { ok: false, reason: "not a JSON object" };
   if (f.version !== CHECKPOINT_VERSION) return { ok: false, reason: `unknown version ${JSON.stringify(f.version)} (this agent reads ${CHECKPOINT_VERSION})` };
   const d = f.data;
-  if (!d || typeof d !== "object" || typeof d.bootId !== "string" || !d.claims || typeof d.claims !== "object") {
-    return { ok: false, reason: "missing data.bootId or data.claims" };
-  }
+  if (!d || typeof d !== "object") return { ok: false, reason: "missing data" };
   if (f.checksum !== checksum(d)) return { ok: false, reason: "checksum mismatch" };
+  // A valid checksum only says the bytes belong together; the shape is checked field by field.
+  const problem = checkpointDataProblem(d);
+  if (problem) return { ok: false, reason: `bad shape: ${problem}` };
   return { ok: true, data: d };
 }
 

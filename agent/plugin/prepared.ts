@@ -38,8 +38,12 @@ export interface PreparedClaim {
 // nothing else, so a UID can never carry "/", "..", or NUL into a file name.
 const UID_RE = /^[0-9a-fA-F][0-9a-fA-F-]{0,62}[0-9a-fA-F]$/;
 
+export function isClaimUID(uid: string): boolean {
+  return UID_RE.test(uid);
+}
+
 export function assertClaimUID(uid: string): void {
-  if (!UID_RE.test(uid)) {
+  if (!isClaimUID(uid)) {
     throw new TesseraError("TESSERA_CLAIM_INVALID_UID", `claim UID ${JSON.stringify(uid.slice(0, 80))} is not a Kubernetes UID (hex digits and '-'); it cannot name a CDI spec file`);
   }
 }
