@@ -11,6 +11,10 @@ import { buildSpec, createToolkitScanner, minCdiVersion, renderSpec, specPath } 
 import { decodeCheckpoint, encodeCheckpoint, loadCheckpoint, type CheckpointData } from "../agent/plugin/checkpoint.js";
 import { createKubeClaimSource } from "../agent/plugin/claim-source.js";
 import { assertClaimUID, computePrepared } from "../agent/plugin/prepared.js";
+import { startKubeletPlugin } from "../agent/plugin/plugin.js";
+import { tempFileTarget } from "../agent/common/stale-temp.js";
+import { main } from "../agent/cli/main.js";
+import { captureIO } from "../agent/cli/io.js";
 import { startFakeApiServer } from "./support/fake-apiserver.js";
 import { claim, DRIVER, gpuUUID, inventory, nodeConfig, NODE, ref, startEnv, tempDir, uid } from "./support/kubelet-env.js";
 
@@ -158,6 +162,7 @@ t.test("crash between PrepareStarted and PrepareCompleted: next Prepare complete
   const env = await startEnv({ root });
   t.teardown(() => env.close());
   for (const c of [done, undo]) await env.store.putClaim(c);
+  t.same(env.agent.plugin.state.stuck().map((k) => k.name).sort(), ["finish-me", "undo-me"], "started entries without work in flight are counted as stuck");
   const thief = claim({ name: "thief", uid: uid(12), results: [{ device: "gpu-3" }] });
   await env.store.putClaim(thief);
   t.match((await env.v1.prepare({ claims: [ref(thief)] })).claims?.[uid(12)]?.error, /TESSERA_DEVICE_CONFLICT.*undo-me/, "a started claim still holds its device");
@@ -171,6 +176,7 @@ t.test("crash between PrepareStarted and PrepareCompleted: next Prepare complete
   const cp = decodeCheckpoint(readFileSync(cfg.checkpointFile, "utf8"));
   t.same(cp.ok && Object.fromEntries(Object.entries(cp.data.claims).map(([k, v]) => [k, v.state])), { [uid(10)]: "PrepareCompleted" });
   t.notOk((await env.v1.prepare({ claims: [ref(thief)] })).claims?.[uid(12)]?.error, "device free after the rollback");
+  t.same(env.agent.plugin.state.stuck(), [], "nothing stuck once the kubelet's calls came");
 });
 
 t.test("corrupt checkpoint: truncated at many offsets, garbage, unknown version -> moved aside, rebuilt from CDI specs, agent serves", async (t) => {
@@ -272,4 +278,83 @@ t.test("Kubernetes claim source against the fake API server: ok, 404, 500, slow 
   const slow = await env.v1.prepare({ claims: [ref(other)] });
   t.match(slow.claims?.[uid(41)]?.error, /^TESSERA_KUBE_TIMEOUT/);
   api.fault = undefined;
+});
+
+t.test("failed prepare whose CDI root is a file: the entry is rolled back, Unprepare drops entries, nothing stays stuck", async (t) => {
+  const env = await startEnv();
+  t.teardown(() => env.close());
+  const kept = claim({ name: "kept", uid: uid(50), results: [{ device: "gpu-2" }] });
+  const doomed = claim({ name: "doomed", uid: uid(51), results: [{ device: "gpu-3" }] });
+  for (const c of [kept, doomed]) await env.store.putClaim(c);
+  t.notOk((await env.v1.prepare({ claims: [ref(kept)] })).claims?.[uid(50)]?.error);
+  // The CDI root replaced by a regular file.
+  await fsp.rm(env.config.cdiRoot, { recursive: true });
+  await fsp.writeFile(env.config.cdiRoot, "");
+  t.match((await env.v1.prepare({ claims: [ref(doomed)] })).claims?.[uid(51)]?.error, /^TESSERA_CDI: cannot write CDI spec/);
+  const onDisk = decodeCheckpoint(readFileSync(env.config.checkpointFile, "utf8"));
+  t.same(onDisk.ok && Object.keys(onDisk.data.claims), [uid(50)], "the failed claim's entry is gone from the checkpoint");
+  t.same(env.agent.plugin.state.stuck(), [], "no entry left PrepareStarted");
+  const un = await env.v1.unprepare({ claims: [ref(kept), ref(doomed)] });
+  t.same(un.claims, { [uid(50)]: { error: "" }, [uid(51)]: { error: "" } }, "Unprepare succeeds: a CDI root that is not a directory holds no spec");
+  const after = decodeCheckpoint(readFileSync(env.config.checkpointFile, "utf8"));
+  t.same(after.ok && after.data.claims, {}, "entry dropped");
+  t.ok(env.log.records.some((r) => r.level === "warn" && r.msg.includes("--cdi-root is not a directory")), "reported in the log");
+  // Devices free again once the root is a directory.
+  await fsp.rm(env.config.cdiRoot);
+  const thief = claim({ name: "thief", uid: uid(52), results: [{ device: "gpu-3" }] });
+  await env.store.putClaim(thief);
+  t.notOk((await env.v1.prepare({ claims: [ref(thief)] })).claims?.[uid(52)]?.error, "gpu-3 was not left reserved");
+});
+
+t.test("read-only or immutable state dir: start fails with TESSERA_CHECKPOINT naming the path and the fix", async (t) => {
+  for (const code of ["EPERM", "EACCES", "EROFS"]) {
+    const root = tempDir();
+    const cfg = nodeConfig(root);
+    const write = async (): Promise<void> => {
+      throw Object.assign(new Error(`${code}: operation not permitted, open '${cfg.checkpointFile}.tmp'`), { code });
+    };
+    const started = startKubeletPlugin(cfg, { log: createMemoryLogger(), devices: () => facts, claims: { get: async () => claim({ name: "x", uid: uid(1) }) }, bootId: async () => "b", checkpointWrite: write });
+    started.then((p) => p.stop(0), () => undefined); // never left serving if the assertion below fails
+    await t.rejects(started, { code: "TESSERA_CHECKPOINT", message: new RegExp(`cannot write the checkpoint ${cfg.checkpointFile.replace(/[.]/g, "\\.")} \\(${code}\\); the state dir is read-only or immutable: .*chattr -i`) }, code);
+    t.notOk(existsSync(cfg.draSocket), `${code}: no socket left serving`);
+  }
+  // A real one: the state dir's parent is a regular file, as the agent process reports it.
+  const root = tempDir();
+  await fsp.writeFile(join(root, "blocker"), "");
+  const io = captureIO();
+  const argv = ["agent", "--discovery", "fixture:l40s-1x", "--kubelet-root", join(root, "k"), "--cdi-root", join(root, "cdi"), "--kube", `standalone:${join(root, "store")}`, "--node-name", NODE, "--state-dir", join(root, "blocker", "state")];
+  t.equal(await main(argv, io), 1, io.err.join(""));
+  const lines = io.err.join("").trimEnd().split("\n").filter((l) => !l.startsWith("{")); // log records are JSON lines
+  t.equal(lines.length, 1, "one error line");
+  t.match(lines[0], /^TESSERA_CHECKPOINT: cannot create the state dir of .*blocker\/state\/checkpoint\.json \((ENOTDIR|EEXIST)\)/);
+});
+
+t.test("temp files left by killed writers are removed at start; other files are not", async (t) => {
+  t.equal(tempFileTarget(".checkpoint.json.tmp-4242-0a1b2c3d"), "checkpoint.json");
+  for (const other of ["checkpoint.json", ".checkpoint.json.tmp-x-0a1b2c3d", ".checkpoint.json.tmp-1-0a1b2c3", "checkpoint.json.tmp-1-0a1b2c3d"]) t.equal(tempFileTarget(other), undefined, other);
+  const root = tempDir();
+  const cfg = nodeConfig(root);
+  await fsp.mkdir(cfg.stateDir, { recursive: true });
+  await fsp.mkdir(cfg.cdiRoot, { recursive: true });
+  const ours = [
+    join(cfg.stateDir, ".checkpoint.json.tmp-1-0a1b2c3d"),
+    join(cfg.stateDir, `.checkpoint.json.tmp-${process.pid}-ffffffff`),
+    join(cfg.stateDir, ".registration-status.json.tmp-77-12345678"),
+    join(cfg.cdiRoot, `.k8s.gpu.tessera.dev-claim_${uid(60)}.json.tmp-9-abcdef01`),
+  ];
+  const theirs = [
+    join(cfg.stateDir, ".other.json.tmp-1-0a1b2c3d"),
+    join(cfg.stateDir, "notes.txt"),
+    join(cfg.cdiRoot, ".nvidia.yaml.tmp-1-0a1b2c3d"),
+    join(cfg.cdiRoot, ".k8s.gpu.tessera.dev-claim_../x.json.tmp-1-0a1b2c3d".replace("/", "_")),
+    join(cfg.cdiRoot, "nvidia.yaml"),
+  ];
+  for (const f of [...ours, ...theirs]) await fsp.writeFile(f, "x");
+  await fsp.mkdir(join(cfg.stateDir, ".checkpoint.json.tmp-2-0a1b2c3d")); // not a regular file: left alone
+  const env = await startEnv({ root });
+  t.teardown(() => env.close());
+  t.same(ours.filter((f) => existsSync(f)), [], "every temp file of ours is gone");
+  t.same(theirs.filter((f) => !existsSync(f)), [], "no one else's file is touched");
+  t.ok(existsSync(join(cfg.stateDir, ".checkpoint.json.tmp-2-0a1b2c3d")));
+  t.ok(env.log.records.some((r) => r.msg.includes("removed temp files left by an earlier run")));
 });

@@ -6,7 +6,7 @@
 import { promises as fsp } from "node:fs";
 import * as path from "node:path";
 import { writeFileAtomic } from "../common/atomic-file.js";
-import { TesseraError } from "../common/errors.js";
+import { echoInput, TesseraError } from "../common/errors.js";
 import type { DeviceClass, ResourceClaim, ResourceSlice } from "./types.js";
 
 export interface StandaloneStore {
@@ -29,7 +29,7 @@ const NAME_RE = /^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$/;
 
 export function assertObjectName(name: string, what: string): void {
   if (!NAME_RE.test(name) || name.includes("..")) {
-    throw new TesseraError("TESSERA_INPUT", `${what} "${name}" is not a valid Kubernetes object name (lower-case letters, digits, '-' and '.')`);
+    throw new TesseraError("TESSERA_INPUT", `${what} "${echoInput(name)}" is not a valid Kubernetes object name (lower-case letters, digits, '-' and '.')`);
   }
 }
 

@@ -3,9 +3,9 @@
 // would then ignore every answer). An empty request answers an empty map: the kubelet's liveness
 // probe.
 import type * as grpc from "@grpc/grpc-js";
-import { describeChain, isTesseraError } from "../common/errors.js";
+import { describeChain, echoInput, isTesseraError } from "../common/errors.js";
 import type { Logger } from "../common/log.js";
-import type { PreparedDevice } from "./prepared.js";
+import { assertClaimRef, type PreparedDevice } from "./prepared.js";
 import type {
   NodePrepareResourcesRequest,
   NodePrepareResourcesResponse,
@@ -41,11 +41,12 @@ export function createDraHandlers(state: DeviceState, log: Logger): DraHandlers 
       const entries = await Promise.all(
         claims.map(async (c) => {
           try {
+            assertClaimRef(c);
             const devices = await state.prepare(c);
             return [c.uid, { devices: devices.map((d) => toWireDevice(d, version)), error: "" }] as const;
           } catch (err) {
             const error = errorText(err);
-            log.warn("prepare failed", { namespace: c.namespace, name: c.name, uid: c.uid, error });
+            log.warn("prepare failed", { namespace: echoInput(c.namespace), name: echoInput(c.name), uid: echoInput(c.uid), error });
             return [c.uid, { devices: [], error }] as const;
           }
         }),
@@ -61,7 +62,7 @@ export function createDraHandlers(state: DeviceState, log: Logger): DraHandlers 
             return [c.uid, { error: "" }] as const;
           } catch (err) {
             const error = errorText(err);
-            log.warn("unprepare failed", { namespace: c.namespace, name: c.name, uid: c.uid, error });
+            log.warn("unprepare failed", { namespace: echoInput(c.namespace), name: echoInput(c.name), uid: echoInput(c.uid), error });
             return [c.uid, { error }] as const;
           }
         }),

@@ -1,15 +1,18 @@
 // Composition of the kubelet plugin: checkpoint -> device state -> DRA server -> registration
 // server. Everything with side effects comes in through `deps`, so tests and the demo run it
 // in-process on temp dirs.
+import * as path from "node:path";
 import type { NodeConfig } from "../common/config.js";
+import { describeChain } from "../common/errors.js";
+import { removeStaleTempFiles } from "../common/stale-temp.js";
 import type { Logger } from "../common/log.js";
 import type { DeviceFacts } from "../discovery/model.js";
-import { createCdiWriter, createToolkitScanner } from "./cdi.js";
+import { createCdiWriter, createToolkitScanner, specFileUID } from "./cdi.js";
 import { loadCheckpoint, readBootId } from "./checkpoint.js";
 import type { ClaimSource } from "./claim-source.js";
 import { createDraHandlers, draServiceImpl } from "./dra-service.js";
 import { loadKubeletProtos } from "./protos.js";
-import { clearRegistrationStatus, createRegistration, type RegistrationState } from "./registration.js";
+import { clearRegistrationStatus, createRegistration, REGISTRATION_STATUS_FILE, type RegistrationState } from "./registration.js";
 import { startSocketServer } from "./server.js";
 import { createDeviceState, type DeviceState } from "./state.js";
 
@@ -24,6 +27,8 @@ export interface PluginDeps {
   /** Where NVIDIA Container Toolkit specs are looked for; default: --cdi-root, plus /etc/cdi when --cdi-root is the system default. */
   toolkitDirs?: readonly string[];
   now?: () => Date;
+  /** How the checkpoint is written (default writeFileAtomic); tests inject EPERM/EROFS. */
+  checkpointWrite?: (file: string, text: string, mode: number) => Promise<void>;
 }
 
 export interface KubeletPlugin {
@@ -36,10 +41,29 @@ export interface KubeletPlugin {
   stop(deadlineMs?: number): Promise<void>;
 }
 
+/** What killed predecessors left half-written: temp files of the checkpoint, the registration status and our CDI specs. */
+async function removeOurStaleTempFiles(config: NodeConfig, log: Logger): Promise<void> {
+  const stateFiles = new Set([path.basename(config.checkpointFile), REGISTRATION_STATUS_FILE]);
+  const places: [string, (target: string) => boolean][] = [
+    [path.dirname(config.checkpointFile), (t) => stateFiles.has(t)],
+    [config.cdiRoot, (t) => specFileUID(t) !== undefined],
+  ];
+  for (const [dir, owns] of places) {
+    try {
+      const removed = await removeStaleTempFiles(dir, owns);
+      if (removed.length > 0) log.info("removed temp files left by an earlier run", { dir, count: removed.length });
+    } catch (err) {
+      // Not fatal here: a state dir we cannot write fails the checkpoint with its own clear error.
+      log.warn("cannot clean temp files left by an earlier run", { dir, err: describeChain(err) });
+    }
+  }
+}
+
 export async function startKubeletPlugin(config: NodeConfig, deps: PluginDeps): Promise<KubeletPlugin> {
   const { log } = deps;
   const bootId = await (deps.bootId ?? (() => readBootId()))();
-  const { checkpoint, result } = await loadCheckpoint(config.checkpointFile, { bootId, log, ...(deps.now ? { now: deps.now } : {}) });
+  await removeOurStaleTempFiles(config, log);
+  const { checkpoint, result } = await loadCheckpoint(config.checkpointFile, { bootId, log, ...(deps.now ? { now: deps.now } : {}), ...(deps.checkpointWrite ? { write: deps.checkpointWrite } : {}) });
   const cdi = createCdiWriter(config.cdiRoot);
   const toolkitDirs = deps.toolkitDirs ?? (config.cdiRoot === DEFAULT_CDI_ROOT ? ["/etc/cdi", config.cdiRoot] : [config.cdiRoot]);
   const state = createDeviceState({
