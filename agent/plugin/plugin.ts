@@ -10,13 +10,15 @@ import type { DeviceFacts } from "../discovery/model.js";
 import { createCdiWriter, createToolkitScanner, specFileUID } from "./cdi.js";
 import { loadCheckpoint, readBootId } from "./checkpoint.js";
 import type { ClaimSource } from "./claim-source.js";
-import { createDraHandlers, draServiceImpl } from "./dra-service.js";
+import { createDraHandlers, DRA_LIMITS, draServiceImpl } from "./dra-service.js";
 import { loadKubeletProtos } from "./protos.js";
 import { clearRegistrationStatus, createRegistration, REGISTRATION_STATUS_FILE, type RegistrationState } from "./registration.js";
 import { startSocketServer } from "./server.js";
 import { createDeviceState, type DeviceState } from "./state.js";
 
 export const DEFAULT_CDI_ROOT = "/var/run/cdi";
+/** GetInfo and NotifyRegistrationStatus are a few hundred bytes; 64 KiB bounds a hostile status. */
+const REGISTRATION_MAX_MESSAGE_BYTES = 64 * 1024;
 
 export interface PluginDeps {
   log: Logger;
@@ -83,12 +85,12 @@ export async function startKubeletPlugin(config: NodeConfig, deps: PluginDeps): 
   const dra = await startSocketServer(config.draSocket, [
     { definition: protos.v1, impl: draServiceImpl(handlers, "v1") },
     { definition: protos.v1beta1, impl: draServiceImpl(handlers, "v1beta1") },
-  ]);
+  ], { maxMessageBytes: DRA_LIMITS.maxMessageBytes });
   const registration = createRegistration({ driverName: config.driverName, draSocket: config.draSocket, log, stateDir: config.stateDir, ...(deps.now ? { now: deps.now } : {}) });
   let reg;
   try {
     await clearRegistrationStatus(config.stateDir);
-    reg = await startSocketServer(config.registrationSocket, [{ definition: protos.registration, impl: registration.impl }]);
+    reg = await startSocketServer(config.registrationSocket, [{ definition: protos.registration, impl: registration.impl }], { maxMessageBytes: REGISTRATION_MAX_MESSAGE_BYTES });
   } catch (err) {
     await dra.stop(0);
     throw err;
