@@ -14,6 +14,9 @@ import { assertClaimUID, computePrepared } from "../agent/plugin/prepared.js";
 import { startKubeletPlugin } from "../agent/plugin/plugin.js";
 import { tempFileTarget } from "../agent/common/stale-temp.js";
 import { main } from "../agent/cli/main.js";
+import { runFuzz } from "./support/fuzz.js";
+import { assertObjectName } from "../agent/kube/standalone-store.js";
+import { STATE_SURFACES } from "./support/fuzz-state.js";
 import { captureIO } from "../agent/cli/io.js";
 import { startFakeApiServer } from "./support/fake-apiserver.js";
 import { claim, DRIVER, gpuUUID, inventory, nodeConfig, NODE, ref, startEnv, tempDir, uid } from "./support/kubelet-env.js";
@@ -357,4 +360,16 @@ t.test("temp files left by killed writers are removed at start; other files are 
   t.same(theirs.filter((f) => !existsSync(f)), [], "no one else's file is touched");
   t.ok(existsSync(join(cfg.stateDir, ".checkpoint.json.tmp-2-0a1b2c3d")));
   t.ok(env.log.records.some((r) => r.msg.includes("removed temp files left by an earlier run")));
+});
+
+t.test("fuzz (small budget): grpc, grpc-raw, checkpoint and store surfaces never crash the agent or answer TESSERA_INTERNAL", async (t) => {
+  const out = tempDir("tessera-fuzz-out-");
+  // What the store surface found (seed 13, case 50): a claim whose metadata.name is not a string.
+  t.throws(() => assertObjectName(7, "ResourceClaim name"), { code: "TESSERA_INPUT", message: /ResourceClaim name is number, not a string/ });
+  for (const surface of STATE_SURFACES) {
+    const r = await runFuzz(surface, { seed: 13, cases: surface.name === "store" ? 40 : 150, timeMs: 8000, outDir: out });
+    t.comment(JSON.stringify(r));
+    t.ok(r.cases >= 20, `${surface.name}: ran ${r.cases} cases`);
+    t.equal(r.failures, 0, `${surface.name}: no failures${r.firstFailure ? ` (first: case ${r.firstFailure.index}, ${r.firstFailure.message})` : ""}`);
+  }
 });
