@@ -10,6 +10,13 @@ import { buildSpec, createToolkitScanner, minCdiVersion, renderSpec, specPath } 
 import { decodeCheckpoint, encodeCheckpoint, loadCheckpoint, type CheckpointData } from "../agent/plugin/checkpoint.js";
 import { createKubeClaimSource } from "../agent/plugin/claim-source.js";
 import { assertClaimUID, computePrepared } from "../agent/plugin/prepared.js";
+import { startKubeletPlugin } from "../agent/plugin/plugin.js";
+import { tempFileTarget } from "../agent/common/stale-temp.js";
+import { main } from "../agent/cli/main.js";
+import { runFuzz } from "./support/fuzz.js";
+import { assertObjectName } from "../agent/kube/standalone-store.js";
+import { STATE_SURFACES } from "./support/fuzz-state.js";
+import { captureIO } from "../agent/cli/io.js";
 import { kubeConfigFor, startFakeApiServer } from "./support/fake-apiserver.js";
 import { claim, DRIVER, gpuUUID, inventory, nodeConfig, NODE, ref, startEnv, tempDir, uid } from "./support/kubelet-env.js";
 
@@ -97,6 +104,55 @@ t.test("checkpoint codec: round trip, checksum, unknown version", async (t) => {
   t.match(decodeCheckpoint(text.slice(0, 20)), { ok: false, reason: /not valid JSON/ });
 });
 
+/** The checkpoint `text` with one field damaged and the checksum recomputed to match. */
+function badShapes(text: string): [string, string][] {
+  type Obj = Record<string, unknown>;
+  const o = (v: unknown): Obj => v as Obj;
+  const mutate = (fn: (d: Obj) => void): string => {
+    const data = o(o(JSON.parse(text)).data);
+    fn(data);
+    return encodeCheckpoint(data as unknown as CheckpointData);
+  };
+  const entry = (d: Obj): Obj => o(o(d.claims)[uid(20)]);
+  const dev0 = (d: Obj): Obj => o((entry(d).devices as unknown[])[0]);
+  return [
+    ["entry null", mutate((d) => void (o(d.claims)[uid(20)] = null))],
+    ["devices a string", mutate((d) => void (entry(d).devices = "gpu-2"))],
+    ["device null", mutate((d) => void (entry(d).devices = [null]))],
+    ["unknown state", mutate((d) => void (entry(d).state = "Prepared"))],
+    ["key not a UID", mutate((d) => void (o(d.claims)["../../etc"] = entry(d)))],
+    ["gpuMinor a string", mutate((d) => void (dev0(d).gpuMinor = "2"))],
+    ["uuid missing", mutate((d) => void delete dev0(d).uuid)],
+    ["requestNames of numbers", mutate((d) => void (dev0(d).requestNames = [1]))],
+    ["kind unknown", mutate((d) => void (dev0(d).kind = "tpu"))],
+    ["claims an array", mutate((d) => void (d.claims = []))],
+    ["bootId a number", mutate((d) => void (d.bootId = 7))],
+    ["rebuilt a string", mutate((d) => void (entry(d).rebuilt = "yes"))],
+  ];
+}
+
+t.test("checkpoint schema: every field of every entry and device is checked; a newer agent's extra fields are tolerated", async (t) => {
+  const dev = { requestNames: ["gpu"], poolName: NODE, deviceName: "gpu-2", cdiDeviceIds: ["k8s.gpu.tessera.dev/claim=x"], kind: "gpu", uuid: gpuUUID(2), gpuMinor: 2, deviceNodes: ["/dev/nvidia2"] };
+  const data = { bootId: "b", claims: { [uid(20)]: { state: "PrepareCompleted", namespace: "n", name: "c", devices: [dev] } } } as unknown as CheckpointData;
+  const text = encodeCheckpoint(data);
+  t.same(decodeCheckpoint(text), { ok: true, data });
+  const expected: Record<string, RegExp> = {
+    "entry null": /data\.claims\[".*"\] is null, not an object/,
+    "devices a string": /\.devices is string, not an array/,
+    "gpuMinor a string": /\.devices\[0\]\.gpuMinor is string, not an integer/,
+    "uuid missing": /\.devices\[0\]\.uuid is missing/,
+    "key not a UID": /has key "\.\.\/\.\.\/etc", not a claim UID/,
+  };
+  for (const [what, bad] of badShapes(text)) {
+    const r = decodeCheckpoint(bad);
+    t.equal(r.ok, false, what);
+    if (!r.ok && expected[what]) t.match(r.reason, expected[what], `${what}: the reason names the field`);
+  }
+  const extra = structuredClone(data) as unknown as { claims: Record<string, { devices: Record<string, unknown>[] }> };
+  (extra.claims[uid(20)]?.devices[0] ?? {}).mig = { profile: "1g.10gb" };
+  t.equal(decodeCheckpoint(encodeCheckpoint(extra as unknown as CheckpointData)).ok, true, "unknown fields do not make a file unusable");
+});
+
 t.test("crash between PrepareStarted and PrepareCompleted: next Prepare completes, Unprepare rolls back", async (t) => {
   const root = tempDir();
   const cfg = nodeConfig(root);
@@ -116,6 +172,7 @@ t.test("crash between PrepareStarted and PrepareCompleted: next Prepare complete
   const env = await startEnv({ root });
   t.teardown(() => env.close());
   for (const c of [done, undo]) await env.store.putClaim(c);
+  t.same(env.agent.plugin.state.stuck().map((k) => k.name).sort(), ["finish-me", "undo-me"], "started entries without work in flight are counted as stuck");
   const thief = claim({ name: "thief", uid: uid(12), results: [{ device: "gpu-3" }] });
   await env.store.putClaim(thief);
   t.match((await env.v1.prepare({ claims: [ref(thief)] })).claims?.[uid(12)]?.error, /TESSERA_DEVICE_CONFLICT.*undo-me/, "a started claim still holds its device");
@@ -129,6 +186,7 @@ t.test("crash between PrepareStarted and PrepareCompleted: next Prepare complete
   const cp = decodeCheckpoint(readFileSync(cfg.checkpointFile, "utf8"));
   t.same(cp.ok && Object.fromEntries(Object.entries(cp.data.claims).map(([k, v]) => [k, v.state])), { [uid(10)]: "PrepareCompleted" });
   t.notOk((await env.v1.prepare({ claims: [ref(thief)] })).claims?.[uid(12)]?.error, "device free after the rollback");
+  t.same(env.agent.plugin.state.stuck(), [], "nothing stuck once the kubelet's calls came");
 });
 
 t.test("corrupt checkpoint: truncated at many offsets, garbage, unknown version -> moved aside, rebuilt from CDI specs, agent serves", async (t) => {
@@ -149,6 +207,8 @@ t.test("corrupt checkpoint: truncated at many offsets, garbage, unknown version 
     ["garbage", Buffer.from("\u0000\u0001not json at all")],
     ["unknown version", Buffer.from(good.toString().replace('"version": 1', '"version": 99'))],
     ["flipped byte", Buffer.from(good.toString().replace("PrepareCompleted", "PrepareCompletee"))],
+    // Valid checksum, bad shape: each of these crash-looped the agent or broke later Prepares.
+    ...badShapes(good.toString()).map(([what, text]) => [`valid checksum, ${what}`, Buffer.from(text)] as [string, Buffer]),
   ];
   for (const [what, bytes] of variants) {
     const root = tempDir();
@@ -225,4 +285,95 @@ t.test("Kubernetes claim source against the fake API server: ok, 404, 500, slow 
   const slow = await env.v1.prepare({ claims: [ref(other)] });
   t.match(slow.claims?.[uid(41)]?.error, /^TESSERA_KUBE_TIMEOUT/);
   api.fault = undefined;
+});
+
+t.test("failed prepare whose CDI root is a file: the entry is rolled back, Unprepare drops entries, nothing stays stuck", async (t) => {
+  const env = await startEnv();
+  t.teardown(() => env.close());
+  const kept = claim({ name: "kept", uid: uid(50), results: [{ device: "gpu-2" }] });
+  const doomed = claim({ name: "doomed", uid: uid(51), results: [{ device: "gpu-3" }] });
+  for (const c of [kept, doomed]) await env.store.putClaim(c);
+  t.notOk((await env.v1.prepare({ claims: [ref(kept)] })).claims?.[uid(50)]?.error);
+  // The CDI root replaced by a regular file.
+  await fsp.rm(env.config.cdiRoot, { recursive: true });
+  await fsp.writeFile(env.config.cdiRoot, "");
+  t.match((await env.v1.prepare({ claims: [ref(doomed)] })).claims?.[uid(51)]?.error, /^TESSERA_CDI: cannot write CDI spec/);
+  const onDisk = decodeCheckpoint(readFileSync(env.config.checkpointFile, "utf8"));
+  t.same(onDisk.ok && Object.keys(onDisk.data.claims), [uid(50)], "the failed claim's entry is gone from the checkpoint");
+  t.same(env.agent.plugin.state.stuck(), [], "no entry left PrepareStarted");
+  const un = await env.v1.unprepare({ claims: [ref(kept), ref(doomed)] });
+  t.same(un.claims, { [uid(50)]: { error: "" }, [uid(51)]: { error: "" } }, "Unprepare succeeds: a CDI root that is not a directory holds no spec");
+  const after = decodeCheckpoint(readFileSync(env.config.checkpointFile, "utf8"));
+  t.same(after.ok && after.data.claims, {}, "entry dropped");
+  t.ok(env.log.records.some((r) => r.level === "warn" && r.msg.includes("--cdi-root is not a directory")), "reported in the log");
+  // Devices free again once the root is a directory.
+  await fsp.rm(env.config.cdiRoot);
+  const thief = claim({ name: "thief", uid: uid(52), results: [{ device: "gpu-3" }] });
+  await env.store.putClaim(thief);
+  t.notOk((await env.v1.prepare({ claims: [ref(thief)] })).claims?.[uid(52)]?.error, "gpu-3 was not left reserved");
+});
+
+t.test("read-only or immutable state dir: start fails with TESSERA_CHECKPOINT naming the path and the fix", async (t) => {
+  for (const code of ["EPERM", "EACCES", "EROFS"]) {
+    const root = tempDir();
+    const cfg = nodeConfig(root);
+    const write = async (): Promise<void> => {
+      throw Object.assign(new Error(`${code}: operation not permitted, open '${cfg.checkpointFile}.tmp'`), { code });
+    };
+    const started = startKubeletPlugin(cfg, { log: createMemoryLogger(), devices: () => facts, claims: { get: async () => claim({ name: "x", uid: uid(1) }) }, bootId: async () => "b", checkpointWrite: write });
+    started.then((p) => p.stop(0), () => undefined); // never left serving if the assertion below fails
+    await t.rejects(started, { code: "TESSERA_CHECKPOINT", message: new RegExp(`cannot write the checkpoint ${cfg.checkpointFile.replace(/[.]/g, "\\.")} \\(${code}\\); the state dir is read-only or immutable: .*chattr -i`) }, code);
+    t.notOk(existsSync(cfg.draSocket), `${code}: no socket left serving`);
+  }
+  // A real one: the state dir's parent is a regular file, as the agent process reports it.
+  const root = tempDir();
+  await fsp.writeFile(join(root, "blocker"), "");
+  const io = captureIO();
+  const argv = ["agent", "--discovery", "fixture:l40s-1x", "--kubelet-root", join(root, "k"), "--cdi-root", join(root, "cdi"), "--kube", `standalone:${join(root, "store")}`, "--node-name", NODE, "--state-dir", join(root, "blocker", "state")];
+  t.equal(await main(argv, io), 1, io.err.join(""));
+  const lines = io.err.join("").trimEnd().split("\n").filter((l) => !l.startsWith("{")); // log records are JSON lines
+  t.equal(lines.length, 1, "one error line");
+  t.match(lines[0], /^TESSERA_CHECKPOINT: cannot create the state dir of .*blocker\/state\/checkpoint\.json \((ENOTDIR|EEXIST)\)/);
+});
+
+t.test("temp files left by killed writers are removed at start; other files are not", async (t) => {
+  t.equal(tempFileTarget(".checkpoint.json.tmp-4242-0a1b2c3d"), "checkpoint.json");
+  for (const other of ["checkpoint.json", ".checkpoint.json.tmp-x-0a1b2c3d", ".checkpoint.json.tmp-1-0a1b2c3", "checkpoint.json.tmp-1-0a1b2c3d"]) t.equal(tempFileTarget(other), undefined, other);
+  const root = tempDir();
+  const cfg = nodeConfig(root);
+  await fsp.mkdir(cfg.stateDir, { recursive: true });
+  await fsp.mkdir(cfg.cdiRoot, { recursive: true });
+  const ours = [
+    join(cfg.stateDir, ".checkpoint.json.tmp-1-0a1b2c3d"),
+    join(cfg.stateDir, `.checkpoint.json.tmp-${process.pid}-ffffffff`),
+    join(cfg.stateDir, ".registration-status.json.tmp-77-12345678"),
+    join(cfg.cdiRoot, `.k8s.gpu.tessera.dev-claim_${uid(60)}.json.tmp-9-abcdef01`),
+  ];
+  const theirs = [
+    join(cfg.stateDir, ".other.json.tmp-1-0a1b2c3d"),
+    join(cfg.stateDir, "notes.txt"),
+    join(cfg.cdiRoot, ".nvidia.yaml.tmp-1-0a1b2c3d"),
+    join(cfg.cdiRoot, ".k8s.gpu.tessera.dev-claim_../x.json.tmp-1-0a1b2c3d".replace("/", "_")),
+    join(cfg.cdiRoot, "nvidia.yaml"),
+  ];
+  for (const f of [...ours, ...theirs]) await fsp.writeFile(f, "x");
+  await fsp.mkdir(join(cfg.stateDir, ".checkpoint.json.tmp-2-0a1b2c3d")); // not a regular file: left alone
+  const env = await startEnv({ root });
+  t.teardown(() => env.close());
+  t.same(ours.filter((f) => existsSync(f)), [], "every temp file of ours is gone");
+  t.same(theirs.filter((f) => !existsSync(f)), [], "no one else's file is touched");
+  t.ok(existsSync(join(cfg.stateDir, ".checkpoint.json.tmp-2-0a1b2c3d")));
+  t.ok(env.log.records.some((r) => r.msg.includes("removed temp files left by an earlier run")));
+});
+
+t.test("fuzz (small budget): grpc, grpc-raw, checkpoint and store surfaces never crash the agent or answer TESSERA_INTERNAL", async (t) => {
+  const out = tempDir("tessera-fuzz-out-");
+  // What the store surface found (seed 13, case 50): a claim whose metadata.name is not a string.
+  t.throws(() => assertObjectName(7, "ResourceClaim name"), { code: "TESSERA_INPUT", message: /ResourceClaim name is number, not a string/ });
+  for (const surface of STATE_SURFACES) {
+    const r = await runFuzz(surface, { seed: 13, cases: surface.name === "store" ? 40 : 150, timeMs: 8000, outDir: out });
+    t.comment(JSON.stringify(r));
+    t.ok(r.cases >= 20, `${surface.name}: ran ${r.cases} cases`);
+    t.equal(r.failures, 0, `${surface.name}: no failures${r.firstFailure ? ` (first: case ${r.firstFailure.index}, ${r.firstFailure.message})` : ""}`);
+  }
 });

@@ -19,6 +19,10 @@ export const ERROR_CATALOGUE = {
   TESSERA_CLAIM_UID_MISMATCH: "the ResourceClaim was replaced: its UID differs from the one the kubelet asked for",
   TESSERA_CLAIM_NOT_ALLOCATED: "the ResourceClaim has no status.allocation; the scheduler (or `tessera claims apply`) must allocate it first",
   TESSERA_CLAIM_INVALID_UID: "the claim UID is not a valid UID and cannot name a file",
+  TESSERA_CLAIM_INVALID_REF: "the claim's namespace or name is not a valid Kubernetes name",
+  TESSERA_CLAIM_UID_REUSED: "the claim UID is already recorded for another ResourceClaim (namespace/name)",
+  TESSERA_REQUEST_TOO_LARGE: "a kubelet call names more claims than the plugin accepts in one call",
+  TESSERA_OVERLOADED: "the plugin has too much claim work queued; the kubelet retries",
   TESSERA_DEVICE_UNKNOWN: "the allocated device is not on this node",
   TESSERA_DEVICE_CONFLICT: "the device is already prepared for another claim",
   TESSERA_CHECKPOINT: "the checkpoint file is corrupt or of an unknown version",
@@ -69,6 +73,20 @@ export function formatError(err: unknown): string {
   if (isTesseraError(err)) return `${err.code}: ${err.message}`;
   const msg = err instanceof Error ? err.message : String(err);
   return `TESSERA_INTERNAL: ${msg}`;
+}
+
+/** The most characters of one input (a name, a UID, a status text) echoed into an error or log. */
+export const ECHO_MAX_CHARS = 128;
+
+/**
+ * Input as it may appear in a message or log line: control characters escaped (one line stays one
+ * line) and at most `max` characters, with how long it was. Every echo of outside input goes
+ * through here: a 1 MiB name must not become a 1 MiB error, event or log record.
+ */
+export function echoInput(input: string, max = ECHO_MAX_CHARS): string {
+  const cut = input.length > max ? input.slice(0, max) : input;
+  const safe = /[\u0000-\u001f\u007f]/.test(cut) ? JSON.stringify(cut).slice(1, -1) : cut;
+  return input.length > max ? `${safe}…(${input.length} chars)` : safe;
 }
 
 /** Message of an error and its causes, joined, for logs ("what: because: because"). */

@@ -6,7 +6,7 @@
 import { promises as fsp } from "node:fs";
 import * as path from "node:path";
 import { writeFileAtomic } from "../common/atomic-file.js";
-import { TesseraError } from "../common/errors.js";
+import { echoInput, TesseraError } from "../common/errors.js";
 import type { DeviceClass, ResourceClaim, ResourceSlice } from "./types.js";
 
 export interface StandaloneStore {
@@ -27,9 +27,10 @@ export interface StandaloneStore {
 // DNS-1123 subdomain: the rule the API server applies to these names; it also keeps "../" out of paths.
 const NAME_RE = /^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$/;
 
-export function assertObjectName(name: string, what: string): void {
+export function assertObjectName(name: unknown, what: string): asserts name is string {
+  if (typeof name !== "string") throw new TesseraError("TESSERA_INPUT", `${what} is ${name === null ? "null" : typeof name}, not a string; set it to a valid Kubernetes object name`);
   if (!NAME_RE.test(name) || name.includes("..")) {
-    throw new TesseraError("TESSERA_INPUT", `${what} "${name}" is not a valid Kubernetes object name (lower-case letters, digits, '-' and '.')`);
+    throw new TesseraError("TESSERA_INPUT", `${what} "${echoInput(name)}" is not a valid Kubernetes object name (lower-case letters, digits, '-' and '.')`);
   }
 }
 

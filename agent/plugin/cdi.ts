@@ -6,7 +6,7 @@ import * as path from "node:path";
 import { parse as parseYaml } from "yaml";
 import { writeFileAtomic } from "../common/atomic-file.js";
 import { TesseraError } from "../common/errors.js";
-import { assertClaimUID, CDI_KIND, CDI_VENDOR, cdiDeviceName, TOOLKIT_KIND, type PreparedClaim, type PreparedDevice } from "./prepared.js";
+import { assertClaimUID, CDI_KIND, isClaimUID, CDI_VENDOR, cdiDeviceName, TOOLKIT_KIND, type PreparedClaim, type PreparedDevice } from "./prepared.js";
 
 /** Device nodes every CUDA container needs besides its GPU's own node. */
 export const CONTROL_NODES = ["/dev/nvidiactl", "/dev/nvidia-uvm", "/dev/nvidia-uvm-tools"] as const;
@@ -28,6 +28,14 @@ export interface CdiSpec {
 export function specFileName(claimUID: string): string {
   assertClaimUID(claimUID);
   return `${CDI_VENDOR}-claim_${claimUID}.json`;
+}
+
+/** The claim UID a file name in --cdi-root is our spec of, or undefined for anyone else's file. */
+export function specFileUID(fileName: string): string | undefined {
+  const prefix = `${CDI_VENDOR}-claim_`;
+  if (!fileName.startsWith(prefix) || !fileName.endsWith(".json")) return undefined;
+  const uid = fileName.slice(prefix.length, -".json".length);
+  return isClaimUID(uid) ? uid : undefined;
 }
 
 export function specPath(cdiRoot: string, claimUID: string): string {
@@ -86,17 +94,22 @@ export function renderSpec(claim: PreparedClaim): string {
   return JSON.stringify(buildSpec(claim), null, 2) + "\n";
 }
 
+export type CdiRemoval = "removed" | "absent" | "root-not-a-directory";
+
 export interface CdiWriter {
   readonly root: string;
   /** Writes the spec unless the file already holds exactly these bytes. Returns true if written. */
   ensure(claim: PreparedClaim): Promise<boolean>;
-  remove(claimUID: string): Promise<void>;
+  /**
+   * Removes the claim's spec. "absent" also when --cdi-root is gone or not a directory (then no
+   * spec can exist there); any other failure is a TESSERA_CDI error.
+   */
+  remove(claimUID: string): Promise<CdiRemoval>;
   /** UIDs and parsed specs of our claim spec files (for rebuilding a lost checkpoint). */
   list(): Promise<{ uid: string; spec: CdiSpec | undefined }[]>;
 }
 
 export function createCdiWriter(root: string): CdiWriter {
-  const prefix = `${CDI_VENDOR}-claim_`;
   return {
     root,
     async ensure(claim) {
@@ -113,19 +126,23 @@ export function createCdiWriter(root: string): CdiWriter {
       return true;
     },
     async remove(uid) {
-      await fsp.rm(specPath(root, uid), { force: true });
+      const file = specPath(root, uid);
+      try {
+        await fsp.unlink(file);
+        return "removed";
+      } catch (err) {
+        const code = (err as NodeJS.ErrnoException).code;
+        if (code === "ENOENT") return "absent";
+        if (code === "ENOTDIR") return "root-not-a-directory";
+        throw new TesseraError("TESSERA_CDI", `cannot remove CDI spec ${file} (${code ?? String(err)}); check that --cdi-root is writable`, { cause: err });
+      }
     },
     async list() {
       const names = await fsp.readdir(root).catch(() => [] as string[]);
       const out: { uid: string; spec: CdiSpec | undefined }[] = [];
       for (const n of names.sort()) {
-        if (!n.startsWith(prefix) || !n.endsWith(".json")) continue;
-        const uid = n.slice(prefix.length, -".json".length);
-        try {
-          assertClaimUID(uid);
-        } catch {
-          continue;
-        }
+        const uid = specFileUID(n);
+        if (uid === undefined) continue;
         const spec = await fsp.readFile(path.join(root, n), "utf8").then((t) => JSON.parse(t) as CdiSpec, () => undefined);
         out.push({ uid, spec });
       }

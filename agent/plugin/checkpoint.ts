@@ -9,6 +9,7 @@ import * as path from "node:path";
 import { writeFileAtomic } from "../common/atomic-file.js";
 import { TesseraError } from "../common/errors.js";
 import type { Logger } from "../common/log.js";
+import { checkpointDataProblem } from "./checkpoint-schema.js";
 import type { PreparedDevice } from "./prepared.js";
 
 export const CHECKPOINT_VERSION = 1;
@@ -56,10 +57,11 @@ export function decodeCheckpoint(text: string): { ok: true; data: CheckpointData
   if (!f || typeof f !== "object") return { ok: false, reason: "not a JSON object" };
   if (f.version !== CHECKPOINT_VERSION) return { ok: false, reason: `unknown version ${JSON.stringify(f.version)} (this agent reads ${CHECKPOINT_VERSION})` };
   const d = f.data;
-  if (!d || typeof d !== "object" || typeof d.bootId !== "string" || !d.claims || typeof d.claims !== "object") {
-    return { ok: false, reason: "missing data.bootId or data.claims" };
-  }
+  if (!d || typeof d !== "object") return { ok: false, reason: "missing data" };
   if (f.checksum !== checksum(d)) return { ok: false, reason: "checksum mismatch" };
+  // A valid checksum only says the bytes belong together; the shape is checked field by field.
+  const problem = checkpointDataProblem(d);
+  if (problem) return { ok: false, reason: `bad shape: ${problem}` };
   return { ok: true, data: d };
 }
 
@@ -87,11 +89,29 @@ export interface CheckpointDeps {
   now?: () => Date;
   /** Told about every write (metrics). */
   onWrite?: (outcome: "ok" | "error") => void;
+  /** How the file is written (default writeFileAtomic); tests inject EPERM/EROFS here. */
+  write?: (file: string, text: string, mode: number) => Promise<void>;
+}
+
+/**
+ * A file-system error on the state dir as the one line an operator can act on: which path, what
+ * the kernel said, and the usual causes of EPERM/EACCES/EROFS (an immutable flag, a read-only
+ * mount, missing permissions).
+ */
+export function stateWriteError(what: string, target: string, err: unknown): TesseraError {
+  const code = (err as NodeJS.ErrnoException).code ?? (err instanceof Error ? err.message : String(err));
+  const fix =
+    code === "EPERM" || code === "EACCES" || code === "EROFS"
+      ? `the state dir is read-only or immutable: check \`lsattr -d ${path.dirname(target)}\` and \`lsattr ${target}\` (remove +i with chattr -i), that the volume is mounted read-write, and that the agent may write there; or choose another --state-dir`
+      : `check --state-dir (${path.dirname(target)}) and the agent's permissions`;
+  return new TesseraError("TESSERA_CHECKPOINT", `cannot ${what} ${target} (${code}); ${fix}`, { cause: err });
 }
 
 /** Reads the checkpoint, moving a bad one aside. Never throws for file content problems. */
 export async function loadCheckpoint(file: string, deps: CheckpointDeps): Promise<{ checkpoint: Checkpoint; result: LoadResult }> {
-  await fsp.mkdir(path.dirname(file), { recursive: true, mode: 0o750 });
+  await fsp.mkdir(path.dirname(file), { recursive: true, mode: 0o750 }).catch((err: unknown) => {
+    throw stateWriteError("create the state dir of", file, err);
+  });
   const text = await fsp.readFile(file, "utf8").catch((err: NodeJS.ErrnoException) => {
     if (err.code === "ENOENT") return undefined;
     throw new TesseraError("TESSERA_CHECKPOINT", `cannot read ${file} (${err.code ?? err.message}); check --state-dir and the agent's permissions`, { cause: err });
@@ -107,23 +127,29 @@ export async function loadCheckpoint(file: string, deps: CheckpointDeps): Promis
     } else {
       const stamp = (deps.now ?? (() => new Date()))().toISOString().replace(/[:.]/g, "-");
       const movedTo = `${file}.bad-${stamp}`;
-      await fsp.rename(file, movedTo);
+      await fsp.rename(file, movedTo).catch((err: unknown) => {
+        throw stateWriteError(`move the unusable checkpoint (${decoded.reason}) aside from`, file, err);
+      });
       deps.log.error("checkpoint unusable, moved aside; rebuilding from CDI specs", { file, movedTo, reason: decoded.reason });
       result = { kind: "moved-aside", data: { bootId: deps.bootId, claims: {} }, reason: decoded.reason, movedTo };
     }
   }
-  return { checkpoint: createCheckpoint(file, result.data, deps.onWrite), result };
+  const checkpoint = createCheckpoint(file, result.data, deps.write ?? writeFileAtomic, deps.onWrite);
+  // A fresh state dir is written at once: one that cannot be written fails the start with a clear
+  // error instead of failing every later Prepare.
+  if (result.kind === "fresh") await checkpoint.save();
+  return { checkpoint, result };
 }
 
-function createCheckpoint(file: string, data: CheckpointData, onWrite?: (outcome: "ok" | "error") => void): Checkpoint {
+function createCheckpoint(file: string, data: CheckpointData, writeFile: NonNullable<CheckpointDeps["write"]>, onWrite?: (outcome: "ok" | "error") => void): Checkpoint {
   let inFlight: Promise<void> = Promise.resolve();
   let queued: Promise<void> | undefined;
   const write = (): Promise<void> =>
-    writeFileAtomic(file, encodeCheckpoint(data), 0o600).then(
+    writeFile(file, encodeCheckpoint(data), 0o600).then(
       () => onWrite?.("ok"),
       (err: unknown) => {
         onWrite?.("error");
-        throw err;
+        throw stateWriteError("write the checkpoint", file, err);
       },
     );
   return {

@@ -3,7 +3,7 @@
 // default) because the kubelet gives up at 45 s and a hung read must become a clear error.
 import { ApiException, ResourceV1Api, type KubeConfig } from "@kubernetes/client-node";
 import { kubeApiError } from "../kube/api-error.js";
-import { TesseraError } from "../common/errors.js";
+import { echoInput, TesseraError } from "../common/errors.js";
 import type { StandaloneStore } from "../kube/standalone-store.js";
 import type { ResourceClaim } from "../kube/types.js";
 
@@ -15,7 +15,7 @@ export interface ClaimSource {
 export const CLAIM_READ_TIMEOUT_MS = 30_000;
 
 function notFound(namespace: string, name: string, where: string): TesseraError {
-  return new TesseraError("TESSERA_NOT_FOUND", `ResourceClaim ${namespace}/${name} not found in ${where}; it was deleted or never created`);
+  return new TesseraError("TESSERA_NOT_FOUND", `ResourceClaim ${echoInput(namespace)}/${echoInput(name)} not found in ${where}; it was deleted or never created`);
 }
 
 export function createStoreClaimSource(store: StandaloneStore): ClaimSource {
@@ -36,7 +36,7 @@ export function createKubeClaimSource(config: KubeConfig, opts: { timeoutMs?: nu
       let timer: NodeJS.Timeout | undefined;
       const timeout = new Promise<never>((_, reject) => {
         timer = setTimeout(() => {
-          reject(new TesseraError("TESSERA_KUBE_TIMEOUT", `reading ResourceClaim ${namespace}/${name} took longer than ${timeoutMs / 1000} s; check the API server and the agent's network`));
+          reject(new TesseraError("TESSERA_KUBE_TIMEOUT", `reading ResourceClaim ${echoInput(namespace)}/${echoInput(name)} took longer than ${timeoutMs / 1000} s; check the API server and the agent's network`));
         }, timeoutMs);
       });
       // The generated client takes Observable-style middleware only, so the bound is a race: the
@@ -50,7 +50,7 @@ export function createKubeClaimSource(config: KubeConfig, opts: { timeoutMs?: nu
       } catch (err) {
         if (err instanceof TesseraError) throw err;
         if (err instanceof ApiException && err.code === 404) throw notFound(namespace, name, "the cluster");
-        throw kubeApiError(err, { verb: "get", group: "resource.k8s.io", resource: "resourceclaims", what: `reading ResourceClaim ${namespace}/${name}` }, "the kubelet will retry");
+        throw kubeApiError(err, { verb: "get", group: "resource.k8s.io", resource: "resourceclaims", what: `reading ResourceClaim ${echoInput(namespace)}/${echoInput(name)}` }, "the kubelet will retry");
       } finally {
         clearTimeout(timer);
         read.catch(() => undefined); // a late failure of an abandoned read is not an unhandled rejection

@@ -2,10 +2,10 @@
 // an entry; failures go into that entry's `error` and never fail the whole call (the kubelet
 // would then ignore every answer). An empty request answers an empty map: the kubelet's liveness
 // probe.
-import type * as grpc from "@grpc/grpc-js";
-import { describeChain, isTesseraError } from "../common/errors.js";
+import * as grpc from "@grpc/grpc-js";
+import { describeChain, echoInput, isTesseraError } from "../common/errors.js";
 import type { Logger } from "../common/log.js";
-import type { PreparedDevice } from "./prepared.js";
+import { assertClaimRef, type PreparedDevice } from "./prepared.js";
 import type {
   NodePrepareResourcesRequest,
   NodePrepareResourcesResponse,
@@ -14,6 +14,47 @@ import type {
   WireDevice,
 } from "./protos.js";
 import type { DeviceState } from "./state.js";
+import { createLimiter, type Limiter } from "./limiter.js";
+
+/**
+ * Bounds of one node's claim work. The kubelet sends one call per pod with that pod's claims
+ * (a pod holds a handful; a node runs a few hundred pods), so 512 claims in one call is far above
+ * any real node and far below what exhausted the 512 MiB limit (2,000,000 claims in one call).
+ */
+export const DRA_LIMITS = {
+  /** Claims in one NodePrepareResources / NodeUnprepareResources; more -> RESOURCE_EXHAUSTED. */
+  maxClaimsPerCall: 512,
+  /** Claims worked on at once, across all calls. */
+  concurrency: 16,
+  /** Claims waiting for a slot, across all calls; a call that would exceed it -> RESOURCE_EXHAUSTED. */
+  maxQueued: 4096,
+  /**
+   * Largest gRPC message accepted or sent on the DRA socket. 512 claims of maximal names (63 + 253
+   * + 64 characters) take ~200 KiB; a larger message is refused before grpc-js decodes it, which
+   * bounds the time one call can hold the event loop (a 1 MiB message of empty claims took >100 ms).
+   */
+  maxMessageBytes: 256 * 1024,
+} as const;
+
+/** A whole-call refusal: a gRPC status the kubelet reports, with our one-line text as details. */
+export class CallRefused extends Error {
+  readonly code: grpc.status;
+  readonly details: string;
+  constructor(code: grpc.status, details: string) {
+    super(details);
+    this.code = code;
+    this.details = details;
+  }
+}
+
+function admit(claims: readonly unknown[], limiter: Limiter, call: string): void {
+  if (claims.length > DRA_LIMITS.maxClaimsPerCall) {
+    throw new CallRefused(grpc.status.RESOURCE_EXHAUSTED, `TESSERA_REQUEST_TOO_LARGE: ${call} names ${claims.length} claims, over the limit of ${DRA_LIMITS.maxClaimsPerCall} per call; a kubelet sends one pod's claims per call, so this is not a kubelet`);
+  }
+  if (!limiter.admits(claims.length)) {
+    throw new CallRefused(grpc.status.RESOURCE_EXHAUSTED, `TESSERA_OVERLOADED: ${limiter.pending()} claims are already queued (limit ${DRA_LIMITS.concurrency + DRA_LIMITS.maxQueued}); ${call} with ${claims.length} claims refused, retry later`);
+  }
+}
 
 export type ApiVersion = "v1" | "v1beta1";
 
@@ -34,18 +75,20 @@ export interface DraHandlers {
   unprepare(req: NodeUnprepareResourcesRequest): Promise<NodeUnprepareResourcesResponse>;
 }
 
-export function createDraHandlers(state: DeviceState, log: Logger): DraHandlers {
+export function createDraHandlers(state: DeviceState, log: Logger, limiter: Limiter = createLimiter(DRA_LIMITS.concurrency, DRA_LIMITS.maxQueued)): DraHandlers {
   return {
     async prepare(req, version) {
       const claims = req.claims ?? [];
+      admit(claims, limiter, "NodePrepareResources");
       const entries = await Promise.all(
         claims.map(async (c) => {
           try {
-            const devices = await state.prepare(c);
+            assertClaimRef(c);
+            const devices = await limiter.run(() => state.prepare(c));
             return [c.uid, { devices: devices.map((d) => toWireDevice(d, version)), error: "" }] as const;
           } catch (err) {
             const error = errorText(err);
-            log.warn("prepare failed", { namespace: c.namespace, name: c.name, uid: c.uid, error });
+            log.warn("prepare failed", { namespace: echoInput(c.namespace), name: echoInput(c.name), uid: echoInput(c.uid), error });
             return [c.uid, { devices: [], error }] as const;
           }
         }),
@@ -54,14 +97,15 @@ export function createDraHandlers(state: DeviceState, log: Logger): DraHandlers 
     },
     async unprepare(req) {
       const claims = req.claims ?? [];
+      admit(claims, limiter, "NodeUnprepareResources");
       const entries = await Promise.all(
         claims.map(async (c) => {
           try {
-            await state.unprepare(c);
+            await limiter.run(() => state.unprepare(c));
             return [c.uid, { error: "" }] as const;
           } catch (err) {
             const error = errorText(err);
-            log.warn("unprepare failed", { namespace: c.namespace, name: c.name, uid: c.uid, error });
+            log.warn("unprepare failed", { namespace: echoInput(c.namespace), name: echoInput(c.name), uid: echoInput(c.uid), error });
             return [c.uid, { error }] as const;
           }
         }),
@@ -71,14 +115,20 @@ export function createDraHandlers(state: DeviceState, log: Logger): DraHandlers 
   };
 }
 
+/** A refusal keeps its status; anything else (a bug) is INTERNAL with a one-line text, never a crash. */
+function callError(err: unknown): Partial<grpc.ServiceError> {
+  if (err instanceof CallRefused) return { code: err.code, details: err.details };
+  return { code: grpc.status.INTERNAL, details: errorText(err) };
+}
+
 /** grpc-js handler objects for one API version. */
 export function draServiceImpl(h: DraHandlers, version: ApiVersion): grpc.UntypedServiceImplementation {
   return {
     NodePrepareResources(call: grpc.ServerUnaryCall<NodePrepareResourcesRequest, NodePrepareResourcesResponse>, cb: grpc.sendUnaryData<NodePrepareResourcesResponse>) {
-      h.prepare(call.request, version).then((r) => cb(null, r), (err: unknown) => cb(err as grpc.ServiceError));
+      h.prepare(call.request, version).then((r) => cb(null, r), (err: unknown) => cb(callError(err)));
     },
     NodeUnprepareResources(call: grpc.ServerUnaryCall<NodeUnprepareResourcesRequest, NodeUnprepareResourcesResponse>, cb: grpc.sendUnaryData<NodeUnprepareResourcesResponse>) {
-      h.unprepare(call.request).then((r) => cb(null, r), (err: unknown) => cb(err as grpc.ServiceError));
+      h.unprepare(call.request).then((r) => cb(null, r), (err: unknown) => cb(callError(err)));
     },
   };
 }

@@ -8,17 +8,22 @@ import type { EventRecorder } from "../kube/events.js";
 import type { Logger } from "../common/log.js";
 import type { DeviceFacts } from "../discovery/model.js";
 import type { MigManager } from "../mig/manager.js";
-import { createCdiWriter, createToolkitScanner } from "./cdi.js";
+import { createCdiWriter, createToolkitScanner, specFileUID } from "./cdi.js";
 import { loadCheckpoint, readBootId } from "./checkpoint.js";
 import type { ClaimSource } from "./claim-source.js";
-import { createDraHandlers, draServiceImpl } from "./dra-service.js";
+import { createDraHandlers, DRA_LIMITS, draServiceImpl } from "./dra-service.js";
 import { createSwitchableHandlers } from "./handover.js";
 import { loadKubeletProtos, type NodePrepareResourcesRequest, type NodePrepareResourcesResponse } from "./protos.js";
-import { clearRegistrationStatus, createRegistration, type RegistrationState } from "./registration.js";
+import { clearRegistrationStatus, createRegistration, REGISTRATION_STATUS_FILE, type RegistrationState } from "./registration.js";
+import * as path from "node:path";
+import { describeChain } from "../common/errors.js";
+import { removeStaleTempFiles } from "../common/stale-temp.js";
 import { startSocketServer } from "./server.js";
 import { createDeviceState, type DeviceState } from "./state.js";
 
 export const DEFAULT_CDI_ROOT = "/var/run/cdi";
+/** GetInfo and NotifyRegistrationStatus are a few hundred bytes; 64 KiB bounds a hostile status. */
+const REGISTRATION_MAX_MESSAGE_BYTES = 64 * 1024;
 
 export interface PluginDeps {
   log: Logger;
@@ -35,6 +40,8 @@ export interface PluginDeps {
   metrics?: AgentMetrics;
   /** Kubernetes Events (prepare failures on the claim, checkpoint moved aside on the node). */
   events?: EventRecorder;
+  /** How the checkpoint is written (default writeFileAtomic); tests inject EPERM/EROFS. */
+  checkpointWrite?: (file: string, text: string, mode: number) => Promise<void>;
 }
 
 export interface KubeletPlugin {
@@ -85,11 +92,30 @@ function reportPrepareErrors(metrics: AgentMetrics, events: EventRecorder | unde
   };
 }
 
+/** What killed predecessors left half-written: temp files of the checkpoint, the registration status and our CDI specs. */
+async function removeOurStaleTempFiles(config: NodeConfig, log: Logger): Promise<void> {
+  const stateFiles = new Set([path.basename(config.checkpointFile), REGISTRATION_STATUS_FILE]);
+  const places: [string, (target: string) => boolean][] = [
+    [path.dirname(config.checkpointFile), (t) => stateFiles.has(t)],
+    [config.cdiRoot, (t) => specFileUID(t) !== undefined],
+  ];
+  for (const [dir, owns] of places) {
+    try {
+      const removed = await removeStaleTempFiles(dir, owns);
+      if (removed.length > 0) log.info("removed temp files left by an earlier run", { dir, count: removed.length });
+    } catch (err) {
+      // Not fatal here: a state dir we cannot write fails the checkpoint with its own clear error.
+      log.warn("cannot clean temp files left by an earlier run", { dir, err: describeChain(err) });
+    }
+  }
+}
+
 export async function startKubeletPlugin(config: NodeConfig, deps: PluginDeps): Promise<KubeletPlugin> {
   const { log } = deps;
   const metrics = deps.metrics ?? noMetrics;
   const bootId = await (deps.bootId ?? (() => readBootId()))();
-  const { checkpoint, result } = await loadCheckpoint(config.checkpointFile, { bootId, log, onWrite: (o) => metrics.checkpointWrite(o), ...(deps.now ? { now: deps.now } : {}) });
+  await removeOurStaleTempFiles(config, log);
+  const { checkpoint, result } = await loadCheckpoint(config.checkpointFile, { bootId, log, onWrite: (o) => metrics.checkpointWrite(o), ...(deps.now ? { now: deps.now } : {}), ...(deps.checkpointWrite ? { write: deps.checkpointWrite } : {}) });
   if (result.kind === "moved-aside") {
     metrics.checkpointRecovery("moved_aside");
     deps.events?.warn({ apiVersion: "v1", kind: "Node", name: config.nodeName }, "CheckpointMovedAside", `checkpoint ${config.checkpointFile} was unusable (${result.reason}); moved to ${result.movedTo} and rebuilt from the CDI specs`);
@@ -120,12 +146,12 @@ export async function startKubeletPlugin(config: NodeConfig, deps: PluginDeps): 
   const dra = await startSocketServer(config.draSocket, [
     { definition: protos.v1, impl: instrument(draServiceImpl(handlers, "v1"), metrics, reportPrepareErrors(metrics, deps.events)) },
     { definition: protos.v1beta1, impl: instrument(draServiceImpl(handlers, "v1beta1"), metrics, reportPrepareErrors(metrics, deps.events)) },
-  ]);
+  ], { maxMessageBytes: DRA_LIMITS.maxMessageBytes });
   const registration = createRegistration({ driverName: config.driverName, draSocket: config.draSocket, log, stateDir: config.stateDir, ...(deps.now ? { now: deps.now } : {}) });
   let reg;
   try {
     await clearRegistrationStatus(config.stateDir);
-    reg = await startSocketServer(config.registrationSocket, [{ definition: protos.registration, impl: instrument(registration.impl, metrics) }]);
+    reg = await startSocketServer(config.registrationSocket, [{ definition: protos.registration, impl: instrument(registration.impl, metrics) }], { maxMessageBytes: REGISTRATION_MAX_MESSAGE_BYTES });
   } catch (err) {
     await dra.stop(0);
     throw err;

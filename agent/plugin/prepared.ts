@@ -1,7 +1,7 @@
 // The pure core of prepare: ResourceClaim + this node's device facts -> the devices the kubelet
 // gets back and the facts the CDI spec is written from. No I/O; serves first prepare,
 // re-prepare and restore-after-restart alike.
-import { TesseraError } from "../common/errors.js";
+import { echoInput, TesseraError } from "../common/errors.js";
 import type { DeviceFacts, MigLocation } from "../discovery/model.js";
 import type { ResourceClaim } from "../kube/types.js";
 
@@ -46,9 +46,13 @@ export interface PreparedClaim {
 // nothing else, so a UID can never carry "/", "..", or NUL into a file name.
 const UID_RE = /^[0-9a-fA-F][0-9a-fA-F-]{0,62}[0-9a-fA-F]$/;
 
+export function isClaimUID(uid: string): boolean {
+  return UID_RE.test(uid);
+}
+
 export function assertClaimUID(uid: string): void {
-  if (!UID_RE.test(uid)) {
-    throw new TesseraError("TESSERA_CLAIM_INVALID_UID", `claim UID ${JSON.stringify(uid.slice(0, 80))} is not a Kubernetes UID (hex digits and '-'); it cannot name a CDI spec file`);
+  if (!isClaimUID(uid)) {
+    throw new TesseraError("TESSERA_CLAIM_INVALID_UID", `claim UID "${echoInput(uid, 80)}" is not a Kubernetes UID (hex digits and '-'); it cannot name a CDI spec file`);
   }
 }
 
@@ -58,8 +62,33 @@ export function cdiDeviceName(claimUID: string, deviceName: string): string {
 
 export function claimRef(c: { namespace: string; name: string; uid: string }): string {
   // Entries rebuilt from CDI specs do not know namespace and name.
-  const nn = c.name ? `${c.namespace}/${c.name} ` : "";
-  return `${nn}(uid ${c.uid})`;
+  const nn = c.name ? `${echoInput(c.namespace)}/${echoInput(c.name)} ` : "";
+  return `${nn}(uid ${echoInput(c.uid)})`;
+}
+
+// The API server's rules: a namespace is a DNS-1123 label, a claim name a DNS-1123 subdomain.
+const NAMESPACE_RE = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/;
+const NAME_RE = /^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$/;
+
+/** A kubelet-sent namespace/name is one the API server could hold; anything else is refused before use. */
+export function assertClaimRef(c: { namespace: string; name: string; uid: string }): void {
+  const bad = !NAMESPACE_RE.test(c.namespace) ? `namespace "${echoInput(c.namespace)}"` : !NAME_RE.test(c.name) ? `name "${echoInput(c.name)}"` : undefined;
+  if (bad) {
+    throw new TesseraError("TESSERA_CLAIM_INVALID_REF", `claim uid ${echoInput(c.uid)}: ${bad} is not a valid Kubernetes ${bad.startsWith("namespace") ? "namespace (DNS-1123 label, at most 63 characters)" : "object name (DNS-1123 subdomain, at most 253 characters)"}; the kubelet sent a claim the API server could not hold`);
+  }
+}
+
+/**
+ * A UID already in the checkpoint belongs to the namespace/name recorded with it; a call naming
+ * another claim with that UID must not be answered with the recorded devices. Entries rebuilt
+ * from CDI specs do not know their names and adopt the caller's.
+ */
+export function assertRecordedFor(recorded: { namespace: string; name: string }, want: { uid: string; namespace: string; name: string }): void {
+  if (recorded.name === "" || (recorded.namespace === want.namespace && recorded.name === want.name)) return;
+  throw new TesseraError(
+    "TESSERA_CLAIM_UID_REUSED",
+    `uid ${echoInput(want.uid)} is recorded for ResourceClaim ${echoInput(recorded.namespace)}/${echoInput(recorded.name)}, not ${echoInput(want.namespace)}/${echoInput(want.name)}; unprepare the recorded claim first (tessera diag unprepare ${echoInput(recorded.namespace)}/${echoInput(recorded.name)} --uid ${echoInput(want.uid)})`,
+  );
 }
 
 export interface ComputeOptions {
@@ -70,7 +99,7 @@ export interface ComputeOptions {
 /** The object read from the API is the one the kubelet asked for (same UID). */
 export function assertSameClaim(claim: ResourceClaim, want: { uid: string; namespace: string; name: string }): void {
   if (claim.metadata.uid !== want.uid) {
-    throw new TesseraError("TESSERA_CLAIM_UID_MISMATCH", `ResourceClaim ${claimRef(want)}: the stored object has uid ${claim.metadata.uid ?? "(none)"}; the claim was replaced, the kubelet will retry with the new one`);
+    throw new TesseraError("TESSERA_CLAIM_UID_MISMATCH", `ResourceClaim ${claimRef(want)}: the stored object has uid ${echoInput(claim.metadata.uid ?? "(none)")}; the claim was replaced, the kubelet will retry with the new one`);
   }
 }
 

@@ -6,7 +6,7 @@ import { promises as fsp } from "node:fs";
 import * as path from "node:path";
 import type * as grpc from "@grpc/grpc-js";
 import { writeFileAtomic } from "../common/atomic-file.js";
-import { describeChain } from "../common/errors.js";
+import { describeChain, echoInput } from "../common/errors.js";
 import type { Logger } from "../common/log.js";
 import type { PluginInfo, RegistrationStatus } from "./protos.js";
 
@@ -22,6 +22,8 @@ export interface RegistrationState {
 export type LastRegistrationStatus = RegistrationStatus & { at: string };
 
 export const REGISTRATION_STATUS_FILE = "registration-status.json";
+/** The most characters of the kubelet's NotifyRegistrationStatus error kept, logged and stored. */
+export const REGISTRATION_ERROR_MAX_CHARS = 1024;
 
 /** What the running agent last heard from the kubelet; undefined when nothing (yet) or unreadable. */
 export async function readRegistrationStatus(stateDir: string): Promise<LastRegistrationStatus | undefined> {
@@ -51,7 +53,8 @@ export function createRegistration(opts: { driverName: string; draSocket: string
       },
       NotifyRegistrationStatus(call: grpc.ServerUnaryCall<RegistrationStatus, Record<string, never>>, cb: grpc.sendUnaryData<Record<string, never>>) {
         const s = call.request;
-        last = { plugin_registered: s.plugin_registered === true, error: s.error ?? "", at: now().toISOString() };
+        // The kubelet's error is a sentence; a hostile caller's megabyte is cut before it is logged or stored.
+        last = { plugin_registered: s.plugin_registered === true, error: echoInput(s.error ?? "", REGISTRATION_ERROR_MAX_CHARS), at: now().toISOString() };
         if (last.plugin_registered) opts.log.info("kubelet registered the plugin", { driver: opts.driverName });
         else opts.log.error("kubelet rejected the plugin registration", { driver: opts.driverName, error: last.error });
         const record = last;

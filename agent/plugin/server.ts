@@ -53,11 +53,16 @@ async function prepareSocketPath(socket: string): Promise<void> {
   }
 }
 
-export async function startSocketServer(socket: string, services: readonly ServiceBinding[]): Promise<SocketServer> {
+export interface SocketServerOptions {
+  /** Largest message received or sent; larger requests get RESOURCE_EXHAUSTED before they are decoded. */
+  maxMessageBytes: number;
+}
+
+export async function startSocketServer(socket: string, services: readonly ServiceBinding[], opts: SocketServerOptions): Promise<SocketServer> {
   await prepareSocketPath(socket);
   const tmp = path.join(path.dirname(socket), `.${path.basename(socket)}.${process.pid}-${randomBytes(3).toString("hex")}`);
   assertSocketPath(tmp);
-  const server = new grpc.Server();
+  const server = new grpc.Server({ "grpc.max_receive_message_length": opts.maxMessageBytes, "grpc.max_send_message_length": opts.maxMessageBytes });
   for (const s of services) server.addService(s.definition, s.impl);
   await new Promise<void>((resolve, reject) =>
     server.bindAsync(`unix:${tmp}`, grpc.ServerCredentials.createInsecure(), (err) =>

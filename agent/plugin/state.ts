@@ -17,7 +17,7 @@ import { deviceEnvName, type CdiSpec, type CdiWriter } from "./cdi.js";
 import type { Checkpoint, ClaimEntry, LoadResult } from "./checkpoint.js";
 import type { ClaimSource } from "./claim-source.js";
 import type { MigManager } from "../mig/manager.js";
-import { assertClaimUID, assertSameClaim, CDI_KIND, claimRef, computePrepared, exclusive, overlaps, type PreparedClaim, type PreparedDevice } from "./prepared.js";
+import { assertClaimUID, assertRecordedFor, assertSameClaim, CDI_KIND, claimRef, computePrepared, exclusive, overlaps, type PreparedClaim, type PreparedDevice } from "./prepared.js";
 
 export interface ClaimKey {
   namespace: string;
@@ -47,12 +47,15 @@ export interface DeviceState {
   unprepare(claim: ClaimKey): Promise<void>;
   /** Applies what loading the checkpoint found: reboot -> re-create specs; lost -> rebuild. */
   restore(load: LoadResult): Promise<void>;
+  /** Entries left PrepareStarted with no work in flight (a failed rollback, a crash); for diag and metrics. */
+  stuck(): ClaimKey[];
 }
 
 /** One promise chain per key: work for the same claim runs strictly one after another. */
-function createKeyedLock(): { run<T>(key: string, fn: () => Promise<T>): Promise<T> } {
+function createKeyedLock(): { run<T>(key: string, fn: () => Promise<T>): Promise<T>; busy(key: string): boolean } {
   const tails = new Map<string, Promise<unknown>>();
   return {
+    busy: (key) => tails.has(key),
     run(key, fn) {
       const prev = tails.get(key) ?? Promise.resolve();
       const next = prev.catch(() => undefined).then(fn);
@@ -64,6 +67,13 @@ function createKeyedLock(): { run<T>(key: string, fn: () => Promise<T>): Promise
       return next;
     },
   };
+}
+
+function stuckEntries(checkpoint: Checkpoint, busy: (uid: string) => boolean): ClaimKey[] {
+  return checkpoint
+    .entries()
+    .filter(([uid, e]) => e.state === "PrepareStarted" && !e.rebuilt && !busy(uid))
+    .map(([uid, e]) => ({ uid, namespace: e.namespace, name: e.name }));
 }
 
 function entryClaim(uid: string, e: ClaimEntry): PreparedClaim {
@@ -172,13 +182,16 @@ export function createDeviceState(deps: DeviceStateDeps): DeviceState {
     // Instances first: if destroying fails, the entry (and its intent) stays for the next
     // Prepare or Unprepare, so nothing this claim created is forgotten.
     await destroyOwned(key, devices);
-    await cdi.remove(key.uid);
+    // The entry goes even when the spec cannot be removed: a failed prepare must not keep its
+    // devices reserved (a leftover spec is rewritten by the kubelet's retry).
+    await cdi.remove(key.uid).catch((e: unknown) => log.error("cannot remove the CDI spec of a failed prepare", { uid: key.uid, err: describeChain(e) }));
     checkpoint.delete(key.uid);
     await checkpoint.save();
   }
 
   async function prepareLocked(key: ClaimKey): Promise<PreparedDevice[]> {
     const existing = checkpoint.get(key.uid);
+    if (existing) assertRecordedFor(existing, key);
     if (existing?.state === "PrepareCompleted" && !existing.rebuilt) {
       // Kubelet restart or node reboot: same answer, the spec back if /var/run/cdi was emptied,
       // and the claim's MIG instances back if a reboot removed them (same placements).
@@ -225,9 +238,10 @@ export function createDeviceState(deps: DeviceStateDeps): DeviceState {
   async function unprepareLocked(key: ClaimKey): Promise<void> {
     const existing = checkpoint.get(key.uid);
     // Instances, then the spec, then the entry: a crash in between leaves an entry whose
-    // unprepare is retried (destroying what is already gone succeeds).
+    // unprepare is retried (destroying what is already gone succeeds). A --cdi-root that is not a
+    // directory holds no spec: no obstacle to dropping the entry.
     if (existing) await destroyOwned({ ...key, namespace: existing.namespace, name: existing.name }, existing.devices);
-    await cdi.remove(key.uid);
+    if ((await cdi.remove(key.uid)) === "root-not-a-directory") log.warn("--cdi-root is not a directory; no CDI spec to remove", { cdiRoot: cdi.root, uid: key.uid });
     if (!existing) return;
     checkpoint.delete(key.uid);
     await checkpoint.save();
@@ -276,6 +290,7 @@ export function createDeviceState(deps: DeviceStateDeps): DeviceState {
   }
 
   return {
+    stuck: () => stuckEntries(checkpoint, lock.busy),
     prepare: (key) =>
       lock.run(key.uid, async () => {
         assertClaimUID(key.uid);

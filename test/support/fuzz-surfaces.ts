@@ -3,5 +3,6 @@
 import type { FuzzSurface } from "./fuzz.js";
 import { httpSurface } from "./fuzz-http.js";
 import { nvsmiSurface } from "./fuzz-nvsmi.js";
+import { STATE_SURFACES } from "./fuzz-state.js";
 
-export const SURFACES: FuzzSurface[] = [httpSurface, nvsmiSurface];
+export const SURFACES: FuzzSurface[] = [httpSurface, nvsmiSurface, ...STATE_SURFACES];
