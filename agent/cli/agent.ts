@@ -2,10 +2,9 @@
 // until SIGTERM/SIGINT: stop accepting -> finish in-flight calls (deadline) -> flush the
 // checkpoint -> remove sockets -> exit 0. `startAgent` is the same thing without signals, for
 // the demo and tests.
-import { assertSocketPath, int, NODE_FLAGS, parseFlags, resolveNodeConfig, type NodeConfig } from "../common/config.js";
+import { assertSocketPath, int, parseFlags, resolveNodeConfig, VERB_FLAGS, type NodeConfig } from "../common/config.js";
 import { TesseraError } from "../common/errors.js";
 import { createLogger, type Logger } from "../common/log.js";
-import { DISCOVERY_FLAGS } from "../discovery/watcher.js";
 import { deviceFacts, type DeviceFacts, type Inventory } from "../discovery/model.js";
 import { openKube, parseKubeSpec, type KubeTarget } from "../kube/kube-source.js";
 import { startNodePublishing } from "../slices/node-publishing.js";
@@ -102,7 +101,7 @@ export async function startAgent(config: NodeConfig, deps: AgentDeps = {}): Prom
 export const SHUTDOWN_DEADLINE_MS = 10_000;
 
 export async function runAgent(argv: string[], io: CliIO): Promise<number> {
-  const args = parseFlags(argv, [...NODE_FLAGS, ...DISCOVERY_FLAGS], io.env);
+  const args = parseFlags(argv, VERB_FLAGS.agent, io.env);
   if (args.positionals.length > 0) throw new TesseraError("TESSERA_USAGE", `tessera agent takes no arguments, got "${args.positionals.join(" ")}"`);
   const config = resolveNodeConfig(args);
   const log = createLogger({ level: config.logLevel, write: (line) => io.stderr(line + "\n") });
