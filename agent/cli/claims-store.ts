@@ -13,8 +13,9 @@ type StoreVerb = "claims get" | "claims list" | "claims delete";
 function open(argv: string[], io: CliIO, verb: StoreVerb): { args: ParsedArgs; store: StandaloneStore; format: "table" | "json" } {
   const args = parseFlags(argv, VERB_FLAGS[verb], io.env);
   const format = outputFormat(args);
-  const target = openKube(parseKubeSpec(str(args, "kube")), io.env);
-  if (target.mode !== "standalone") {
+  const spec = parseKubeSpec(str(args, "kube"));
+  const target = spec.mode === "standalone" ? openKube(spec, io.env) : undefined;
+  if (target?.mode !== "standalone") {
     throw new TesseraError("TESSERA_USAGE", `tessera ${verb} reads a standalone store only (--kube standalone:<dir>); in a cluster use \`kubectl ${verb.split(" ")[1]} resourceclaims\``);
   }
   return { args, store: target.store, format };

@@ -142,8 +142,9 @@ export async function runExplain(argv: string[], io: CliIO): Promise<number> {
 
 export async function runApply(argv: string[], io: CliIO): Promise<number> {
   const { config, format, strategy, docs } = await prepare(argv, io, "claims apply");
-  const target = openKube(parseKubeSpec(config.kube), io.env);
-  if (target.mode !== "standalone") throw new TesseraError("TESSERA_USAGE", "claims apply works on a standalone store only (--kube standalone:<dir>); in a cluster the scheduler allocates");
+  const spec = parseKubeSpec(config.kube);
+  const target = spec.mode === "standalone" ? openKube(spec, io.env) : undefined;
+  if (target?.mode !== "standalone") throw new TesseraError("TESSERA_USAGE", "claims apply works on a standalone store only (--kube standalone:<dir>); in a cluster the scheduler allocates");
   const store = target.store;
   // Each document sees the allocations of those before it: the world is read again every time.
   return forEachDocument(docs, io, format, (claim) => applyOne(claim, store, config, strategy, io.env));
