@@ -25,6 +25,17 @@ if (files.length === 0) {
   process.exit(1);
 }
 
+// Go programs some test files run (kustomize, helm): built once into ~/.cache/tessera before tap
+// starts, since a cold build outlasts tap's per-file timeout. A build that cannot happen is
+// reported here and fails the test that needs the tool, with the same message.
+const { TOOLS_BY_TEST, buildTool } = await import(join(root, "dist", "test", "support", "go-tools.js"));
+const tools = [...new Set(files.flatMap((f) => Object.entries(TOOLS_BY_TEST).filter(([name]) => f.endsWith(name)).flatMap(([, t]) => t)))];
+for (const tool of tools) {
+  const r = buildTool(tool);
+  if (r.error) console.error(`# ${r.error}`);
+  else if (r.seconds > 0) console.error(`# built ${tool.name} ${tool.version} into ${r.path} in ${r.seconds.toFixed(0)} s`);
+}
+
 const tapBin = join(root, "node_modules", ".bin", "tap");
 const child = spawn(tapBin, ["--reporter=tap", "--allow-incomplete-coverage", "--coverage-report=text-summary", "--timeout=120", ...files], {
   cwd: root,

@@ -302,5 +302,5 @@ t.test("diag slices --kube: what is published next to what would be, and the dif
   t.equal(cluster.code, 0, cluster.err);
   t.match(cluster.out, /published in cluster http:\/\/127\.0\.0\.1:\d+: 1 slices, 8 devices[\s\S]*diff: in sync/);
   api.authorize = (r) => r.verb !== "list";
-  t.match(await cli(["diag", "slices", "--discovery", "fixture:h100-sxm-8x", "--node-name", "h100-sxm-8x", "--kube", `kubeconfig:${join(dir, "kubeconfig")}`]), { code: 1, err: /^TESSERA_KUBE_API: cannot list resourceslices\.resource\.k8s\.io of node h100-sxm-8x .*\(HTTP 403\)/ });
+  t.match(await cli(["diag", "slices", "--discovery", "fixture:h100-sxm-8x", "--node-name", "h100-sxm-8x", "--kube", `kubeconfig:${join(dir, "kubeconfig")}`]), { code: 1, err: /^TESSERA_KUBE_FORBIDDEN: list resourceslices: the service account lacks "list" on resource\.k8s\.io\/resourceslices/ }, "403: names the missing permission");
 });

@@ -3,10 +3,10 @@
 // selectors, the own-node admission policy), RBAC proven least-privilege by running the agent's
 // and the proxy's Kubernetes flows against a fake API server that enforces the ClusterRole, and
 // the DaemonSet checked against the CLI's flags (agent/common/config.ts) and contracts.md.
-import t from "tap";
+import t, { type Test } from "tap";
 import { spawnSync } from "node:child_process";
-import { existsSync, mkdirSync, mkdtempSync, readFileSync } from "node:fs";
-import { homedir, tmpdir } from "node:os";
+import { existsSync, mkdtempSync, readFileSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
 import { parseAllDocuments } from "yaml";
@@ -24,6 +24,9 @@ import { createKubeClaimSource } from "../agent/plugin/claim-source.js";
 import { createDiscovery } from "../agent/discovery/index.js";
 import type { Inventory } from "../agent/discovery/model.js";
 import { startFakeApiServer, type FakeApiServer, type RequestRecord } from "./support/fake-apiserver.js";
+import { main } from "../agent/cli/main.js";
+import { captureIO } from "../agent/cli/io.js";
+import { findTool, HELM, KUSTOMIZE } from "./support/go-tools.js";
 
 /** The repository root (this file runs from dist/test/). */
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
@@ -32,6 +35,7 @@ const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
 
 type Obj = { apiVersion: string; kind: string; metadata: { name: string; namespace?: string; [k: string]: unknown }; [k: string]: unknown };
 type Rec = Record<string, unknown>;
+type Tap = Test;
 
 const rec = (x: unknown): Rec => (x !== null && typeof x === "object" && !Array.isArray(x) ? (x as Rec) : {});
 const arr = (x: unknown): unknown[] => (Array.isArray(x) ? x : []);
@@ -98,10 +102,7 @@ const one = (objs: Obj[], kind: string, name?: string): Obj => {
 const container = (ds: Obj, name: string): Rec => rec(arr(at(ds, "spec", "template", "spec", "containers")).find((c) => rec(c).name === name));
 const envOf = (c: Rec): Map<string, Rec> => new Map(arr(c.env).map((e) => [String(rec(e).name), rec(e)]));
 
-// ---- kustomize: a pinned build from the Go module proxy, cached outside the repo ----------------
-
-const KUSTOMIZE_VERSION = "v5.7.1";
-const cacheDir = join(process.env.XDG_CACHE_HOME ?? join(homedir(), ".cache"), "tessera", `kustomize-${KUSTOMIZE_VERSION}`);
+// ---- kustomize: the pinned build (test/support/go-tools.ts), else one already installed ----------
 
 type Renderer = { name: string; render(dir: string): string };
 
@@ -117,25 +118,16 @@ function findKustomize(): Renderer | string {
   const works = (cmd: string, args: string[]): boolean => spawnSync(cmd, args, { encoding: "utf8", timeout: 15_000 }).status === 0;
   const explicit = process.env.KUSTOMIZE;
   if (explicit) return runner(explicit, explicit, ["build"]);
-  const cached = join(cacheDir, "kustomize");
-  if (existsSync(cached)) return runner(`kustomize ${KUSTOMIZE_VERSION} (${cached})`, cached, ["build"]);
-  // A kustomize that is already there keeps this file fast; building is the last resort.
+  const pinned = findTool(KUSTOMIZE);
+  if ("path" in pinned) return runner(`kustomize ${KUSTOMIZE.version} (${pinned.path})`, pinned.path, ["build"]);
   if (works("kustomize", ["version"])) return runner("kustomize on PATH", "kustomize", ["build"]);
   if (works("kubectl", ["kustomize", "--help"])) return runner("kubectl kustomize (embedded kustomize)", "kubectl", ["kustomize"]);
-  if (works("go", ["version"])) {
-    // One build from the Go module proxy, reused by every later run (~40 s on two cores, once).
-    mkdirSync(cacheDir, { recursive: true });
-    const r = spawnSync("go", ["install", `sigs.k8s.io/kustomize/kustomize/v5@${KUSTOMIZE_VERSION}`], {
-      encoding: "utf8",
-      timeout: 100_000,
-      env: { ...process.env, GOBIN: cacheDir, GOFLAGS: "-buildvcs=false" },
-    });
-    if (r.status === 0 && existsSync(cached)) return runner(`kustomize ${KUSTOMIZE_VERSION} (built now into ${cacheDir})`, cached, ["build"]);
-  }
-  return "no kustomize: Go is missing (or could not build sigs.k8s.io/kustomize/kustomize/v5) and neither kustomize nor kubectl is on PATH";
+  return `no kustomize: ${pinned.missing}; nor is kustomize or kubectl on PATH`;
 }
 
 const kustomize = findKustomize();
+const CHART = join(ROOT, "deploy/helm/tessera");
+const FAKE_VALUES = join(CHART, "values-fake.yaml");
 const RENDERED: Record<string, Obj[]> = {};
 if (typeof kustomize !== "string") {
   for (const dir of ["base", "overlays/fake", "overlays/nvidia"]) RENDERED[dir] = parseDocs(kustomize.render(join(ROOT, "deploy", dir)), dir);
@@ -144,35 +136,41 @@ const BASE = readBase();
 
 // ---- schemas and scopes ------------------------------------------------------------------------
 
+/** Each object against its Kubernetes schema and field list, in its scope (`namespace` for the namespaced). */
+function validateObjects(t: Tap, name: string, objs: Obj[], namespace = NAMESPACE): void {
+  for (const o of objs) {
+    const validate = MODELS[`${o.apiVersion}/${o.kind}`];
+    const id = `${name}: ${o.kind} ${o.metadata.name}`;
+    if (!validate) {
+      t.fail(`${id}: no schema known for ${o.apiVersion}`);
+      continue;
+    }
+    try {
+      validate(o);
+      t.pass(`${id} validates`);
+    } catch (err) {
+      t.fail(`${id}: ${(err as Error).message}`);
+    }
+    t.ok(MODEL_TYPES[`V1${o.kind}`]?.getAttributeTypeMap, `${id}: field list known`);
+    t.same(unknownFields(o, `V1${o.kind}`, o.kind), [], `${id}: no unknown fields`);
+    if (CLUSTER_SCOPED.has(o.kind)) t.equal(o.metadata.namespace, undefined, `${id} is cluster-scoped: no namespace`);
+    else t.equal(o.metadata.namespace, namespace, `${id} is in ${namespace}`);
+  }
+}
+
 t.test("every manifest validates against the Kubernetes schemas and sits in the right scope", async (t) => {
   const sets: [string, Obj[]][] = [["base files", BASE], ...Object.entries(RENDERED)];
-  if (typeof kustomize === "string") t.comment(`rendering skipped: ${kustomize}`);
+  if (typeof kustomize === "string") t.fail(kustomize);
   else t.comment(`rendered with ${kustomize.name}`);
   for (const [name, objs] of sets) {
     t.same(objs.map((o) => o.kind).sort(), ["ClusterRole", "ClusterRoleBinding", "DaemonSet", "DeviceClass", "DeviceClass", "Namespace", "Service", "ServiceAccount", "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"], `${name}: the expected objects`);
-    for (const o of objs) {
-      const validate = MODELS[`${o.apiVersion}/${o.kind}`];
-      const id = `${name}: ${o.kind} ${o.metadata.name}`;
-      if (!validate) {
-        t.fail(`${id}: no schema known for ${o.apiVersion}`);
-        continue;
-      }
-      try {
-        validate(o);
-        t.pass(`${id} validates`);
-      } catch (err) {
-        t.fail(`${id}: ${(err as Error).message}`);
-      }
-      t.ok(MODEL_TYPES[`V1${o.kind}`]?.getAttributeTypeMap, `${id}: field list known`);
-      t.same(unknownFields(o, `V1${o.kind}`, o.kind), [], `${id}: no unknown fields`);
-      if (CLUSTER_SCOPED.has(o.kind)) t.equal(o.metadata.namespace, undefined, `${id} is cluster-scoped: no namespace`);
-      else t.equal(o.metadata.namespace, NAMESPACE, `${id} is in ${NAMESPACE}`);
-    }
+    validateObjects(t, name, objs);
   }
-  t.ok(Object.keys(RENDERED).length === 3 || typeof kustomize === "string", "base and both overlays rendered");
+  t.equal(Object.keys(RENDERED).length, 3, "base and both overlays rendered");
 });
 
-t.test("overlays: fake drops the GPU-only privileges, nvidia selects GPU nodes", { skip: typeof kustomize === "string" ? kustomize : false }, async (t) => {
+t.test("overlays: fake drops the GPU-only privileges, nvidia selects GPU nodes", async (t) => {
+  if (typeof kustomize === "string") return t.fail(kustomize);
   const fake = one(RENDERED["overlays/fake"] ?? [], "DaemonSet");
   const nvidia = one(RENDERED["overlays/nvidia"] ?? [], "DaemonSet");
   const fa = container(fake, "agent"), na = container(nvidia, "agent");
@@ -247,8 +245,10 @@ t.test("DeviceClass selectors compile and pick exactly their type", async (t) =>
     t.comment("agent/allocator/builtin-classes.ts (builtinDeviceClasses) not present: nothing to compare with");
     return;
   }
-  const strip = (c: unknown): Rec => ({ name: at(c, "metadata", "name"), spec: at(c, "spec") });
-  t.same(arr(make()).map(strip).sort(byName), classes.map(strip).sort(byName), "deploy/ DeviceClasses equal the allocator's built-in classes");
+  // extendedResourceName is for the scheduler's pod extended-resource requests, which a standalone
+  // store never sees: the selectors are what must agree.
+  const strip = (c: unknown): Rec => ({ name: at(c, "metadata", "name"), selectors: at(c, "spec", "selectors") });
+  t.same(arr(make()).map(strip).sort(byName), classes.map(strip).sort(byName), "deploy/ DeviceClass selectors equal the allocator's built-in classes");
 });
 
 const byName = (a: Rec, b: Rec): number => String(a.name).localeCompare(String(b.name));
@@ -339,6 +339,7 @@ const requestKey = (r: RequestRecord): string => ruleKey(r.group, r.subresource 
 const ISSUE_ROLE = [
   "get resource.k8s.io/resourceclaims", "list resource.k8s.io/resourceclaims", "watch resource.k8s.io/resourceclaims",
   ...["get", "list", "watch", "create", "update", "patch", "delete"].map((v) => `${v} resource.k8s.io/resourceslices`),
+  "list resource.k8s.io/deviceclasses",
   "get core/nodes",
   "get inference.networking.k8s.io/inferencepools", "list inference.networking.k8s.io/inferencepools", "watch inference.networking.k8s.io/inferencepools",
   "get core/pods", "list core/pods", "watch core/pods",
@@ -439,7 +440,29 @@ const FLOWS: Flow[] = [
       return undefined;
     },
   },
+  {
+    name: "diag explain: slices, claims and DeviceClasses of the cluster, with the shipped role",
+    async run(api, _kc, dir) {
+      const io = captureIO({});
+      const code = await main(["diag", "explain", "-f", join(ROOT, "deploy", "examples", "one-gpu.yaml"), "--kube", `kubeconfig:${join(dir, "kubeconfig")}`, "--node-name", NODE], io);
+      if (code !== 0) throw new Error(`diag explain exited ${code}: ${io.err.join("")}`);
+      void api;
+      return undefined;
+    },
+  },
 ];
+
+t.test("RBAC: a 403 names the verb, the resource and the missing permission", async (t) => {
+  const api = await startFakeApiServer();
+  t.teardown(() => api.close());
+  api.authorize = (r) => requestKey(r) !== "list resource.k8s.io/deviceclasses";
+  const dir = mkdtempSync(join(tmpdir(), "tessera-forbidden-"));
+  await api.writeKubeconfig(join(dir, "kubeconfig"));
+  const io = captureIO({});
+  const code = await main(["diag", "explain", "-f", join(ROOT, "deploy", "examples", "one-gpu.yaml"), "--kube", `kubeconfig:${join(dir, "kubeconfig")}`, "--node-name", NODE], io);
+  t.equal(code, 1, "exit 1");
+  t.equal(io.err.join("").trim(), 'TESSERA_KUBE_FORBIDDEN: list deviceclasses: the service account lacks "list" on resource.k8s.io/deviceclasses; see docs/install.md', "one line a script can match");
+});
 
 t.test("RBAC: the ClusterRole is exactly the issue's list and every flow stays inside it", async (t) => {
   const role = one(BASE, "ClusterRole");
@@ -504,7 +527,7 @@ function contractPaths(md: string): Map<string, string> {
 
 /** Env the agent container sets that are not flag mirrors, each with the reason it exists. */
 const EXTRA_ENV: Record<string, string> = {
-  POD_UID: "downward API, asked for by the install issue; not read by tessera today",
+  POD_UID: "downward API metadata.uid: the env mirror of --rolling-update-uid (per-pod sockets during a surge upgrade)",
   NVIDIA_DRIVER_ROOT: "read by the image's nvidia-smi wrapper (Dockerfile), not by tessera",
 };
 
@@ -529,6 +552,9 @@ t.test("DaemonSet: env names, paths and probes match the CLI's flags and contrac
     }
     t.equal(at(env.get("NODE_NAME"), "valueFrom", "fieldRef", "fieldPath"), "spec.nodeName", `${name}: NODE_NAME from the downward API`);
     t.equal(at(env.get("POD_UID"), "valueFrom", "fieldRef", "fieldPath"), "metadata.uid", `${name}: POD_UID from the downward API`);
+    // Surge: the new pod comes up beside the old one (per-pod sockets from POD_UID) before the
+    // old one goes, so the kubelet always has a plugin on the node.
+    t.same(at(ds, "spec", "updateStrategy"), { type: "RollingUpdate", rollingUpdate: { maxSurge: 1, maxUnavailable: 0 } }, `${name}: surge updates, never a node without an agent`);
     t.match(md, new RegExp(`DRA driver name \\| \`${String(env.get("DRIVER_NAME")?.value).replace(/\./g, "\\.")}\``), `${name}: DRIVER_NAME is contracts.md's driver name`);
     // The CLI's own resolution of this env, compared with contracts.md's defaults.
     const literal: NodeJS.ProcessEnv = { NODE_NAME: "node-a" };
@@ -638,5 +664,232 @@ t.test("docs/install.md: the paths and diag verbs it names exist", async (t) => 
   const verbs = [...new Set([...doc.matchAll(/tessera diag (\w+)/g)].map((m) => String(m[1])))];
   t.ok(verbs.length >= 4, "troubleshooting uses tessera diag");
   for (const v of verbs) t.match(md, new RegExp(`\`tessera diag ${v}\\b`), `tessera diag ${v} is a contracts.md verb`);
-  for (const topic of ["## Prerequisites", "## Install on a GPU cluster", "## Install on kind", "## Verify", "## Upgrade", "## Uninstall", "## Troubleshooting"]) t.ok(doc.includes(topic), `section ${topic}`);
+  // The Helm commands: the chart they name, and every value they set, exist.
+  const values = rec(parseDocs(readFileSync(join(CHART, "values.yaml"), "utf8"), "values.yaml")[0]);
+  const installs = [...doc.matchAll(/helm (?:install|upgrade) tessera (\S+)/g)].map((m) => String(m[1]));
+  t.ok(installs.length >= 3, "helm install is documented (full, DRA-only, fake)");
+  for (const c of installs) t.equal(c, "deploy/helm/tessera", `helm install names the chart (${c})`);
+  t.match(doc, /--set proxy\.enabled=false/, "the DRA-only install is documented");
+  const setKeys = [...new Set([...doc.matchAll(/--set ([\w.]+)=/g)].map((m) => String(m[1])))];
+  const hasPath = (path: string): boolean => {
+    let o: unknown = values;
+    return path.split(".").every((part) => part in rec(o) && ((o = rec(o)[part]), true));
+  };
+  for (const k of setKeys) t.ok(hasPath(k), `--set ${k}: a value of the chart`);
+  for (const k of Object.keys(values)) t.match(doc, new RegExp(`\`${k}[.\`]`), `values.yaml's ${k} is documented`);
+  for (const topic of ["## Prerequisites", "## Install with Helm", "## Install on a GPU cluster", "## Install on kind", "## Verify", "## Upgrade", "## Uninstall", "## Troubleshooting"]) t.ok(doc.includes(topic), `section ${topic}`);
+});
+
+// ---- the Helm chart (deploy/helm/tessera), rendered and linted by the pinned helm ----------------
+
+const helm = findTool(HELM);
+/** .Capabilities.KubeVersion for template and lint: a `go install`ed helm has no version ldflags
+ *  and would claim Kubernetes v1.20, which the chart's kubeVersion (>= 1.34) refuses. */
+const KUBE_VERSION = "1.37.2";
+/** What Helm's bookkeeping adds to every object's labels; nothing else may differ from kustomize. */
+const HELM_LABELS = ["app.kubernetes.io/managed-by", "helm.sh/chart"];
+
+function helmRun(args: string[]): { status: number | null; stdout: string; stderr: string } {
+  if ("missing" in helm) throw new Error(helm.missing);
+  const r = spawnSync(helm.path, args, { encoding: "utf8", timeout: 60_000 });
+  return { status: r.status, stdout: r.stdout, stderr: r.stderr || (r.error?.message ?? "") };
+}
+
+/** `helm template` of the chart with these flags; throws with helm's message when it refuses. */
+function helmTemplate(flags: string[], namespace = NAMESPACE): Obj[] {
+  const r = helmRun(["template", "tessera", CHART, "--namespace", namespace, "--kube-version", KUBE_VERSION, ...flags]);
+  if (r.status !== 0) throw new Error(`helm template ${flags.join(" ")}: ${r.stderr.trim()}`);
+  return parseDocs(r.stdout, `helm template ${flags.join(" ")}`);
+}
+
+/** Order of entries in lists keyed by `name` (env, mounts, volumes, containers) means nothing to the API server. */
+function normalize(x: unknown): unknown {
+  if (Array.isArray(x)) {
+    const items = x.map(normalize);
+    const named = items.length > 0 && items.every((i) => typeof rec(i).name === "string");
+    return named ? [...items].sort((a, b) => String(rec(a).name).localeCompare(String(rec(b).name))) : items;
+  }
+  if (x !== null && typeof x === "object") return Object.fromEntries(Object.entries(x as Rec).map(([k, v]) => [k, normalize(v)]));
+  return x;
+}
+
+const objKey = (o: Obj): string => `${o.kind}/${o.metadata.name}`;
+
+/** The chart's render without Helm's two bookkeeping labels, after checking they are there. */
+function withoutHelmLabels(t: Tap, objs: Obj[]): Obj[] {
+  const chart = rec(parseDocs(readFileSync(join(CHART, "Chart.yaml"), "utf8"), "Chart.yaml")[0]);
+  return objs.map((o) => {
+    const labels = { ...rec(o.metadata.labels) };
+    t.equal(labels["app.kubernetes.io/managed-by"], "Helm", `${objKey(o)}: managed-by Helm (what \`helm install --take-ownership\` and adoption check)`);
+    t.equal(labels["helm.sh/chart"], `tessera-${String(chart.version)}`, `${objKey(o)}: helm.sh/chart`);
+    for (const l of HELM_LABELS) delete labels[l];
+    return { ...o, metadata: { ...o.metadata, labels } };
+  });
+}
+
+function sameObjects(t: Tap, what: string, got: Obj[], want: Obj[]): void {
+  t.same(got.map(objKey).sort(), want.map(objKey).sort(), `${what}: the same objects`);
+  for (const w of want) {
+    const g = got.find((o) => objKey(o) === objKey(w));
+    if (g) t.same(normalize(g), normalize(w), `${what}: ${objKey(w)} equal`);
+  }
+}
+
+t.test("helm lint passes on the chart, with its defaults and with values-fake.yaml", async (t) => {
+  if ("missing" in helm) return t.fail(helm.missing);
+  for (const extra of [[], ["-f", FAKE_VALUES]]) {
+    const r = helmRun(["lint", CHART, "--strict", "--kube-version", KUBE_VERSION, ...extra]);
+    t.equal(r.status, 0, `helm lint --strict ${extra.join(" ")}: ${r.stdout.trim().split("\n").pop() ?? ""} ${r.stderr.trim()}`);
+    t.match(r.stdout, /1 chart\(s\) linted, 0 chart\(s\) failed/);
+  }
+});
+
+t.test("helm template: the defaults render overlays/nvidia and values-fake.yaml renders overlays/fake, object for object", async (t) => {
+  if ("missing" in helm) return t.fail(helm.missing);
+  if (typeof kustomize === "string") return t.fail(kustomize);
+  t.comment(`helm ${HELM.version} (${helm.path}) against ${kustomize.name}`);
+  sameObjects(t, "chart defaults vs overlays/nvidia", withoutHelmLabels(t, helmTemplate([])), RENDERED["overlays/nvidia"] ?? []);
+  sameObjects(t, "values-fake.yaml vs overlays/fake", withoutHelmLabels(t, helmTemplate(["-f", FAKE_VALUES])), RENDERED["overlays/fake"] ?? []);
+});
+
+t.test("helm template: proxy.enabled=false is a DRA-driver-only install", async (t) => {
+  if ("missing" in helm) return t.fail(helm.missing);
+  const full = helmTemplate([]);
+  const dra = helmTemplate(["--set", "proxy.enabled=false"]);
+  validateObjects(t, "DRA-only", dra);
+  const ds = one(dra, "DaemonSet");
+  t.same(arr(at(ds, "spec", "template", "spec", "containers")).map((c) => rec(c).name), ["agent"], "only the agent container");
+  t.same(container(ds, "agent"), container(one(full, "DaemonSet"), "agent"), "the agent is the same as in the full install");
+  t.notOk(dra.some((o) => o.kind === "Service"), "no proxy Service");
+  const proxyRules = ["inference.networking.k8s.io/inferencepools", "core/pods"];
+  const granted = [...roleTriples(one(dra, "ClusterRole"))];
+  t.same(granted.filter((k) => proxyRules.some((r) => k.endsWith(` ${r}`))), [], "no rule the proxy alone needs");
+  t.same(granted.sort(), [...roleTriples(one(full, "ClusterRole"))].filter((k) => !proxyRules.some((r) => k.endsWith(` ${r}`))).sort(), "every rule the agent needs is kept");
+  t.same(dra.map(objKey).sort(), full.map(objKey).filter((k) => k !== "Service/tessera-proxy").sort(), "everything else is installed");
+});
+
+t.test("helm template: the ServiceMonitor is off by default and, when on, scrapes every node pod's agent", async (t) => {
+  if ("missing" in helm) return t.fail(helm.missing);
+  const plain = helmTemplate([]);
+  t.notOk(plain.some((o) => o.kind === "ServiceMonitor" || o.metadata.name === "tessera-metrics"), "default: no ServiceMonitor, no metrics Service");
+  t.notOk(envOf(container(one(plain, "DaemonSet"), "agent")).has("HTTP_LISTEN"), "default: the agent's own --http-listen default");
+  const variants: [string[], number][] = [
+    [["--set", "serviceMonitor.enabled=true"], 9477],
+    [["--set", "serviceMonitor.enabled=true", "--set", "metrics.port=9500", "--set", "serviceMonitor.labels.release=prom"], 9500],
+  ];
+  for (const [flags, port] of variants) {
+    const objs = helmTemplate(flags);
+    const what = flags.filter((f) => f !== "--set").join(",");
+    validateObjects(t, what, objs.filter((o) => o.kind !== "ServiceMonitor")); // no schema for monitoring.coreos.com here: checked below
+    const ds = one(objs, "DaemonSet");
+    const agent = container(ds, "agent");
+    const listen = envOf(agent).get("HTTP_LISTEN")?.value;
+    t.equal(listen, port === 9477 ? undefined : `0.0.0.0:${port}`, `${what}: HTTP_LISTEN`);
+    const svc = one(objs, "Service", "tessera-metrics");
+    t.equal(at(svc, "spec", "clusterIP"), "None", `${what}: headless, one target per pod`);
+    t.same(at(svc, "spec", "ports"), [{ name: "metrics", port, targetPort: port, protocol: "TCP" }], `${what}: the agent's metrics port`);
+    const podLabels = rec(at(ds, "spec", "template", "metadata", "labels"));
+    for (const [k, v] of Object.entries(rec(at(svc, "spec", "selector")))) t.equal(podLabels[k], v, `${what}: metrics Service selects the node pods (${k})`);
+    const sm = one(objs, "ServiceMonitor");
+    t.equal(sm.apiVersion, "monitoring.coreos.com/v1");
+    t.equal(sm.metadata.namespace, NAMESPACE);
+    const selects = (o: Obj): boolean => Object.entries(rec(at(sm, "spec", "selector", "matchLabels"))).every(([k, v]) => rec(o.metadata.labels)[k] === v);
+    t.same(objs.filter((o) => o.kind === "Service" && selects(o)).map((o) => o.metadata.name), ["tessera-metrics"], `${what}: the ServiceMonitor selects the metrics Service only`);
+    t.same(at(sm, "spec", "namespaceSelector", "matchNames"), [NAMESPACE]);
+    t.same(arr(at(sm, "spec", "endpoints")).map((e) => [rec(e).port, rec(e).path]), [["metrics", "/metrics"]], `${what}: scrapes /metrics on the named Service port`);
+    if (flags.includes("serviceMonitor.labels.release=prom")) t.equal(rec(sm.metadata.labels).release, "prom", `${what}: extra labels for the Prometheus selector`);
+  }
+});
+
+t.test("helm template: values reach the agent as the CLI reads them, in the release namespace", async (t) => {
+  if ("missing" in helm) return t.fail(helm.missing);
+  const ns = "gpu-system";
+  const values = {
+    kubeletRoot: "/var/lib/k0s/kubelet", cdiRoot: "/run/cdi", driverRoot: "/run/nvidia/driver", migMode: "dynamic", gpuSharing: "consumable",
+    logLevel: "debug", "image.repository": "registry.example/team/tessera", "image.tag": "1.2.3", "image.pullPolicy": "Always",
+  };
+  const objs = helmTemplate(Object.entries(values).flatMap(([k, v]) => ["--set", `${k}=${v}`]), ns);
+  validateObjects(t, "custom values", objs, ns);
+  t.equal(one(objs, "Namespace").metadata.name, ns, "the Namespace is the release namespace");
+  const ds = one(objs, "DaemonSet");
+  const agent = container(ds, "agent");
+  const env = envOf(agent);
+  const literal: NodeJS.ProcessEnv = { NODE_NAME: "node-a" };
+  for (const [k, e] of env) if (typeof e.value === "string") literal[k] = e.value;
+  const cfg = resolveNodeConfig(parseFlags([], NODE_FLAGS, literal));
+  t.equal(cfg.kubeletRoot, values.kubeletRoot, "kubelet root");
+  t.equal(cfg.cdiRoot, values.cdiRoot, "CDI root");
+  t.equal(cfg.migMode, "dynamic", "MIG mode");
+  t.equal(cfg.logLevel, "debug", "log level");
+  t.equal(cfg.gpuSharing, "consumable", "GPU sharing (--gpu-sharing)");
+  const flagEnvs = new Set(NODE_FLAGS.map((f) => f.env));
+  for (const k of env.keys()) t.ok(flagEnvs.has(k) || EXTRA_ENV[k], `env ${k} is a flag mirror (or a known extra)`);
+  t.notOk(envOf(container(one(helmTemplate([]), "DaemonSet"), "agent")).has("GPU_SHARING"), "gpuSharing none: the agent's default, no env");
+  const vols = new Map(arr(at(ds, "spec", "template", "spec", "volumes")).map((v) => [String(rec(v).name), rec(v)]));
+  for (const [what, p] of [["registration socket", cfg.registrationSocket], ["DRA socket", cfg.draSocket], ["checkpoint", cfg.checkpointFile], ["CDI specs", `${cfg.cdiRoot}/x.json`]] as const) {
+    const m = arr(agent.volumeMounts).map(rec).find((v) => p.startsWith(`${String(v.mountPath)}/`));
+    t.ok(m && !m.readOnly, `${what} (${p}) lies on a writable mount`);
+    t.equal(at(vols.get(String(m?.name)), "hostPath", "path"), m?.mountPath, `${what}: host path = container path`);
+  }
+  t.equal(at(vols.get("driver-root"), "hostPath", "path"), values.driverRoot, "the driver root volume");
+  for (const c of ["agent", "proxy"]) {
+    t.equal(container(ds, c).image, "registry.example/team/tessera:1.2.3", `${c} image`);
+    t.equal(container(ds, c).imagePullPolicy, "Always", `${c} pull policy`);
+  }
+  const sa = one(objs, "ServiceAccount");
+  t.same(at(one(objs, "ClusterRoleBinding"), "subjects"), [{ kind: "ServiceAccount", name: sa.metadata.name, namespace: ns }], "the binding names the release's ServiceAccount");
+  const policy = one(objs, "ValidatingAdmissionPolicy");
+  const me = `system:serviceaccount:${ns}:${sa.metadata.name}`;
+  const own = admit(policy, { operation: "CREATE", username: me, node: "a", object: { spec: { driver: DRIVER, nodeName: "a" } } });
+  const other = admit(policy, { operation: "CREATE", username: me, node: "a", object: { spec: { driver: DRIVER, nodeName: "b" } } });
+  t.same(own, { matched: true, denied: [] }, "the own-node policy applies to this namespace's ServiceAccount and admits its own node");
+  t.ok(other.matched && other.denied.length === 1, "and denies another node's slice");
+  t.same(admit(policy, { operation: "CREATE", username: `system:serviceaccount:${NAMESPACE}:tessera`, node: "a", object: { spec: { driver: DRIVER, nodeName: "b" } } }).matched, false, "not keyed to tessera-system");
+});
+
+t.test("DeviceClasses carry extendedResourceName (pods ask resources.limits) and it can be turned off", async (t) => {
+  if ("missing" in helm) return t.fail(helm.missing);
+  // k8s.io/kubernetes pkg/apis/core/v1/helper IsExtendedResourceName: has a "/", outside
+  // kubernetes.io, and "requests.<name>" is a qualified name (DNS-subdomain prefix / 63-char name).
+  const qualifiedName = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*\/[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$/;
+  const names = BASE.filter((o) => o.kind === "DeviceClass").map((c) => String(at(c, "spec", "extendedResourceName")));
+  t.same(names.sort(), ["gpu.tessera.dev/gpu", "gpu.tessera.dev/mig"], "deploy/base: one extended resource per class");
+  for (const n of names) t.ok(qualifiedName.test(`requests.${n}`) && !n.includes("kubernetes.io/"), `${n} is an extended resource name the API server accepts`);
+  const off = helmTemplate(["--set", "deviceClasses.gpu.extendedResourceName=", "--set", "deviceClasses.mig.extendedResourceName=gpu.tessera.dev/mig-any"]);
+  t.equal(at(one(off, "DeviceClass", "gpu.tessera.dev"), "spec", "extendedResourceName"), undefined, '"" leaves the field out');
+  t.equal(at(one(off, "DeviceClass", "mig.tessera.dev"), "spec", "extendedResourceName"), "gpu.tessera.dev/mig-any", "a name of one's own");
+});
+
+t.test("the chart refuses bad values before rendering, naming the value", async (t) => {
+  if ("missing" in helm) return t.fail(helm.missing);
+  const cases: [string[], RegExp][] = [
+    [["migMode=bogus"], /migMode.*static.*dynamic/],
+    [["gpuSharing=shared"], /gpuSharing/],
+    [["logLevel=verbose"], /logLevel/],
+    [["migmode=static"], /additional properties 'migmode'/],
+    [["kubeletRoot=var/lib/kubelet"], /kubeletRoot/],
+    [["kubeletRoot=/var/lib/../../etc"], /kubeletRoot/],
+    [["cdiRoot=/var/run/cdi x"], /cdiRoot/],
+    [["driverRoot=/run/nvidia/driver/"], /driverRoot/],
+    [["discovery=fixture:../../etc"], /discovery/],
+    [["discovery=nvidia-smi --help"], /discovery/],
+    [["image.tag=1.0 ; rm"], /image\/tag/],
+    [["proxy.inferencePool=no-slash"], /inferencePool/],
+    [["proxy.inferencePool=", "proxy.endpoints=ftp://x"], /endpoints/],
+    [["proxy.endpoints=http://127.0.0.1:8000"], /exactly one of proxy.inferencePool .* and proxy.endpoints/],
+    [["proxy.inferencePool="], /exactly one of proxy.inferencePool .* and proxy.endpoints/],
+    [["proxy.port=70000"], /proxy\/port/],
+    [["metrics.port=0"], /metrics\/port/],
+    [["serviceMonitor.interval=often"], /interval/],
+    [["deviceClasses.gpu.extendedResourceName=kubernetes.io/gpu"], /extendedResourceName/],
+    [["deviceClasses.gpu.extendedResourceName=gpu"], /extendedResourceName/],
+  ];
+  for (const [sets, want] of cases) {
+    // Ports as numbers (--set), everything else as the strings a user's values file would hold.
+    const flags = sets.flatMap((s) => [/^[\w.]+\.port=/.test(s) ? "--set" : "--set-string", s]);
+    const r = helmRun(["template", "tessera", CHART, "--namespace", NAMESPACE, "--kube-version", KUBE_VERSION, ...flags]);
+    t.not(r.status, 0, `${sets.join(" ")}: refused`);
+    t.match(r.stderr, want, `${sets.join(" ")}: ${r.stderr.trim().split("\n").slice(-1)[0] ?? ""}`);
+    t.notMatch(r.stderr, /goroutine|panic/, `${sets.join(" ")}: a message, not a crash`);
+  }
 });

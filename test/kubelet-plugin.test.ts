@@ -121,9 +121,9 @@ t.test("prepare/unprepare happy path, v1 and v1beta1", async (t) => {
     t.same(written, {
       cdiVersion: "0.5.0",
       kind: "k8s.gpu.tessera.dev/claim",
-      devices: [{ name: `${uid(100 + i)}-gpu-${2 + i}`, containerEdits: { deviceNodes: [{ path: `/dev/nvidia${2 + i}` }] } }],
+      devices: [{ name: `${uid(100 + i)}-gpu-${2 + i}`, containerEdits: { env: [`TESSERA_DEVICE_${uid(100 + i).replace(/-/g, "").toUpperCase()}_GPU_${2 + i}=${gpuUUID(2 + i)}`], deviceNodes: [{ path: `/dev/nvidia${2 + i}` }] } }],
       containerEdits: {
-        env: [`NVIDIA_VISIBLE_DEVICES=${gpuUUID(2 + i)}`, `TESSERA_DEVICES=gpu-${2 + i}`],
+        env: ["NVIDIA_VISIBLE_DEVICES=void"],
         deviceNodes: [{ path: "/dev/nvidiactl" }, { path: "/dev/nvidia-uvm" }, { path: "/dev/nvidia-uvm-tools" }],
       },
     }, `${version}: CDI spec`);
@@ -153,7 +153,8 @@ t.test("MIG device and NVIDIA toolkit spec: cap nodes, MIG UUID, nvidia.com/gpu 
   t.same(res.claims?.[uid(200)]?.devices?.[0]?.cdi_device_ids, [`k8s.gpu.tessera.dev/claim=${uid(200)}-gpu-1-mig-19-0-1`], "no toolkit spec for the MIG UUID");
   const s = JSON.parse(readFileSync(spec(env, uid(200)), "utf8"));
   t.same(s.devices[0].containerEdits.deviceNodes.map((n: { path: string }) => n.path), ["/dev/nvidia1", "/dev/nvidia-caps/nvidia-cap66", "/dev/nvidia-caps/nvidia-cap67"]);
-  t.equal(s.containerEdits.env[0], "NVIDIA_VISIBLE_DEVICES=MIG-0b5c8f1e-7e7e-5a5a-9c9c-000000000001");
+  t.same(s.devices[0].containerEdits.env, [`TESSERA_DEVICE_${uid(200).replace(/-/g, "").toUpperCase()}_GPU_1_MIG_19_0_1=MIG-0b5c8f1e-7e7e-5a5a-9c9c-000000000001`], "the MIG UUID in the device's own variable");
+  t.same(s.containerEdits.env, ["NVIDIA_VISIBLE_DEVICES=void"]);
 });
 
 t.test("idempotent: re-prepare answers the same and leaves a byte-identical spec; a missing spec is re-created", async (t) => {

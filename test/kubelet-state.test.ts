@@ -71,13 +71,21 @@ t.test("toolkit scanner: parses a spec once, follows changes, drops removed file
   t.same([...(await scan())], [], "a removed file no longer contributes");
 });
 
-t.test("CDI spec: minimum cdiVersion, deterministic bytes, spec-level env", async (t) => {
+t.test("CDI spec: minimum cdiVersion, deterministic bytes, merge-safe env", async (t) => {
   t.equal(minCdiVersion(["abc-gpu-0"]), "0.3.0");
   t.equal(minCdiVersion(["0bc-gpu-0"]), "0.5.0", "a digit-first device name needs 0.5.0");
   const p = computePrepared(claim({ name: "x", uid: uid(9), results: [{ device: "gpu-2" }, { request: "b", device: "gpu-2" }, { device: "gpu-3" }] }), facts, DRIVER);
   const s = buildSpec(p);
   t.same(s.devices.map((d) => d.name), [`${uid(9)}-gpu-2`, `${uid(9)}-gpu-3`], "one CDI device per distinct device");
-  t.same(s.containerEdits.env, [`NVIDIA_VISIBLE_DEVICES=${gpuUUID(2)},${gpuUUID(3)}`, "TESSERA_DEVICES=gpu-2,gpu-3"]);
+  t.same(s.containerEdits.env, ["NVIDIA_VISIBLE_DEVICES=void"], "spec level: only values every claim sets alike");
+  const key = uid(9).replace(/-/g, "").toUpperCase();
+  t.same(s.devices.map((d) => d.containerEdits.env), [[`TESSERA_DEVICE_${key}_GPU_2=${gpuUUID(2)}`], [`TESSERA_DEVICE_${key}_GPU_3=${gpuUUID(3)}`]], "each device names its UUID in its own variable");
+  // Several claims in one container: CDI keeps the last value of a repeated key, so no key may
+  // differ between two claims' specs (checked against the real CDI library in conformance Tier 1).
+  const other = buildSpec(computePrepared(claim({ name: "y", uid: uid(10), results: [{ device: "gpu-2" }] }), facts, DRIVER));
+  const keys = (sp: typeof s): Map<string, string> => new Map([...(sp.containerEdits.env ?? []), ...sp.devices.flatMap((d) => d.containerEdits.env ?? [])].map((e) => [e.slice(0, e.indexOf("=")), e.slice(e.indexOf("=") + 1)]));
+  const [ka, kb] = [keys(s), keys(other)];
+  t.same([...ka].filter(([k, v]) => kb.has(k) && kb.get(k) !== v), [], "no env key that two claims' specs set to different values");
   t.equal(renderSpec(p), renderSpec(structuredClone(p)), "byte-identical");
 });
 

@@ -10,7 +10,8 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { KubeConfig } from "@kubernetes/client-node";
 import { ResourceSlice as ResourceSliceModel } from "kubernetes-models/resource.k8s.io/v1/ResourceSlice";
-import type { NodeConfig } from "../agent/common/config.js";
+import { NODE_FLAGS, parseFlags, resolveNodeConfig, type NodeConfig } from "../agent/common/config.js";
+import { startAgent } from "../agent/cli/agent.js";
 import { createMemoryLogger } from "../agent/common/log.js";
 import { createDiscovery } from "../agent/discovery/index.js";
 import type { Gpu, Inventory } from "../agent/discovery/model.js";
@@ -36,7 +37,7 @@ const RS = ["resource.k8s.io", "resourceslices"] as const;
 function config(discovery: string): NodeConfig {
   return {
     driverName: DRIVER, nodeName: "node-a", kubeletRoot: "/k", stateDir: "/k/s", cdiRoot: "/cdi", sysfsRoot: "/sys", discovery,
-    kube: "auto", migMode: "static", logLevel: "info", registrationSocket: "/k/r.sock", draSocket: "/k/d.sock", checkpointFile: "/k/c.json",
+    kube: "auto", migMode: "static", gpuSharing: "none", nvidiaSmi: "nvidia-smi", procRoot: "/proc", logLevel: "info", registrationSocket: "/k/r.sock", draSocket: "/k/d.sock", checkpointFile: "/k/c.json",
   };
 }
 const inventoryOf = (name: string): Promise<Inventory> => createDiscovery(config(`fixture:${name}`)).discover();
@@ -93,21 +94,25 @@ t.test("h100-sxm-8x: 8 whole GPUs with every attribute; MIG devices carry profil
   t.equal(mig?.attributes?.["resource.kubernetes.io/pciBusID"], undefined, "a MIG device is not a PCI function");
 });
 
-t.test("dynamic MIG: counters in their own slices, whole GPU consumes everything, placements conflict", async (t) => {
+t.test("dynamic MIG: counters in their own slices, placements only where MIG is on, placements conflict", async (t) => {
   const slices = buildResourceSlices(await inventoryOf("mixed-2numa-h100-mig"), { driverName: DRIVER, nodeName: "node-a", migMode: "dynamic" });
   const counterSlices = slices.filter((s) => s.spec.sharedCounters);
   t.equal(counterSlices.length, 1);
   t.ok(counterSlices.every((s) => s.spec.devices === undefined), "sharedCounters and devices never share a slice");
   const devs = slices.flatMap((s) => s.spec.devices ?? []);
-  t.equal(devs.length, 4 * 26, "per H100: whole + 25 profile placements");
-  const whole = devs.find((d) => d.name === "gpu-4");
-  t.equal(Object.keys(whole?.consumesCounters?.[0]?.counters ?? {}).length, 11);
+  t.equal(devs.length, 2 * 25 + 2, "25 profile placements per MIG-enabled H100, GPUs with MIG off whole");
+  t.equal(devs.find((d) => d.name === "gpu-4"), undefined, "a MIG-enabled GPU is not published whole (it cannot be prepared as one)");
+  const off = devs.find((d) => d.name === "gpu-5");
+  t.ok(off && off.consumesCounters === undefined, "a GPU with MIG off is published whole, consuming no counters");
+  t.notOk(devs.some((d) => d.name.startsWith("gpu-5-mig-") || d.name.startsWith("gpu-1-mig-")), "no placements on a GPU with MIG off (Tessera never changes MIG mode)");
+  const full = devs.find((d) => d.name === "gpu-4-mig-0-0-8");
+  t.equal(Object.keys(full?.consumesCounters?.[0]?.counters ?? {}).length, 11, "the 7g placement consumes every counter");
   const existing = devs.find((d) => d.name === "gpu-4-mig-20-6-1");
   t.same(existing?.attributes?.uuid, { string: "MIG-e1002d02-0000-5000-8000-000000000022" }, "a placement that exists keeps its UUID");
   t.same(Object.keys(existing?.consumesCounters?.[0]?.counters ?? {}), ["memory-slice-6", "compute-slices", "memory", "media-extensions"]);
   t.equal(devs.find((d) => d.name === "gpu-4-mig-19-0-1")?.attributes?.uuid, undefined, "a placement not created yet has no UUID");
   const sets = counterSlices[0]?.spec.sharedCounters ?? [];
-  t.same(sets.map((c) => c.name), ["gpu-0-counters", "gpu-1-counters", "gpu-4-counters", "gpu-5-counters"]);
+  t.same(sets.map((c) => c.name), ["gpu-0-counters", "gpu-4-counters"]);
   for (const s of slices) t.ok((s.spec.devices?.length ?? 0) <= 64, `${s.metadata.name}: <= 64 devices with counters`);
   t.ok(slices.every((s) => s.spec.pool.resourceSliceCount === slices.length));
 });
@@ -126,16 +131,22 @@ t.test("slice splitting at the limits is deterministic", async (t) => {
     [128, "static", [128], 0],
     [129, "static", [128, 1], 0],
     [300, "static", [128, 128, 44], 0],
-    [2, "dynamic", [52], 1],
-    [3, "dynamic", [52, 26], 1],
-    [9, "dynamic", [52, 52, 52, 52, 26], 2],
+    [2, "dynamic", [50], 1],
+    [3, "dynamic", [50, 25], 1],
+    [9, "dynamic", [50, 50, 50, 50, 25], 2],
   ];
   for (const [n, migMode, sizes, counterSlices] of cases) {
     const opts = { driverName: DRIVER, nodeName: "big", migMode };
-    const slices = buildResourceSlices(fakeInventory(n), opts);
+    // Dynamic placements exist only on GPUs whose MIG mode is on.
+    const fresh = (): Inventory => {
+      const inv = fakeInventory(n);
+      if (migMode === "dynamic") for (const g of inv.gpus) g.migMode = "enabled";
+      return inv;
+    };
+    const slices = buildResourceSlices(fresh(), opts);
     t.same(slices.filter((s) => s.spec.devices).map((s) => s.spec.devices?.length), sizes, `${n} GPUs ${migMode}: device slices`);
     t.equal(slices.filter((s) => s.spec.sharedCounters).length, counterSlices, `${n} GPUs ${migMode}: counter slices (8 sets each)`);
-    t.same(buildResourceSlices(fakeInventory(n), opts), slices, "same input, same slices");
+    t.same(buildResourceSlices(fresh(), opts), slices, "same input, same slices");
     for (const s of slices) t.same(validate(s), [], `${s.metadata.name} within limits`);
   }
   const oneBig = packDevices([Array.from({ length: 26 }, (_, i) => ({ name: `d${i}`, consumesCounters: [{ counterSet: "c", counters: {} }] }))], 128, 10);
@@ -269,12 +280,12 @@ t.test("publisher restores slices deleted by someone else within 5 s (watch)", a
   const pub = await clusterPublisher(t, api, await inventoryOf("mixed-2numa-h100-mig"), { migMode: "dynamic" });
   await pub.synced();
   const names = ours(api).map((s) => s.metadata.name);
-  t.equal(names.length, 3);
+  t.equal(names.length, 2);
   await eventually("watch established", () => api.requests.some((r) => r.verb === "watch"));
   const gen = ours(api)[0]?.spec.pool.generation ?? 0;
   for (const n of names) api.remove(...RS, String(n)); // as the kubelet does on restart
   const seen = Date.now();
-  await eventually("all slices restored", () => ours(api).length === 3, 5000);
+  await eventually("all slices restored", () => ours(api).length === 2, 5000);
   t.ok(Date.now() - seen < 5000, "restored within 5 s");
   t.ok((ours(api)[0]?.spec.pool.generation ?? 0) > gen, "recreated pool has a higher generation");
 });
@@ -303,7 +314,7 @@ t.test("standalone store: the same objects, with uid and resourceVersion; diag s
   for (const s of list.items) t.same(validate(s), []);
   const table = captureIO();
   t.equal(await main(["diag", "slices", "--discovery", "fixture:mixed-2numa-h100-mig", "--mig-mode", "dynamic"], table), 0);
-  t.match(table.out.join(""), /slice .*-counters-0 {2}generation 1 {2}4 counter sets/);
+  t.match(table.out.join(""), /slice .*-counters-0 {2}generation 1 {2}2 counter sets/);
 });
 
 t.test("startNodePublishing (what `tessera agent` calls): fixture node -> standalone store, SIGHUP rediscovers", async (t) => {
@@ -322,4 +333,35 @@ t.test("startNodePublishing (what `tessera agent` calls): fixture node -> standa
   t.equal(signals.listenerCount("SIGHUP"), 1);
   signals.emit("SIGHUP");
   t.equal((await np.watcher.rediscover())?.gpus.length, 4);
+});
+
+t.test("Kubernetes version truth: dynamic MIG refused on a 1.34 API server before anything is published; shared GPUs validate", async (t) => {
+  const api = await startFakeApiServer();
+  t.teardown(() => api.close());
+  const dir = mkdtempSync(join(tmpdir(), "tessera-version-"));
+  const kubeconfig = join(dir, "kubeconfig");
+  await api.writeKubeconfig(kubeconfig);
+  const flags = (mode: string): NodeConfig => resolveNodeConfig(parseFlags(["--kubelet-root", join(dir, "k"), "--cdi-root", join(dir, "cdi"), "--node-name", "node-a", "--kube", `kubeconfig:${kubeconfig}`, "--mig-mode", mode, "--discovery", "fixture:h100-sxm-8x-mig"], NODE_FLAGS, {}));
+  api.serverVersion = { major: "1", minor: "34", gitVersion: "v1.34.4" };
+  await t.rejects(startAgent(flags("dynamic"), { log: createMemoryLogger(), bootId: async () => "b" }), { code: "TESSERA_CONFIG", message: /--mig-mode=dynamic: the API server is v1\.34\.4.*use --mig-mode static/ });
+  t.same(api.objects("resource.k8s.io", "resourceslices"), [], "nothing was published");
+  api.serverVersion = { major: "1", minor: "33+", gitVersion: "v1.33.9-gke.1" };
+  await t.rejects(startAgent(flags("static"), { log: createMemoryLogger(), bootId: async () => "b" }), { code: "TESSERA_CONFIG", message: /needs Kubernetes 1\.34 or later/ });
+  api.serverVersion = { major: "1", minor: "35", gitVersion: "v1.35.1" };
+  api.seed("", "v1", "nodes", { apiVersion: "v1", kind: "Node", metadata: { name: "node-a" } });
+  const agent = await startAgent(flags("dynamic"), { log: createMemoryLogger(), bootId: async () => "b", rediscoverIntervalS: 0 });
+  t.teardown(() => agent.stop(2000));
+  t.ok(api.objects("resource.k8s.io", "resourceslices").length > 0, "1.35: dynamic MIG published");
+  // --gpu-sharing consumable: shareable whole GPUs, valid objects with their request policies.
+  const shared = buildResourceSlices(await inventoryOf("h100-sxm-8x"), { driverName: DRIVER, nodeName: "node-a", migMode: "static", gpuSharing: "consumable" });
+  const gpu = shared[0]?.spec.devices?.[0];
+  t.equal(gpu?.allowMultipleAllocations, true);
+  t.same(gpu?.capacity, {
+    memory: { value: "81559Mi", requestPolicy: { default: "4Gi", validRange: { min: "1Gi", step: "1Gi" } } },
+    shares: { value: "16", requestPolicy: { default: "1", validRange: { min: "1", max: "16", step: "1" } } },
+  }, "memory consumed per claim in whole GiB; at most 16 claims per GPU");
+  for (const s of shared) {
+    t.same(checkSlice(s), [], `${s.metadata.name}: within the API limits`);
+    t.doesNotThrow(() => new ResourceSliceModel(s as never).validate(), `${s.metadata.name}: valid resource.k8s.io/v1`);
+  }
 });

@@ -7,7 +7,7 @@ import { buildResourceSlices } from "../slices/build.js";
 
 export async function discoverNodeSlices(config: NodeConfig): Promise<ResourceSlice[]> {
   const inv = await createDiscovery(config).discover();
-  return buildResourceSlices(inv, { driverName: config.driverName, nodeName: config.nodeName, migMode: config.migMode });
+  return buildResourceSlices(inv, { driverName: config.driverName, nodeName: config.nodeName, migMode: config.migMode, gpuSharing: config.gpuSharing });
 }
 
 /** Slices of a fixture node (tests, bench): `fixture:<name>`, node name = fixture name. */

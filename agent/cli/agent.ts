@@ -5,8 +5,13 @@
 import { assertSocketPath, int, parseFlags, resolveNodeConfig, VERB_FLAGS, type NodeConfig } from "../common/config.js";
 import { TesseraError } from "../common/errors.js";
 import { createLogger, type Logger } from "../common/log.js";
-import { deviceFacts, type DeviceFacts, type Inventory } from "../discovery/model.js";
+import type { DeviceFacts, Inventory } from "../discovery/model.js";
+import { preparableFacts } from "../discovery/device-facts.js";
+import { nvidiaSmiSeam } from "../discovery/index.js";
+import { DEFAULT_EXEC_OPTIONS } from "../discovery/exec.js";
+import { createMigManager } from "../mig/manager.js";
 import { openKube, parseKubeSpec, type KubeTarget } from "../kube/kube-source.js";
+import { assertModeSupported, readServerVersion } from "../kube/server-version.js";
 import { startNodePublishing } from "../slices/node-publishing.js";
 import { createKubeClaimSource, createStoreClaimSource, type ClaimSource } from "../plugin/claim-source.js";
 import { startKubeletPlugin, type KubeletPlugin } from "../plugin/plugin.js";
@@ -48,6 +53,12 @@ export async function startAgent(config: NodeConfig, deps: AgentDeps = {}): Prom
   assertSocketPath(config.draSocket);
   assertSocketPath(config.registrationSocket);
   const target: KubeTarget = openKube(parseKubeSpec(config.kube), deps.env);
+  // Publish only what this API server validates: its minor decides the allowed layouts.
+  if (target.mode === "cluster") {
+    const version = await readServerVersion(target.config);
+    if (version) assertModeSupported(version, config);
+    else log.warn("the API server's version is not a plain major.minor; publishing as for the newest minor");
+  }
   let facts: Map<string, DeviceFacts> = new Map();
 
   // Discovery and ResourceSlice publishing: the watcher rediscovers on a timer and on SIGHUP,
@@ -62,12 +73,12 @@ export async function startAgent(config: NodeConfig, deps: AgentDeps = {}): Prom
     ...(fixed ? { discovery: { discover: async () => fixed } } : {}),
     ...(deps.signals ? { signals: deps.signals } : {}),
     onInventory: (inv) => {
-      facts = deviceFacts(inv);
+      facts = preparableFacts(inv, config.migMode);
     },
   });
   const stopPublishing = (): Promise<void> => publishing.stop();
   const inventory = publishing.watcher.current() as Inventory;
-  facts = deviceFacts(inventory);
+  facts = preparableFacts(inventory, config.migMode);
   log.info("discovered devices", { node: config.nodeName, gpus: inventory.gpus.length, devices: facts.size });
 
   let plugin: KubeletPlugin;
@@ -78,6 +89,14 @@ export async function startAgent(config: NodeConfig, deps: AgentDeps = {}): Prom
       claims: deps.claims ?? claimSourceOf(target),
       ...(deps.bootId ? { bootId: deps.bootId } : {}),
       ...(deps.toolkitDirs ? { toolkitDirs: deps.toolkitDirs } : {}),
+      // Dynamic MIG: instances are created through the same nvidia-smi seam discovery reads, and
+      // read back by a fresh rediscovery (which also republishes the slices).
+      ...(config.migMode === "dynamic" ? { mig: createMigManager({ ...nvidiaSmiSeam(config), execOptions: DEFAULT_EXEC_OPTIONS, log }) } : {}),
+      refreshDevices: async () => {
+        const inv = await publishing.watcher.refresh();
+        if (inv) facts = preparableFacts(inv, config.migMode);
+        return facts;
+      },
     });
   } catch (err) {
     // The publisher's retry timers and watch would keep a failed agent alive (hung, not exit 1).

@@ -6,6 +6,7 @@ import { randomUUID } from "node:crypto";
 import * as k8s from "@kubernetes/client-node";
 import { outputFormat, parseFlags, resolveNodeConfig, str, VERB_FLAGS, type NodeConfig } from "../common/config.js";
 import { formatError, TesseraError } from "../common/errors.js";
+import { kubeApiError } from "../kube/api-error.js";
 import { allocateClaim, STAGE_NAMES, validateClaim, type AllocateOutput, type RequestReport, type Strategy } from "../allocator/index.js";
 import { discoverNodeSlices } from "../allocator/node-slices.js";
 import { openKube, parseKubeSpec } from "../kube/kube-source.js";
@@ -47,7 +48,7 @@ async function loadWorld(config: NodeConfig, env: NodeJS.ProcessEnv): Promise<Wo
       const r = (await api.listClusterCustomObject({ group: "resource.k8s.io", version: "v1", plural, ...(fieldSelector ? { fieldSelector } : {}) })) as { items?: T[] };
       return r.items ?? [];
     } catch (err) {
-      throw new TesseraError("TESSERA_KUBE_API", `cannot list ${plural}.resource.k8s.io: ${(err as Error).message.split("\n")[0]}`, { cause: err });
+      throw kubeApiError(err, { verb: "list", group: "resource.k8s.io", resource: plural, what: `listing ${plural}` });
     }
   };
   const slices = await list<ResourceSlice>("resourceslices", `spec.nodeName=${config.nodeName}`);

@@ -134,22 +134,21 @@ function attr(s: ResourceSlice, i: number, key: string): string {
 async function publishedDiff(cfg: NodeConfig, io: CliIO, build: (generation: number) => ResourceSlice[]): Promise<{ source: string; items: ResourceSlice[]; diff: SliceDiff }> {
   // loaded only here: client-node is heavy and plain `diag slices` does not need it
   const { openKube, parseKubeSpec } = await import("../kube/kube-source.js");
-  const { sliceBackendFor, statusOf } = await import("../slices/backend.js");
+  const { sliceBackendFor } = await import("../slices/backend.js");
+  const { kubeApiError } = await import("../kube/api-error.js");
   const backend = sliceBackendFor(openKube(parseKubeSpec(cfg.kube), io.env), cfg.nodeName, cfg.driverName);
   let items: ResourceSlice[];
   try {
     items = await backend.list();
   } catch (err) {
-    if (err instanceof TesseraError) throw err;
-    const status = statusOf(err);
-    throw new TesseraError("TESSERA_KUBE_API", `cannot list resourceslices.resource.k8s.io of node ${cfg.nodeName} in ${backend.describe}${status ? ` (HTTP ${status})` : ""}: ${(err as Error).message.split("\n")[0]}; check --kube and RBAC (list resourceslices)`, { cause: err });
+    throw kubeApiError(err, { verb: "list", group: "resource.k8s.io", resource: "resourceslices", what: `listing the resourceslices of node ${cfg.nodeName} in ${backend.describe}` });
   }
   return { source: backend.describe, items, diff: compareSlices(items, build) };
 }
 
 export async function runSlices(argv: string[], io: CliIO): Promise<number> {
   const { cfg, inv, format, args } = await discover(argv, io, "diag slices");
-  const build = (generation: number): ResourceSlice[] => buildResourceSlices(inv, { driverName: cfg.driverName, nodeName: cfg.nodeName, migMode: cfg.migMode, generation });
+  const build = (generation: number): ResourceSlice[] => buildResourceSlices(inv, { driverName: cfg.driverName, nodeName: cfg.nodeName, migMode: cfg.migMode, gpuSharing: cfg.gpuSharing, generation });
   const slices = build(1);
   const published = args.given.has("kube") ? await publishedDiff(cfg, io, build) : undefined;
   if (format === "json") {

@@ -169,6 +169,9 @@ export const NODE_FLAGS: readonly FlagSpec[] = [
   { name: "discovery", type: "string", env: "DISCOVERY", default: "nvidia-smi", help: "nvidia-smi | fixture:<name-or-path>" },
   KUBE_FLAG,
   { name: "mig-mode", type: "string", env: "MIG_MODE", default: "static", help: "static | dynamic" },
+  { name: "gpu-sharing", type: "string", env: "GPU_SHARING", default: "none", help: "none | consumable (whole GPUs shared by several claims)" },
+  { name: "nvidia-smi", type: "string", env: "NVIDIA_SMI", default: "nvidia-smi", help: "nvidia-smi executable (path or name on PATH)" },
+  { name: "proc-root", type: "string", env: "PROC_ROOT", default: "/proc", help: "host /proc (MIG capability minors: <proc-root>/driver/nvidia-caps/mig-minors)" },
   LOG_LEVEL_FLAG,
 ];
 
@@ -250,6 +253,10 @@ export interface NodeConfig {
   discovery: string;
   kube: string;
   migMode: "static" | "dynamic";
+  gpuSharing: "none" | "consumable";
+  /** nvidia-smi executable; a name is looked up on PATH (no shell). */
+  nvidiaSmi: string;
+  procRoot: string;
   logLevel: LogLevel;
   registrationSocket: string;
   draSocket: string;
@@ -267,6 +274,14 @@ export function resolveNodeConfig(args: ParsedArgs, hostname: () => string = os.
   if (migMode !== "static" && migMode !== "dynamic") {
     throw new TesseraError("TESSERA_CONFIG", `--mig-mode=${migMode}: expected static or dynamic`);
   }
+  const gpuSharing = str(args, "gpu-sharing");
+  if (gpuSharing !== "none" && gpuSharing !== "consumable") {
+    throw new TesseraError("TESSERA_CONFIG", `--gpu-sharing=${gpuSharing}: expected none or consumable`);
+  }
+  const nvidiaSmi = str(args, "nvidia-smi");
+  if (nvidiaSmi === "" || nvidiaSmi.includes("\0") || (nvidiaSmi.includes("/") && !path.isAbsolute(nvidiaSmi) && !nvidiaSmi.startsWith("."))) {
+    throw new TesseraError("TESSERA_CONFIG", `--nvidia-smi=${JSON.stringify(nvidiaSmi.slice(0, 200))}: expected an executable name on PATH or a path to it`);
+  }
   const logLevel = logLevelOf(args);
   return {
     driverName,
@@ -278,6 +293,9 @@ export function resolveNodeConfig(args: ParsedArgs, hostname: () => string = os.
     discovery: str(args, "discovery"),
     kube: str(args, "kube"),
     migMode,
+    gpuSharing,
+    nvidiaSmi: nvidiaSmi.includes("/") ? path.resolve(nvidiaSmi) : nvidiaSmi,
+    procRoot: path.resolve(str(args, "proc-root")),
     logLevel,
     registrationSocket: path.join(kubeletRoot, "plugins_registry", `${driverName}-reg.sock`),
     draSocket: path.join(pluginDir, "dra.sock"),

@@ -1,8 +1,10 @@
 // Discovery entry point: `createDiscovery(config, deps).discover()` returns the node's Inventory.
 //   --discovery nvidia-smi        runs `nvidia-smi -q -x`, `-L`, `mig -lgi` (no shell, timeout,
 //                                 bounded output) and reads sysfs under --sysfs-root
-//   --discovery fixture:<name|path>  feeds files of fixtures/nodes/<name>/ (or a path) to the same
-//                                 parsers, with the fixture's own sys/ and proc/ trees
+//   --discovery fixture:<name|path>  a simulated nvidia-smi (nvsmi-sim.ts) answers from the files of
+//                                 fixtures/nodes/<name>/ (or a path) plus the MIG state the agent
+//                                 changed, through the same exec seam and parsers, with the
+//                                 fixture's own sys/ and proc/ trees
 // `-q -x` failing is fatal for one discover() call (the caller keeps its last good inventory, see
 // watcher.ts); `-L` or `mig -lgi` failing only degrades MIG facts and is reported as a condition.
 import { promises as fsp } from "node:fs";
@@ -17,6 +19,7 @@ import { DEFAULT_EXEC_OPTIONS, execChecked, execFile, type ExecFn, type ExecOpti
 import { systeminformationHostFacts, type HostFactsFn } from "./host.js";
 import type { DiscoveryCondition, HostFacts, Inventory } from "./model.js";
 import { isNoMigMessage, parseListGpus, parseMigLgi, type GpuInstanceRow, type ListedGpu } from "./nvsmi-text.js";
+import { createSimulatedNvidiaSmi } from "./nvsmi-sim.js";
 import { parseNvidiaSmiXml } from "./nvsmi-xml.js";
 import { readMigMinors, readNumaNodes, readPciFacts, realSysFs, type PciFacts, type SysFs } from "./sysfs.js";
 
@@ -27,12 +30,14 @@ export interface Discovery {
 export interface DiscoveryDeps {
   exec?: ExecFn;
   execOptions?: Partial<ExecOptions>;
-  nvidiaSmi?: string; // binary, resolved on PATH by spawn (no shell)
+  nvidiaSmi?: string; // binary, resolved on PATH by spawn (no shell); default --nvidia-smi
   fs?: SysFs;
-  procRoot?: string; // default /proc
+  procRoot?: string; // default --proc-root
   hostFacts?: HostFactsFn;
   logger?: Logger;
   fixturesDir?: string; // where fixture:<name> resolves; default <package>/fixtures/nodes
+  /** MIG state of a fixture's simulated nvidia-smi; default fixtureStateFile(--state-dir, fixture). */
+  fixtureStateFile?: string;
 }
 
 /** <package root>/fixtures/nodes, found from this file (dist/agent/discovery/ or agent/discovery/). */
@@ -77,16 +82,31 @@ function condition(err: unknown, what: string): DiscoveryCondition {
   return { code, message: `${what}: ${msg}` };
 }
 
-async function fromFixture(dir: string): Promise<Sources> {
-  const xml = await readOptional(path.join(dir, "nvidia-smi-q-x.xml"));
-  if (xml === undefined) {
+/** Where the simulated nvidia-smi of a fixture node keeps its MIG state: the agent's state dir. */
+export function fixtureStateFile(stateDir: string, fixtureDir: string): string {
+  return path.join(stateDir, `fixture-${path.basename(fixtureDir)}-mig-state.json`);
+}
+
+/** The fixture's simulated nvidia-smi as an ExecFn: the same seam the real executable sits behind. */
+export function simulatedExec(fixtureDir: string, stateFile: string): ExecFn {
+  const sim = createSimulatedNvidiaSmi({ fixtureDir, stateFile });
+  return async (_file, args) => sim.run(args);
+}
+
+/** The nvidia-smi this node's agent talks to: the real executable, or a fixture's simulated one. */
+export function nvidiaSmiSeam(config: NodeConfig, deps: Pick<DiscoveryDeps, "exec" | "fixturesDir" | "fixtureStateFile"> = {}): { exec: ExecFn; bin: string } {
+  if (!config.discovery.startsWith("fixture:")) return { exec: deps.exec ?? execFile, bin: config.nvidiaSmi };
+  const dir = resolveFixture(config.discovery, deps.fixturesDir ?? defaultFixturesDir());
+  return { exec: deps.exec ?? simulatedExec(dir, deps.fixtureStateFile ?? fixtureStateFile(config.stateDir, dir)), bin: "nvidia-smi" };
+}
+
+async function fromFixture(config: NodeConfig, dir: string, deps: DiscoveryDeps): Promise<Sources> {
+  if ((await readOptional(path.join(dir, "nvidia-smi-q-x.xml"))) === undefined) {
     // List the fixtures that exist next to it, so the fix is one copy-paste away.
     const known = await fsp.readdir(path.dirname(dir)).catch(() => [] as string[]);
     throw new TesseraError("TESSERA_FIXTURE", `fixture ${dir} has no nvidia-smi-q-x.xml; use a fixture directory or one of: ${known.sort().join(", ") || "(none found)"}`);
   }
   const conditions: DiscoveryCondition[] = [];
-  const l = await readOptional(path.join(dir, "nvidia-smi-L.txt"));
-  const lgi = await readOptional(path.join(dir, "nvidia-smi-mig-lgi.txt"));
   const hostText = await readOptional(path.join(dir, "host.json"));
   let host: HostFacts = {};
   if (hostText !== undefined) {
@@ -96,19 +116,22 @@ async function fromFixture(dir: string): Promise<Sources> {
       conditions.push(condition(err, `${dir}/host.json`));
     }
   }
-  const src: Sources = { xml, xmlSource: `fixture ${path.basename(dir)}/nvidia-smi-q-x.xml`, sysRoot: path.join(dir, "sys"), procRoot: path.join(dir, "proc"), host, conditions };
-  if (l !== undefined) src.listed = parseListGpus(l);
-  if (lgi !== undefined) src.instances = parseMigLgi(lgi);
+  // The fixture's own captures, answered by the simulated nvidia-smi (MIG changes the agent made
+  // are kept in the state dir), read by exactly the code path of the real tool.
+  const exec = deps.exec ?? simulatedExec(dir, deps.fixtureStateFile ?? fixtureStateFile(config.stateDir, dir));
+  const src = await fromNvidiaSmi(config, { ...deps, exec, nvidiaSmi: `fixture ${path.basename(dir)}: nvidia-smi`, procRoot: path.join(dir, "proc") }, async () => host);
+  src.sysRoot = path.join(dir, "sys");
+  src.conditions.unshift(...conditions);
   return src;
 }
 
 async function fromNvidiaSmi(config: NodeConfig, deps: DiscoveryDeps, host: HostFactsFn): Promise<Sources> {
   const exec = deps.exec ?? execFile;
   const opts: ExecOptions = { ...DEFAULT_EXEC_OPTIONS, ...deps.execOptions };
-  const bin = deps.nvidiaSmi ?? "nvidia-smi";
+  const bin = deps.nvidiaSmi ?? config.nvidiaSmi;
   const xml = await execChecked(exec, bin, ["-q", "-x"], opts); // fatal on failure: no GPUs without it
   const conditions: DiscoveryCondition[] = [];
-  const src: Sources = { xml, xmlSource: `${bin} -q -x`, sysRoot: config.sysfsRoot, procRoot: deps.procRoot ?? "/proc", host: {}, conditions };
+  const src: Sources = { xml, xmlSource: `${bin} -q -x`, sysRoot: config.sysfsRoot, procRoot: deps.procRoot ?? config.procRoot, host: {}, conditions };
   try {
     src.listed = parseListGpus(await execChecked(exec, bin, ["-L"], opts));
   } catch (err) {
@@ -150,7 +173,7 @@ export function createDiscovery(config: NodeConfig, deps: DiscoveryDeps = {}): D
       if (!fixture && config.discovery !== "nvidia-smi") {
         throw new TesseraError("TESSERA_CONFIG", `--discovery=${config.discovery}: expected nvidia-smi or fixture:<name-or-path>`);
       }
-      const src = fixture ? await fromFixture(resolveFixture(config.discovery, deps.fixturesDir ?? defaultFixturesDir())) : await fromNvidiaSmi(config, deps, host);
+      const src = fixture ? await fromFixture(config, resolveFixture(config.discovery, deps.fixturesDir ?? defaultFixturesDir()), deps) : await fromNvidiaSmi(config, deps, host);
       const xml = parseNvidiaSmiXml(src.xml, src.xmlSource);
       // An explicit --sysfs-root other than the default wins over a fixture's own tree.
       const sysRoot = fixture && config.sysfsRoot === "/sys" ? src.sysRoot : config.sysfsRoot;

@@ -124,3 +124,20 @@ export function computeCapability(architecture: string, productName: string): st
       return undefined;
   }
 }
+
+/** One dynamic-MIG placement of a GPU: a profile at one start, before any instance exists. */
+export interface MigPlacementShape {
+  profile: MigProfile;
+  start: number;
+}
+
+/**
+ * Every profile x placement start that `--mig-mode dynamic` publishes for a GPU: only when MIG mode
+ * is already enabled (Tessera never changes it) and its profile table is known; [] otherwise.
+ */
+export function placementsOf(gpu: { migMode: string; pciDeviceId?: string; productName: string }): MigPlacementShape[] {
+  if (gpu.migMode !== "enabled") return [];
+  const family = migFamilyFor(gpu.pciDeviceId, gpu.productName);
+  if (!family) return [];
+  return family.profiles.flatMap((profile) => profile.starts.map((start) => ({ profile, start })));
+}

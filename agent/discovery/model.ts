@@ -95,6 +95,20 @@ export interface DeviceFacts {
   gpuMinor: number;
   /** Device nodes the container needs besides the control nodes (/dev/nvidiactl, uvm...). */
   deviceNodes: string[];
+  /** MIG devices: where the device sits on its GPU; gi/ci are absent for a dynamic placement
+   *  without an instance yet (prepare creates it). */
+  mig?: MigLocation;
+}
+
+export interface MigLocation {
+  gpuUUID: string;
+  profileId: number;
+  profileName: string;
+  /** Memory-slice placement on the GPU's 0..7 axis. */
+  start: number;
+  size: number;
+  gi?: number;
+  ci?: number;
 }
 
 export function deviceFacts(inv: Inventory): Map<string, DeviceFacts> {
@@ -109,6 +123,7 @@ export function deviceFacts(inv: Inventory): Map<string, DeviceFacts> {
         parentUUID: g.uuid,
         gpuMinor: g.minor,
         deviceNodes: [`/dev/nvidia${g.minor}`, ...m.capDevicePaths],
+        mig: { gpuUUID: g.uuid, profileId: m.profileId, profileName: m.profileName, start: m.placementStart, size: m.placementSize, gi: m.gpuInstanceId, ci: m.computeInstanceId },
       });
     }
   }

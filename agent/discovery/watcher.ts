@@ -13,6 +13,9 @@ export interface InventoryWatcher {
   start(): Promise<Inventory>;
   /** Runs discovery now (the SIGHUP path); resolves with the current (possibly kept) inventory. */
   rediscover(): Promise<Inventory | undefined>;
+  /** A discovery that starts after this call (one in flight may predate a change the caller just
+   *  made, e.g. a MIG instance it created); resolves with its inventory (the kept one on failure). */
+  refresh(): Promise<Inventory | undefined>;
   current(): Inventory | undefined;
   /** Why the last run failed; undefined after a successful run. */
   condition(): DiscoveryCondition | undefined;
@@ -84,6 +87,10 @@ export function createInventoryWatcher(opts: WatcherOptions): InventoryWatcher {
         running = undefined;
       });
       return running;
+    },
+    refresh() {
+      const inFlight = running?.catch(() => undefined) ?? Promise.resolve(undefined);
+      return inFlight.then(() => api.rediscover());
     },
     current: () => last,
     condition: () => cond,

@@ -47,22 +47,38 @@ function uniq(xs: readonly string[]): string[] {
   return [...new Set(xs)];
 }
 
+/**
+ * The per-device variable that names one device's UUID in the container:
+ * TESSERA_DEVICE_<claim UID, no dashes>_<device name>, upper case, '-' -> '_'. Unique per claim and
+ * device, so several claims injected into one container never set the same key (CDI keeps only
+ * the last value of a key that appears twice).
+ */
+export function deviceEnvName(claimUID: string, deviceName: string): string {
+  return `TESSERA_DEVICE_${claimUID.replace(/-/g, "")}_${deviceName}`.toUpperCase().replace(/[^A-Z0-9_]/g, "_");
+}
+
+/**
+ * Spec-level env: the same value in every claim's spec, so any number of claims merge. `void`
+ * tells the NVIDIA Container Toolkit's legacy hook to inject nothing on its own (an image's
+ * NVIDIA_VISIBLE_DEVICES=all would otherwise hand the container every GPU of the node); the
+ * devices a container sees are exactly the device nodes CDI injects, and the driver libraries come
+ * from the toolkit's own CDI device (nvidia.com/gpu=<uuid>, added to cdiDeviceIds when present).
+ */
+export const SPEC_ENV = ["NVIDIA_VISIBLE_DEVICES=void"] as const;
+
 export function buildSpec(claim: PreparedClaim): CdiSpec {
   const seen = new Map<string, PreparedDevice>();
   for (const d of claim.devices) if (!seen.has(d.deviceName)) seen.set(d.deviceName, d);
   const devs = [...seen.values()];
   const devices = devs.map((d) => ({
     name: cdiDeviceName(claim.uid, d.deviceName),
-    containerEdits: { deviceNodes: d.deviceNodes.map((p) => ({ path: p })) },
+    containerEdits: { env: [`${deviceEnvName(claim.uid, d.deviceName)}=${d.uuid}`], deviceNodes: d.deviceNodes.map((p) => ({ path: p })) },
   }));
-  // Env lives at spec level: CDI applies it whenever any device of the spec is injected, and one
-  // variable listing all devices avoids two devices fighting over NVIDIA_VISIBLE_DEVICES.
-  const env = devs.length === 0 ? [] : [`NVIDIA_VISIBLE_DEVICES=${uniq(devs.map((d) => d.uuid)).join(",")}`, `TESSERA_DEVICES=${devs.map((d) => d.deviceName).join(",")}`];
   return {
     cdiVersion: minCdiVersion(devices.map((d) => d.name)),
     kind: CDI_KIND,
     devices,
-    containerEdits: { env, deviceNodes: CONTROL_NODES.map((p) => ({ path: p })) },
+    containerEdits: { env: devs.length === 0 ? [] : [...SPEC_ENV], deviceNodes: CONTROL_NODES.map((p) => ({ path: p })) },
   };
 }
 

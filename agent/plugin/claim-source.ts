@@ -2,6 +2,7 @@
 // through @kubernetes/client-node) or the standalone store. API reads are bounded (30 s by
 // default) because the kubelet gives up at 45 s and a hung read must become a clear error.
 import { ApiException, ResourceV1Api, type KubeConfig } from "@kubernetes/client-node";
+import { kubeApiError } from "../kube/api-error.js";
 import { TesseraError } from "../common/errors.js";
 import type { StandaloneStore } from "../kube/standalone-store.js";
 import type { ResourceClaim } from "../kube/types.js";
@@ -49,8 +50,7 @@ export function createKubeClaimSource(config: KubeConfig, opts: { timeoutMs?: nu
       } catch (err) {
         if (err instanceof TesseraError) throw err;
         if (err instanceof ApiException && err.code === 404) throw notFound(namespace, name, "the cluster");
-        const status = err instanceof ApiException ? `HTTP ${err.code}` : "request failed";
-        throw new TesseraError("TESSERA_KUBE_API", `reading ResourceClaim ${namespace}/${name}: ${status}; the kubelet will retry`, { cause: err });
+        throw kubeApiError(err, { verb: "get", group: "resource.k8s.io", resource: "resourceclaims", what: `reading ResourceClaim ${namespace}/${name}` }, "the kubelet will retry");
       } finally {
         clearTimeout(timer);
         read.catch(() => undefined); // a late failure of an abandoned read is not an unhandled rejection

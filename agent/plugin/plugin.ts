@@ -4,6 +4,7 @@
 import type { NodeConfig } from "../common/config.js";
 import type { Logger } from "../common/log.js";
 import type { DeviceFacts } from "../discovery/model.js";
+import type { MigManager } from "../mig/manager.js";
 import { createCdiWriter, createToolkitScanner } from "./cdi.js";
 import { loadCheckpoint, readBootId } from "./checkpoint.js";
 import type { ClaimSource } from "./claim-source.js";
@@ -24,6 +25,9 @@ export interface PluginDeps {
   /** Where NVIDIA Container Toolkit specs are looked for; default: --cdi-root, plus /etc/cdi when --cdi-root is the system default. */
   toolkitDirs?: readonly string[];
   now?: () => Date;
+  /** Dynamic MIG: instance create/destroy and a rediscovery that reads them back. */
+  mig?: MigManager;
+  refreshDevices?: () => Promise<ReadonlyMap<string, DeviceFacts>>;
 }
 
 export interface KubeletPlugin {
@@ -51,6 +55,8 @@ export async function startKubeletPlugin(config: NodeConfig, deps: PluginDeps): 
     devices: deps.devices,
     toolkitUUIDs: createToolkitScanner(toolkitDirs),
     log,
+    ...(deps.mig ? { mig: deps.mig } : {}),
+    ...(deps.refreshDevices ? { refreshDevices: deps.refreshDevices } : {}),
   });
   await state.restore(result);
 

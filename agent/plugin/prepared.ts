@@ -2,7 +2,7 @@
 // gets back and the facts the CDI spec is written from. No I/O; serves first prepare,
 // re-prepare and restore-after-restart alike.
 import { TesseraError } from "../common/errors.js";
-import type { DeviceFacts } from "../discovery/model.js";
+import type { DeviceFacts, MigLocation } from "../discovery/model.js";
 import type { ResourceClaim } from "../kube/types.js";
 
 export const CDI_VENDOR = "k8s.gpu.tessera.dev";
@@ -25,6 +25,14 @@ export interface PreparedDevice {
   deviceNodes: string[];
   /** Opaque parameters of our driver that apply to this device, in claim order. */
   configs?: unknown[];
+  /** MIG devices: the placement on the GPU and, once it exists, the GI/CI. */
+  mig?: PreparedMig;
+}
+
+export interface PreparedMig extends MigLocation {
+  /** Tessera creates (or created) this instance for the claim and destroys it on unprepare.
+   *  Absent for instances that existed before (static MIG, or made by someone else): never touched. */
+  owned?: boolean;
 }
 
 export interface PreparedClaim {
@@ -88,6 +96,14 @@ export function computePrepared(
   for (const r of results) {
     const facts = devices.get(r.device);
     if (!facts) {
+      const parent = /^(gpu-\d+)-mig-/.exec(r.device)?.[1];
+      const gpu = parent !== undefined ? devices.get(parent) : undefined;
+      if (gpu?.kind === "gpu") {
+        throw new TesseraError(
+          "TESSERA_MIG_DISABLED",
+          `ResourceClaim ${ref}: allocated MIG device ${r.pool}/${r.device} is on GPU ${parent} (${gpu.uuid}), whose MIG mode is off; Tessera never changes MIG mode: enable it on that GPU (nvidia-smi -i ${gpu.uuid} -mig 1, then a GPU reset) or delete the claim so it is allocated elsewhere`,
+        );
+      }
       throw new TesseraError("TESSERA_DEVICE_UNKNOWN", `ResourceClaim ${ref}: allocated device ${r.pool}/${r.device} is not on this node; check discovery (\`tessera diag topology\`)`);
     }
     const baseRequest = r.request.split("/")[0] ?? r.request;
@@ -109,6 +125,8 @@ export function computePrepared(
     if (r.shareID !== undefined) d.shareID = r.shareID;
     if (r.adminAccess) d.adminAccess = true;
     if (applicable.length > 0) d.configs = applicable;
+    // A placement without an instance (dynamic MIG): prepare creates it, so it is ours to destroy.
+    if (facts.mig) d.mig = facts.mig.gi === undefined ? { ...facts.mig, owned: true } : { ...facts.mig };
     out.push(d);
   }
   return { uid: want.uid, namespace: want.namespace, name: want.name, devices: out };
@@ -118,6 +136,8 @@ export function computePrepared(
 export function overlaps(a: PreparedDevice, b: PreparedDevice): boolean {
   if (a.poolName === b.poolName && a.deviceName === b.deviceName) return true;
   if (a.kind !== b.kind && a.gpuMinor === b.gpuMinor) return true;
+  // Two MIG placements of one GPU whose memory slices intersect (e.g. 2g at 0:2 and 1g at 1:1).
+  if (a.mig && b.mig && a.mig.gpuUUID === b.mig.gpuUUID && a.mig.start < b.mig.start + b.mig.size && b.mig.start < a.mig.start + a.mig.size) return true;
   return false;
 }
 

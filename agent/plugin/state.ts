@@ -1,15 +1,22 @@
 // The ordered steps of prepare and unprepare, one claim at a time per UID (claims in parallel).
-//   prepare:   checkpoint hit? -> ensure CDI, answer | read claim -> same UID -> computePrepared
-//              -> conflict check + PrepareStarted (one synchronous step) -> save -> CDI spec
+//   prepare:   checkpoint hit? -> ensure CDI (and its MIG instances), answer | read claim -> same
+//              UID -> computePrepared -> conflict check + PrepareStarted (one synchronous step)
+//              -> save (the intent: which placements this claim will create) -> per dynamic MIG
+//              placement: create the instance, read it back, save its GI/CI -> CDI spec
 //              -> PrepareCompleted -> save -> answer
-//   unprepare: remove CDI spec -> drop entry -> save (unknown UIDs succeed)
+//   unprepare: destroy the MIG instances this claim created (CI, then GI) -> remove CDI spec
+//              -> drop entry -> save (unknown UIDs succeed)
+//   restore:   re-create CDI specs after a reboot; a claim that crashed mid-prepare and no longer
+//              exists has the instances it created destroyed; instances Tessera did not create
+//              are never touched.
 // Only this module writes the checkpoint and CDI specs; they only write what they are given.
 import { describeChain, TesseraError } from "../common/errors.js";
 import type { Logger } from "../common/log.js";
 import type { DeviceFacts } from "../discovery/model.js";
-import type { CdiSpec, CdiWriter } from "./cdi.js";
+import { deviceEnvName, type CdiSpec, type CdiWriter } from "./cdi.js";
 import type { Checkpoint, ClaimEntry, LoadResult } from "./checkpoint.js";
 import type { ClaimSource } from "./claim-source.js";
+import type { MigManager } from "../mig/manager.js";
 import { assertClaimUID, assertSameClaim, CDI_KIND, claimRef, computePrepared, exclusive, overlaps, type PreparedClaim, type PreparedDevice } from "./prepared.js";
 
 export interface ClaimKey {
@@ -29,6 +36,10 @@ export interface DeviceStateDeps {
   devices: () => ReadonlyMap<string, DeviceFacts>;
   toolkitUUIDs: () => Promise<ReadonlySet<string>>;
   log: Logger;
+  /** Dynamic MIG: creates and destroys instances (absent: this agent creates none). */
+  mig?: MigManager;
+  /** Rediscovers now (after a MIG change) and returns the new device facts. */
+  refreshDevices?: () => Promise<ReadonlyMap<string, DeviceFacts>>;
 }
 
 export interface DeviceState {
@@ -77,22 +88,121 @@ export function createDeviceState(deps: DeviceStateDeps): DeviceState {
     return undefined;
   }
 
-  async function rollback(uid: string): Promise<void> {
-    await cdi.remove(uid);
-    checkpoint.delete(uid);
+  const owned = (devices: readonly PreparedDevice[]): PreparedDevice[] => devices.filter((d) => d.mig?.owned === true);
+
+  async function refreshed(): Promise<ReadonlyMap<string, DeviceFacts>> {
+    if (!deps.refreshDevices) throw new TesseraError("TESSERA_MIG", "this agent cannot read back MIG instances (no rediscovery); run the agent with --mig-mode dynamic");
+    return deps.refreshDevices();
+  }
+
+  /** The live instance at a device's placement, as discovery sees it now (GI/CI known), if any. */
+  function liveAt(facts: ReadonlyMap<string, DeviceFacts>, d: PreparedDevice): DeviceFacts | undefined {
+    const live = facts.get(d.deviceName);
+    return live?.mig?.gi !== undefined && live.mig.ci !== undefined ? live : undefined;
+  }
+
+  function adopt(d: PreparedDevice, live: DeviceFacts, ours: boolean): void {
+    d.uuid = live.uuid;
+    d.deviceNodes = [...live.deviceNodes];
+    d.mig = ours ? { ...(live.mig as NonNullable<DeviceFacts["mig"]>), owned: true } : { ...(live.mig as NonNullable<DeviceFacts["mig"]>) };
+  }
+
+  /**
+   * Makes every dynamic placement of the claim exist: creates the instance at exactly the
+   * allocated placement, reads back its GI/CI, UUID and capability device nodes, and saves them
+   * before going on. `ours` names the placements an earlier attempt of this claim recorded as
+   * intent: an instance found there was created by that attempt and is adopted (never created
+   * twice); an instance found anywhere else was made by someone else and is used, never destroyed.
+   */
+  async function materialize(key: ClaimKey, state: ClaimEntry["state"], devices: PreparedDevice[], ours: ReadonlySet<string>): Promise<void> {
+    for (const d of owned(devices)) {
+      if (d.mig?.gi !== undefined && liveAt(deps.devices(), d)?.mig?.gi === d.mig.gi) continue;
+      const mig = d.mig as NonNullable<PreparedDevice["mig"]>;
+      // A first attempt trusts the facts it allocated against (an instance made there since makes
+      // the create fail, and the kubelet's retry sees it); a retry looks again for its own.
+      let facts = ours.has(d.deviceName) || mig.gi !== undefined ? await refreshed() : deps.devices();
+      let live = liveAt(facts, d);
+      if (live && !ours.has(d.deviceName) && mig.gi === undefined) {
+        adopt(d, live, false);
+        log.info("MIG placement already has an instance not created by Tessera; using it as is", { claim: claimRef(key), device: d.deviceName });
+        checkpoint.set(key.uid, { state, namespace: key.namespace, name: key.name, devices });
+        await checkpoint.save();
+        continue;
+      }
+      if (!live) {
+        if (!facts.has(d.deviceName)) {
+          throw new TesseraError("TESSERA_MIG_DISABLED", `ResourceClaim ${claimRef(key)}: MIG placement ${d.deviceName} of GPU ${mig.gpuUUID} cannot be created now (MIG mode off, or the GPU is gone); Tessera never changes MIG mode`);
+        }
+        if (!deps.mig) throw new TesseraError("TESSERA_MIG", `ResourceClaim ${claimRef(key)}: ${d.deviceName} is a dynamic MIG placement but this agent creates no MIG instances; run it with --mig-mode dynamic`);
+        await deps.mig.create({ gpuUUID: mig.gpuUUID, profileId: mig.profileId, start: mig.start });
+        facts = await refreshed();
+        live = liveAt(facts, d);
+        if (!live) throw new TesseraError("TESSERA_MIG", `ResourceClaim ${claimRef(key)}: created MIG profile ${mig.profileId} at ${mig.start} on GPU ${mig.gpuUUID}, but discovery does not show ${d.deviceName}; check \`nvidia-smi mig -lgi\``);
+      }
+      adopt(d, live, true);
+      checkpoint.set(key.uid, { state, namespace: key.namespace, name: key.name, devices });
+      await checkpoint.save();
+    }
+  }
+
+  /** Destroys the instances a claim created: by the recorded GI/CI, or (intent recorded, crash
+   *  before the ids were) the instance discovery shows at the placement. */
+  async function destroyOwned(key: ClaimKey, devices: readonly PreparedDevice[]): Promise<void> {
+    const mine = owned(devices);
+    if (mine.length === 0) return;
+    let facts: ReadonlyMap<string, DeviceFacts> | undefined;
+    for (const d of mine) {
+      const mig = d.mig as NonNullable<PreparedDevice["mig"]>;
+      let gi = mig.gi;
+      let ci = mig.ci;
+      if (gi === undefined || ci === undefined) {
+        facts ??= await refreshed();
+        const live = liveAt(facts, d);
+        if (!live) continue; // never created
+        gi = live.mig?.gi as number;
+        ci = live.mig?.ci as number;
+      }
+      if (!deps.mig) throw new TesseraError("TESSERA_MIG", `ResourceClaim ${claimRef(key)}: cannot destroy MIG instance ${d.deviceName} (GI ${gi}): this agent manages no MIG instances; run it with --mig-mode dynamic`);
+      await deps.mig.destroy(mig.gpuUUID, gi, ci);
+    }
+    if (deps.refreshDevices) await deps.refreshDevices();
+  }
+
+  async function rollback(key: ClaimKey, devices: readonly PreparedDevice[]): Promise<void> {
+    // Instances first: if destroying fails, the entry (and its intent) stays for the next
+    // Prepare or Unprepare, so nothing this claim created is forgotten.
+    await destroyOwned(key, devices);
+    await cdi.remove(key.uid);
+    checkpoint.delete(key.uid);
     await checkpoint.save();
   }
 
   async function prepareLocked(key: ClaimKey): Promise<PreparedDevice[]> {
     const existing = checkpoint.get(key.uid);
     if (existing?.state === "PrepareCompleted" && !existing.rebuilt) {
-      // Kubelet restart or node reboot: same answer, and the spec back if /var/run/cdi was emptied.
+      // Kubelet restart or node reboot: same answer, the spec back if /var/run/cdi was emptied,
+      // and the claim's MIG instances back if a reboot removed them (same placements).
+      const mine = owned(existing.devices);
+      if (mine.some((d) => liveAt(deps.devices(), d)?.mig?.gi !== d.mig?.gi)) {
+        await materialize(key, "PrepareCompleted", existing.devices, new Set(mine.map((d) => d.deviceName)));
+      }
       if (await cdi.ensure(entryClaim(key.uid, existing))) log.info("re-created missing CDI spec", { claim: claimRef(key) });
       return existing.devices;
     }
     const object = await deps.claims.get(key.namespace, key.name);
     assertSameClaim(object, key);
     const prepared = computePrepared(object, deps.devices(), deps.driverName, { toolkitUUIDs: await deps.toolkitUUIDs() });
+    // A retry after a failed or crashed attempt: its recorded instances are this claim's.
+    const ours = new Set<string>();
+    if (existing?.state === "PrepareStarted") {
+      for (const d of prepared.devices) {
+        const before = existing.devices.find((e) => e.deviceName === d.deviceName && e.mig?.owned);
+        if (before?.mig && d.mig) {
+          ours.add(d.deviceName);
+          d.mig = { ...before.mig };
+        }
+      }
+    }
     // No await between the conflict check and recording PrepareStarted: two claims racing for
     // one device cannot both pass.
     const conflict = findConflict(prepared);
@@ -100,11 +210,12 @@ export function createDeviceState(deps: DeviceStateDeps): DeviceState {
     checkpoint.set(key.uid, { state: "PrepareStarted", namespace: key.namespace, name: key.name, devices: prepared.devices });
     try {
       await checkpoint.save();
+      await materialize(key, "PrepareStarted", prepared.devices, ours);
       await cdi.ensure(prepared);
       checkpoint.set(key.uid, { state: "PrepareCompleted", namespace: key.namespace, name: key.name, devices: prepared.devices });
       await checkpoint.save();
     } catch (err) {
-      await rollback(key.uid).catch((e: unknown) => log.error("rollback after failed prepare failed", { claim: claimRef(key), err: describeChain(e) }));
+      await rollback(key, prepared.devices).catch((e: unknown) => log.error("rollback after failed prepare failed; the entry stays for the next Prepare or Unprepare", { claim: claimRef(key), err: describeChain(e) }));
       throw err;
     }
     log.info("prepared claim", { claim: claimRef(key), devices: prepared.devices.map((d) => d.deviceName) });
@@ -113,7 +224,9 @@ export function createDeviceState(deps: DeviceStateDeps): DeviceState {
 
   async function unprepareLocked(key: ClaimKey): Promise<void> {
     const existing = checkpoint.get(key.uid);
-    // Spec first, then the entry: a crash in between leaves an entry whose unprepare is a no-op.
+    // Instances, then the spec, then the entry: a crash in between leaves an entry whose
+    // unprepare is retried (destroying what is already gone succeeds).
+    if (existing) await destroyOwned({ ...key, namespace: existing.namespace, name: existing.name }, existing.devices);
     await cdi.remove(key.uid);
     if (!existing) return;
     checkpoint.delete(key.uid);
@@ -121,13 +234,31 @@ export function createDeviceState(deps: DeviceStateDeps): DeviceState {
     log.info("unprepared claim", { claim: claimRef({ ...existing, uid: key.uid }), state: existing.state });
   }
 
+  /** After a restart: a claim that crashed mid-prepare and is gone from the API has its instances destroyed. */
+  async function reconcileOrphans(): Promise<void> {
+    for (const [uid, e] of checkpoint.entries()) {
+      if (e.state !== "PrepareStarted" || owned(e.devices).length === 0 || !e.name) continue;
+      const key = { uid, namespace: e.namespace, name: e.name };
+      const gone = await deps.claims.get(e.namespace, e.name).then(
+        (c) => c.metadata.uid !== uid,
+        (err: unknown) => (err instanceof TesseraError && err.code === "TESSERA_NOT_FOUND" ? true : undefined),
+      );
+      if (gone !== true) continue; // still there (the kubelet retries) or unknown (API down): keep
+      try {
+        await rollback(key, e.devices);
+        log.info("destroyed the MIG instances of a claim that no longer exists", { claim: claimRef(key) });
+      } catch (err) {
+        log.error("cannot destroy the MIG instances of a deleted claim; retried at the next start", { claim: claimRef(key), err: describeChain(err) });
+      }
+    }
+  }
+
   /** Best-effort reconstruction of one claim from its CDI spec (pool and device names, nodes, UUIDs). */
   function fromSpec(uid: string, spec: CdiSpec): PreparedDevice[] {
-    const env = new Map((spec.containerEdits?.env ?? []).map((e) => [e.slice(0, e.indexOf("=")), e.slice(e.indexOf("=") + 1)] as const));
-    const uuids = (env.get("NVIDIA_VISIBLE_DEVICES") ?? "").split(",");
     const facts = deps.devices();
-    return (spec.devices ?? []).map((d, i) => {
+    return (spec.devices ?? []).map((d) => {
       const deviceName = d.name.startsWith(`${uid}-`) ? d.name.slice(uid.length + 1) : d.name;
+      const ownEnv = (d.containerEdits?.env ?? []).find((e) => e.startsWith(`${deviceEnvName(uid, deviceName)}=`));
       const nodes = (d.containerEdits?.deviceNodes ?? []).map((n) => n.path);
       const minor = Number(/^\/dev\/nvidia(\d+)$/.exec(nodes[0] ?? "")?.[1] ?? -1);
       const f = facts.get(deviceName);
@@ -137,7 +268,7 @@ export function createDeviceState(deps: DeviceStateDeps): DeviceState {
         deviceName,
         cdiDeviceIds: [`${CDI_KIND}=${d.name}`],
         kind: f?.kind ?? (deviceName.includes("-mig-") ? "mig" : "gpu"),
-        uuid: f?.uuid ?? uuids[i] ?? "",
+        uuid: f?.uuid || (ownEnv?.slice(ownEnv.indexOf("=") + 1) ?? ""),
         gpuMinor: f?.gpuMinor ?? minor,
         deviceNodes: nodes,
       };
@@ -170,6 +301,7 @@ export function createDeviceState(deps: DeviceStateDeps): DeviceState {
         return;
       }
       if (load.kind !== "loaded") return;
+      await reconcileOrphans();
       if (load.rebooted) log.info("node rebooted since the checkpoint was written; re-creating CDI specs", { previousBootId: load.previousBootId });
       let recreated = 0;
       for (const [uid, e] of checkpoint.entries()) {

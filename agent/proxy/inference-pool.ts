@@ -4,6 +4,7 @@
 // recomputes the endpoint set: ready pods with an IP, http://<podIP>:<targetPort>. A watch that
 // fails is restarted after a short backoff. The KubeConfig is injected (tests point it at
 // test/support/fake-apiserver.ts).
+import { kubeApiError } from "../kube/api-error.js";
 import { CoreV1Api, CustomObjectsApi, ListWatch, Watch, type KubeConfig, type KubernetesListObject, type KubernetesObject, type V1Pod } from "@kubernetes/client-node";
 import { TesseraError } from "../common/errors.js";
 import { silentLogger, type Logger } from "../common/log.js";
@@ -117,7 +118,7 @@ export function createInferencePoolSource(opts: InferencePoolSourceOptions): End
       try {
         await lw.start();
       } catch (err) {
-        throw new TesseraError("TESSERA_KUBE_API", `cannot list InferencePool ${opts.pool}: check --kube and RBAC (get/list/watch inferencepools, pods)`, { cause: err });
+        throw kubeApiError(err, { verb: "list", group: POOL_GROUP, resource: "inferencepools", what: `listing InferencePool ${opts.pool}` }, "check --kube and RBAC (list/watch inferencepools, pods)");
       }
       onPool();
       await podsStarted;

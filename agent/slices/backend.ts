@@ -24,14 +24,8 @@ export interface SliceBackend {
   watch?(onEvent: (type: WatchEvent, slice: ResourceSlice) => void, onDone: (err?: unknown) => void): Promise<{ stop(): void }>;
 }
 
-/** HTTP status of an API error (client-node ApiException.code, or our statusCode), else undefined. */
-export function statusOf(err: unknown): number | undefined {
-  if (err === null || typeof err !== "object") return undefined;
-  const e = err as { code?: unknown; statusCode?: unknown };
-  if (typeof e.statusCode === "number") return e.statusCode;
-  if (typeof e.code === "number") return e.code;
-  return undefined;
-}
+export { statusOf } from "../kube/api-error.js";
+import { statusOf } from "../kube/api-error.js";
 
 function fieldSelector(nodeName: string, driverName: string): string {
   return `spec.nodeName=${nodeName},spec.driver=${driverName}`;

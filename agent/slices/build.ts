@@ -2,13 +2,15 @@
 // the same inventory and options always give byte-identical slices, so the publisher can diff.
 //   static MIG (default): whole GPUs without MIG, plus the MIG devices that exist
 //   dynamic MIG: per MIG-capable GPU one counter set (memory slices, compute slices, memory,
-//     media extensions) and, as devices consuming it, the whole GPU and every profile x placement
-//     (KEP-4815 partitionable devices); counter sets go in their own slices (Kubernetes 1.35+ rule)
+//     media extensions) and, as devices consuming it, every profile x placement (KEP-4815
+//     partitionable devices), only on GPUs whose MIG mode is already enabled (others: whole GPU);
+//     counter sets go in their own slices (Kubernetes 1.35+ rule)
+//   --gpu-sharing consumable: whole GPUs with allowMultipleAllocations and consumable capacity
 // Devices are packed GPU by GPU (a GPU's devices stay together while they fit) into slices of at
 // most 128 devices, 64 when a slice has devices that consume counters.
 import type { Gpu, Inventory, MigDevice, MigEngines } from "../discovery/model.js";
 import { gpuDeviceName, migDeviceName } from "../discovery/model.js";
-import { migFamilyFor, profileMemoryBytes, type MigProfile } from "../discovery/mig-profiles.js";
+import { migFamilyFor, placementsOf, profileMemoryBytes, type MigProfile } from "../discovery/mig-profiles.js";
 import { TesseraError } from "../common/errors.js";
 import type { CounterSet, Device, DeviceAttribute, DeviceCapacity, OwnerReference, ResourceSlice } from "../kube/types.js";
 import { RESOURCE_API_VERSION } from "../kube/types.js";
@@ -19,6 +21,8 @@ export interface BuildOptions {
   driverName: string;
   nodeName: string;
   migMode: "static" | "dynamic";
+  /** `--gpu-sharing`; default none. */
+  gpuSharing?: GpuSharing;
   /** Pool generation written into every slice (the publisher decides it); default 1. */
   generation?: number;
   ownerReference?: OwnerReference;
@@ -61,6 +65,29 @@ function gpuDevice(inv: Inventory, gpu: Gpu): Device {
   return { name: gpu.name, attributes: commonAttributes(inv, gpu, "gpu"), capacity: { memory: cap(bytesQuantity(gpu.memoryBytes)) } };
 }
 
+/** `--gpu-sharing`: `consumable` publishes whole GPUs that several claims may hold at once (KEP-5075). */
+export type GpuSharing = "none" | "consumable";
+
+/** Most claims that may share one GPU under `--gpu-sharing consumable` (the `shares` capacity). */
+export const MAX_SHARES_PER_GPU = 16;
+const GIB = 1024 * 1024 * 1024;
+
+/**
+ * A whole GPU several claims can be allocated at once: `memory` is consumed per claim (whole GiB,
+ * default one share's worth) and `shares` caps the claims per GPU (default 1 each). The memory is
+ * accounting for the scheduler, not isolation: time-shared GPUs do not partition memory.
+ */
+function sharedGpuDevice(inv: Inventory, gpu: Gpu): Device {
+  const d = gpuDevice(inv, gpu);
+  const perShareGiB = Math.max(1, Math.floor(gpu.memoryBytes / GIB / MAX_SHARES_PER_GPU));
+  d.allowMultipleAllocations = true;
+  d.capacity = {
+    memory: { value: bytesQuantity(gpu.memoryBytes), requestPolicy: { default: `${perShareGiB}Gi`, validRange: { min: "1Gi", step: "1Gi" } } },
+    shares: { value: String(MAX_SHARES_PER_GPU), requestPolicy: { default: "1", validRange: { min: "1", max: String(MAX_SHARES_PER_GPU), step: "1" } } },
+  };
+  return d;
+}
+
 interface MigShape extends MigEngines {
   profileId: number;
   profileName: string;
@@ -99,7 +126,8 @@ function shapeOfExisting(m: MigDevice): MigShape {
   return s;
 }
 
-const isMediaProfile = (name: string): boolean => name.endsWith("+me");
+/** A profile that holds the GPU's one media extension (OFA): the "+me" profiles and the full 7g. */
+const holdsMediaExtension = (p: { name: string; ofaEngines: number }): boolean => p.name.endsWith("+me") || p.ofaEngines > 0;
 
 function counterSet(gpu: Gpu): CounterSet {
   const counters: CounterSet["counters"] = {};
@@ -120,7 +148,8 @@ function consumption(gpu: Gpu, start: number, size: number, computeSlices: numbe
 }
 
 function candidateShape(gpu: Gpu, p: MigProfile, start: number): MigShape {
-  // A live instance of the same profile knows this driver's real memory size: prefer it to the table.
+  // A live instance of the same profile knows this driver's real memory size: the capacity a
+  // claim sees prefers it to the table (counters do not, see gpuDevices).
   const live = gpu.migDevices.find((m) => m.profileId === p.profileId && m.memoryBytes > 0);
   return {
     name: migDeviceName(gpu.minor, p.profileId, start, p.memorySlices),
@@ -140,36 +169,38 @@ function candidateShape(gpu: Gpu, p: MigProfile, start: number): MigShape {
 }
 
 /** The devices of one GPU, and its counter set when it is published as partitionable. */
-export function gpuDevices(inv: Inventory, gpu: Gpu, migMode: "static" | "dynamic"): { devices: Device[]; counterSet?: CounterSet } {
-  const family = migMode === "dynamic" && gpu.migMode !== "unsupported" ? migFamilyFor(gpu.pciDeviceId, gpu.productName) : undefined;
+export function gpuDevices(inv: Inventory, gpu: Gpu, migMode: "static" | "dynamic", sharing: GpuSharing = "none"): { devices: Device[]; counterSet?: CounterSet } {
+  // Dynamic placements only where MIG mode is already on and the profile table is known: a GPU
+  // with MIG off is published whole (Tessera never changes MIG mode), and a MIG-enabled GPU is
+  // never published whole (a container given a MIG-enabled GPU without an instance sees no GPU).
+  const placements = migMode === "dynamic" ? placementsOf(gpu) : [];
+  const family = placements.length > 0 ? migFamilyFor(gpu.pciDeviceId, gpu.productName) : undefined;
   if (!family) {
     if (gpu.migMode === "enabled") return { devices: gpu.migDevices.map((m) => migDevice(inv, gpu, shapeOfExisting(m))) };
-    return { devices: [gpuDevice(inv, gpu)] };
+    return { devices: [sharing === "consumable" ? sharedGpuDevice(inv, gpu) : gpuDevice(inv, gpu)] };
   }
-  const whole = gpuDevice(inv, gpu);
-  whole.consumesCounters = consumption(gpu, 0, MEMORY_SLICES, COMPUTE_SLICES, gpu.memoryBytes, true);
-  const devices: Device[] = [whole];
+  const devices: Device[] = [];
   const existing = new Map(gpu.migDevices.map((m) => [m.name, m]));
   const byName = new Map<string, Device>();
-  for (const p of family.profiles) {
-    for (const start of p.starts) {
-      const shape = candidateShape(gpu, p, start);
-      const live = existing.get(shape.name);
-      if (live) {
-        // A device that exists: its real facts (UUID, memory) win over the table's.
-        Object.assign(shape, { ...shapeOfExisting(live), computeSlices: p.computeSlices });
-        existing.delete(shape.name);
-      }
-      const d = migDevice(inv, gpu, shape);
-      d.consumesCounters = consumption(gpu, shape.start, shape.size, p.computeSlices, shape.memoryBytes, isMediaProfile(p.name));
-      byName.set(d.name, d);
+  for (const { profile: p, start } of placements) {
+    const shape = candidateShape(gpu, p, start);
+    const live = existing.get(shape.name);
+    if (live) {
+      // A device that exists: its real facts (UUID, memory) win over the table's.
+      Object.assign(shape, { ...shapeOfExisting(live), computeSlices: p.computeSlices });
+      existing.delete(shape.name);
     }
+    const d = migDevice(inv, gpu, shape);
+    // Counters come from the profile table alone, never from a live instance: creating or
+    // destroying an instance must not change what any placement of this GPU consumes.
+    d.consumesCounters = consumption(gpu, shape.start, shape.size, p.computeSlices, profileMemoryBytes(p, gpu.memoryBytes), holdsMediaExtension(p));
+    byName.set(d.name, d);
   }
   // Live devices the table does not know (e.g. a GI split into compute instances) still appear.
   for (const live of existing.values()) {
     const p = family.profiles.find((x) => x.profileId === live.profileId);
     const d = migDevice(inv, gpu, shapeOfExisting(live));
-    d.consumesCounters = consumption(gpu, live.placementStart, live.placementSize, p?.computeSlices ?? 1, live.memoryBytes, isMediaProfile(live.profileName));
+    d.consumesCounters = consumption(gpu, live.placementStart, live.placementSize, p?.computeSlices ?? 1, p ? profileMemoryBytes(p, gpu.memoryBytes) : live.memoryBytes, holdsMediaExtension(live));
     byName.set(d.name, d);
   }
   devices.push(...[...byName.values()].sort((a, b) => a.name.localeCompare(b.name, "en", { numeric: true })));
@@ -218,7 +249,7 @@ export function buildResourceSlices(inv: Inventory, opts: BuildOptions): Resourc
   const groups: Device[][] = [];
   const sets: CounterSet[] = [];
   for (const gpu of [...inv.gpus].sort((a, b) => a.minor - b.minor)) {
-    const { devices, counterSet } = gpuDevices(inv, gpu, opts.migMode);
+    const { devices, counterSet } = gpuDevices(inv, gpu, opts.migMode, opts.gpuSharing ?? "none");
     groups.push(devices);
     if (counterSet) sets.push(counterSet);
   }

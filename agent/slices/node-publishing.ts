@@ -51,6 +51,7 @@ export async function startNodePublishing(opts: NodePublishingOptions): Promise<
     driverName: config.driverName,
     nodeName: config.nodeName,
     migMode: config.migMode,
+    gpuSharing: config.gpuSharing,
     logger,
   });
   logger.info("discovered GPUs; publishing ResourceSlices", { gpus: inv.gpus.length, migMode: config.migMode, kube: config.kube });

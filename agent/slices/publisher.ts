@@ -128,7 +128,7 @@ export function startSlicePublisher(opts: PublisherOptions): SlicePublisher {
   const status: PublisherStatus = { generation: 0, slices: 0, syncs: 0 };
 
   const build = (gen: number): ResourceSlice[] => {
-    const o: BuildOptions = { driverName: opts.driverName, nodeName: opts.nodeName, migMode: opts.migMode, generation: gen };
+    const o: BuildOptions = { driverName: opts.driverName, nodeName: opts.nodeName, migMode: opts.migMode, gpuSharing: opts.gpuSharing ?? "none", generation: gen };
     if (owner) o.ownerReference = owner;
     if (opts.maxDevicesPerSlice !== undefined) o.maxDevicesPerSlice = opts.maxDevicesPerSlice;
     if (opts.maxDevicesPerSliceWithCounters !== undefined) o.maxDevicesPerSliceWithCounters = opts.maxDevicesPerSliceWithCounters;

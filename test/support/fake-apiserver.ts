@@ -42,6 +42,8 @@ export interface FakeApiServer {
   fault: ((r: RequestRecord) => Fault | undefined) | undefined;
   /** Return false to answer 403 Forbidden. */
   authorize: ((r: RequestRecord) => boolean) | undefined;
+  /** What GET /version answers (the API server's version.Info); default 1.37.2. */
+  serverVersion: { major: string; minor: string; gitVersion: string };
   seed(group: string, version: string, resource: string, obj: Obj): Obj;
   objects(group: string, resource: string): Obj[];
   get(group: string, resource: string, name: string, namespace?: string): Obj | undefined;
@@ -139,6 +141,7 @@ export async function startFakeApiServer(): Promise<FakeApiServer> {
     requests,
     fault: undefined,
     authorize: undefined,
+    serverVersion: { major: "1", minor: "37", gitVersion: "v1.37.2" },
     seed(group, _version, resource, obj) {
       const ns = obj.metadata?.namespace as string | undefined;
       const stamped = stamp(obj, ns);
@@ -192,6 +195,10 @@ export async function startFakeApiServer(): Promise<FakeApiServer> {
 
   async function handle(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
     const url = new URL(req.url ?? "/", "http://x");
+    if (url.pathname === "/version") {
+      res.writeHead(200, { "content-type": "application/json" }).end(JSON.stringify({ ...api.serverVersion, platform: "linux/amd64" }));
+      return;
+    }
     const parts = url.pathname.split("/").filter(Boolean);
     let group: string, version: string, rest: string[];
     if (parts[0] === "api") {
