@@ -1,7 +1,7 @@
 // Pure merge of the parsed command outputs and sysfs facts into the normalized Inventory. No I/O:
 // the real and the fixture backends both end here, so their results can only differ by input.
 import type { DiscoveryCondition, Gpu, HostFacts, Inventory, MigDevice, NumaNode } from "./model.js";
-import { gpuDeviceName, migDeviceName } from "./model.js";
+import { enginesOf, gpuDeviceName, migDeviceName } from "./model.js";
 import type { XmlReport } from "./nvsmi-xml.js";
 import type { GpuInstanceRow, ListedGpu } from "./nvsmi-text.js";
 import type { MigMinors, PciFacts } from "./sysfs.js";
@@ -50,12 +50,7 @@ export function assembleInventory(input: AssembleInput): Inventory {
         placementStart: row.placementStart,
         placementSize: row.placementSize,
         memoryBytes: m.memoryBytes,
-        multiprocessors: m.multiprocessors,
-        copyEngines: m.copyEngines,
-        decoders: m.decoders,
-        encoders: m.encoders,
-        jpegEngines: m.jpegEngines,
-        ofaEngines: m.ofaEngines,
+        ...enginesOf(m),
         capDevicePaths: migCapPaths(input.migMinors, x.minor, m.gpuInstanceId, m.computeInstanceId),
       };
       const uuid = listed?.migs.find((l) => l.deviceIndex === m.index)?.uuid;

@@ -25,6 +25,11 @@ export interface MigEngines {
   ofaEngines: number;
 }
 
+/** The engine counts of anything that has them (a profile, a parsed instance), as their own object. */
+export function enginesOf(e: MigEngines): MigEngines {
+  return { multiprocessors: e.multiprocessors, copyEngines: e.copyEngines, decoders: e.decoders, encoders: e.encoders, jpegEngines: e.jpegEngines, ofaEngines: e.ofaEngines };
+}
+
 export interface MigDevice extends MigEngines {
   /** Stable DRA device name, see migDeviceName(). */
   name: string;

@@ -15,7 +15,7 @@ import { createHash } from "node:crypto";
 import { closeSync, existsSync, mkdirSync, openSync, readFileSync, renameSync, rmSync, statSync, writeFileSync, fsyncSync } from "node:fs";
 import * as path from "node:path";
 import { migFamilyFor, profileMemoryBytes, type MigProfile } from "./mig-profiles.js";
-import type { MigEngines } from "./model.js";
+import { enginesOf, type MigEngines } from "./model.js";
 import { parseListGpus, parseMigLgi } from "./nvsmi-text.js";
 import { parseNvidiaSmiXml, type XmlGpu } from "./nvsmi-xml.js";
 
@@ -104,12 +104,7 @@ export function initialState(files: FixtureFiles): SimState {
         computeSlices: p?.computeSlices ?? 1,
         uuid: l?.migs.find((x) => x.deviceIndex === m.index)?.uuid ?? migUuid(g.uuid, m.gpuInstanceId, m.computeInstanceId, 0),
         memoryMiB: Math.round(m.memoryBytes / MIB),
-        multiprocessors: m.multiprocessors,
-        copyEngines: m.copyEngines,
-        decoders: m.decoders,
-        encoders: m.encoders,
-        jpegEngines: m.jpegEngines,
-        ofaEngines: m.ofaEngines,
+        ...enginesOf(m),
       });
     }
     gpus[g.uuid] = { instances };
@@ -359,12 +354,7 @@ export function createSimulatedNvidiaSmi(opts: SimOptions): SimulatedNvidiaSmi {
             computeSlices: p.computeSlices,
             uuid: migUuid(g.uuid, gi, 0, s.seq),
             memoryMiB: Math.round(profileMemoryBytes(p, g.memoryBytes) / MIB),
-            multiprocessors: p.multiprocessors,
-            copyEngines: p.copyEngines,
-            decoders: p.decoders,
-            encoders: p.encoders,
-            jpegEngines: p.jpegEngines,
-            ofaEngines: p.ofaEngines,
+            ...enginesOf(p),
           };
           out.push(`Successfully created GPU instance ID ${pad2(gi)} on GPU ${pad2(g.index)} using profile MIG ${p.name} (ID ${pad2(p.profileId)})`);
           if (withCi) {

@@ -9,7 +9,7 @@
 // Devices are packed GPU by GPU (a GPU's devices stay together while they fit) into slices of at
 // most 128 devices, 64 when a slice has devices that consume counters.
 import type { Gpu, Inventory, MigDevice, MigEngines } from "../discovery/model.js";
-import { gpuDeviceName, migDeviceName } from "../discovery/model.js";
+import { enginesOf, gpuDeviceName, migDeviceName } from "../discovery/model.js";
 import { migFamilyFor, placementsOf, profileMemoryBytes, type MigProfile } from "../discovery/mig-profiles.js";
 import { TesseraError } from "../common/errors.js";
 import type { CounterSet, Device, DeviceAttribute, DeviceCapacity, OwnerReference, ResourceSlice } from "../kube/types.js";
@@ -159,12 +159,7 @@ function candidateShape(gpu: Gpu, p: MigProfile, start: number): MigShape {
     size: p.memorySlices,
     computeSlices: p.computeSlices,
     memoryBytes: live?.memoryBytes ?? profileMemoryBytes(p, gpu.memoryBytes),
-    multiprocessors: p.multiprocessors,
-    copyEngines: p.copyEngines,
-    decoders: p.decoders,
-    encoders: p.encoders,
-    jpegEngines: p.jpegEngines,
-    ofaEngines: p.ofaEngines,
+    ...enginesOf(p),
   };
 }
 
