@@ -9,9 +9,9 @@ if (!existsSync(fileURLToPath(entry))) {
   process.stderr.write("TESSERA_USAGE: tessera is not built (dist/ is missing); run `npm ci` or `npm run build` in the project root\n");
   process.exit(1);
 }
-const { main } = await import(entry.href);
+const { runProcess } = await import(entry.href);
 const argv = process.argv.slice(2);
-process.exitCode = await main(argv);
+process.exitCode = await runProcess(argv);
 if (argv[0] === "agent") {
   // The agent has run its shutdown path (sockets removed, checkpoint flushed). A request still
   // hanging inside a client library (an API call, an nvidia-smi run) must not keep it alive.

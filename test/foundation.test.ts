@@ -129,3 +129,21 @@ t.test("repository: no tracked file over 5 MB, nothing reads outside the reposit
   const readers = code.filter((f) => outside.test(readFileSync(join(root, f), "utf8").replace(/\/\/.*$/gm, "")));
   t.same(readers, [], "no test, script, bench or agent file reads ../shared or /work");
 });
+
+t.test("node range: engines cover every runtime dependency's, the image's Node major is in range and is tested", async (t) => {
+  const root = join(new URL(".", import.meta.url).pathname, "..", "..");
+  const pkg = JSON.parse(readFileSync(join(root, "package.json"), "utf8")) as { engines: { node: string }; dependencies: Record<string, string> };
+  const floor = (range: string): number[] => (/(\d+)(?:\.(\d+))?(?:\.(\d+))?/.exec(range.split("||").map((r) => r.trim()).pop() ?? "") ?? []).slice(1).map((x) => Number(x ?? 0));
+  const ge = (a: number[], b: number[]): boolean => (a[0] ?? 0) !== (b[0] ?? 0) ? (a[0] ?? 0) > (b[0] ?? 0) : (a[1] ?? 0) !== (b[1] ?? 0) ? (a[1] ?? 0) > (b[1] ?? 0) : (a[2] ?? 0) >= (b[2] ?? 0);
+  const ours = floor(pkg.engines.node);
+  for (const dep of Object.keys(pkg.dependencies)) {
+    const theirs = (JSON.parse(readFileSync(join(root, "node_modules", dep, "package.json"), "utf8")) as { engines?: { node?: string } }).engines?.node;
+    if (theirs) t.ok(ge(ours, floor(theirs)), `engines ${pkg.engines.node} is within ${dep}'s ${theirs}`);
+  }
+  const script = (await import(join(root, "scripts", "run-tests-image-node.mjs"))) as { imageNodeMajor(d: string): number };
+  const major = script.imageNodeMajor(readFileSync(join(root, "Dockerfile"), "utf8"));
+  t.ok(major >= (ours[0] ?? 0), `the image's Node ${major} satisfies engines ${pkg.engines.node}`);
+  t.match(readFileSync(join(root, ".ci", "run"), "utf8"), /^node scripts\/run-tests-image-node\.mjs/m, "CI runs the suite on the image's Node major");
+  t.match(readFileSync(join(root, "README.md"), "utf8"), `Node.js ≥ ${pkg.engines.node.replace(">=", "")}`, "README states the range");
+  t.throws(() => script.imageNodeMajor("FROM node:24-slim\n"), /no `ARG NODE_IMAGE/);
+});

@@ -7,7 +7,7 @@
 import * as os from "node:os";
 import * as path from "node:path";
 import { createAgentMetrics, type AgentMetricsRegistry } from "../common/agent-metrics.js";
-import { AGENT_FLAGS, assertSocketPath, int, NODE_FLAGS, parseFlags, parseHttpListen, resolveNodeConfig, str, type HostPort, type NodeConfig } from "../common/config.js";
+import { assertSocketPath, int, parseFlags, parseHttpListen, resolveNodeConfig, str, VERB_FLAGS, type HostPort, type NodeConfig } from "../common/config.js";
 import { TesseraError } from "../common/errors.js";
 import { checkDirs } from "../common/preflight.js";
 import { clusterEventSink, createEventRecorder, type EventSink } from "../kube/events.js";
@@ -15,7 +15,6 @@ import { readBootId } from "../plugin/checkpoint.js";
 import { acquireStateLock, type StateLock } from "../plugin/state-lock.js";
 import { startAgentHttp, type AgentHttp } from "./agent-http.js";
 import { createLogger, type Logger } from "../common/log.js";
-import { DISCOVERY_FLAGS } from "../discovery/watcher.js";
 import type { DeviceFacts, Inventory } from "../discovery/model.js";
 import { preparableFacts } from "../discovery/device-facts.js";
 import { nvidiaSmiSeam } from "../discovery/index.js";
@@ -264,7 +263,7 @@ export async function startAgent(config: NodeConfig, deps: AgentDeps = {}): Prom
 export const SHUTDOWN_DEADLINE_MS = 10_000;
 
 export async function runAgent(argv: string[], io: CliIO): Promise<number> {
-  const args = parseFlags(argv, [...NODE_FLAGS, ...AGENT_FLAGS, ...DISCOVERY_FLAGS], io.env);
+  const args = parseFlags(argv, VERB_FLAGS.agent, io.env);
   if (args.positionals.length > 0) throw new TesseraError("TESSERA_USAGE", `tessera agent takes no arguments, got "${args.positionals.join(" ")}"`);
   const config = resolveNodeConfig(args, os.hostname);
   const httpListen = parseHttpListen(str(args, "http-listen"));

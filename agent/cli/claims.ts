@@ -1,25 +1,20 @@
 // `tessera claims apply -f <file>` (standalone store: validate, allocate on this node, store with
-// status.allocation) and `tessera diag explain -f <file>` (dry run: which devices, or why not).
-// Both read YAML or JSON, a ResourceClaim or a ResourceClaimTemplate.
+// status.allocation; an identical claim again is "unchanged") and `tessera diag explain -f <file>`
+// (dry run: which devices, or why not). Both read YAML or JSON, ResourceClaims or
+// ResourceClaimTemplates, one result per document (claim-input.ts).
 import { randomUUID } from "node:crypto";
-import { promises as fsp } from "node:fs";
 import * as k8s from "@kubernetes/client-node";
-import { parseDocument } from "yaml";
-import { NODE_FLAGS, OUTPUT_FLAG, outputFormat, parseFlags, resolveNodeConfig, str, type FlagSpec, type NodeConfig } from "../common/config.js";
+import { outputFormat, parseFlags, resolveNodeConfig, str, VERB_FLAGS, type NodeConfig } from "../common/config.js";
+import { formatError, TesseraError } from "../common/errors.js";
 import { kubeApiError } from "../kube/api-error.js";
-import { TesseraError } from "../common/errors.js";
 import { allocateClaim, STAGE_NAMES, validateClaim, type AllocateOutput, type RequestReport, type Strategy } from "../allocator/index.js";
 import { discoverNodeSlices } from "../allocator/node-slices.js";
 import { openKube, parseKubeSpec } from "../kube/kube-source.js";
+import type { StandaloneStore } from "../kube/standalone-store.js";
 import type { DeviceClass, ResourceClaim, ResourceSlice } from "../kube/types.js";
+import { inDocument, readClaimDocs, type ClaimDoc } from "./claim-input.js";
+import { canonicalJson, claimRef, isAllocated, table } from "./view.js";
 import type { CliIO } from "./io.js";
-
-const FLAGS: readonly FlagSpec[] = [
-  ...NODE_FLAGS,
-  OUTPUT_FLAG,
-  { name: "filename", short: "f", type: "string", help: "claim file (YAML or JSON)" },
-  { name: "strategy", type: "string", env: "ALLOCATION_STRATEGY", default: "first-fit", help: "first-fit | best-fit" },
-];
 
 interface World {
   slices: ResourceSlice[];
@@ -28,38 +23,10 @@ interface World {
   source: string;
 }
 
-/** Reads a claim (or the claim of a template) from YAML/JSON; one clear error when it is not one. */
-export async function readClaimFile(file: string): Promise<ResourceClaim> {
-  let text: string;
-  try {
-    text = await fsp.readFile(file, "utf8");
-  } catch (err) {
-    throw new TesseraError("TESSERA_INPUT", `cannot read ${file}: ${(err as NodeJS.ErrnoException).code ?? "error"}`, { cause: err });
-  }
-  const doc = parseDocument(text, { prettyErrors: false });
-  const first = doc.errors[0];
-  if (first) {
-    const before = text.slice(0, first.pos[0]).split("\n");
-    const where = `${before.length}:${(before[before.length - 1]?.length ?? 0) + 1}`;
-    throw new TesseraError("TESSERA_INPUT", `${file}:${where}: not valid YAML/JSON: ${first.message.split("\n")[0]}`);
-  }
-  const obj = doc.toJS() as Record<string, unknown> | null;
-  if (!obj || typeof obj !== "object" || Array.isArray(obj)) throw new TesseraError("TESSERA_INPUT", `${file}: expected a ResourceClaim object`);
-  if (obj.kind === "ResourceClaimTemplate") {
-    const meta = (obj.metadata ?? {}) as Record<string, unknown>;
-    const spec = ((obj.spec ?? {}) as Record<string, unknown>).spec ?? {};
-    return { apiVersion: obj.apiVersion as "resource.k8s.io/v1", kind: "ResourceClaim", metadata: { name: meta.name as string, namespace: meta.namespace as string | undefined }, spec: spec as ResourceClaim["spec"] };
-  }
-  if (obj.kind !== "ResourceClaim") throw new TesseraError("TESSERA_INPUT", `${file}: kind is ${String(obj.kind)}, expected ResourceClaim or ResourceClaimTemplate`);
-  return obj as unknown as ResourceClaim;
-}
-
 function strategyOf(v: string): Strategy {
   if (v !== "first-fit" && v !== "best-fit") throw new TesseraError("TESSERA_USAGE", `--strategy ${v}: expected first-fit or best-fit`);
   return v;
 }
-
-const allocated = (c: ResourceClaim): boolean => (c.status?.allocation?.devices?.results?.length ?? 0) > 0;
 
 /** Store slices for this node when the agent published some, else this node's discovery. */
 async function nodeSlices(config: NodeConfig, stored: ResourceSlice[]): Promise<{ slices: ResourceSlice[]; source: string }> {
@@ -68,12 +35,12 @@ async function nodeSlices(config: NodeConfig, stored: ResourceSlice[]): Promise<
   return { slices: [...stored, ...(await discoverNodeSlices(config))], source: `discovery ${config.discovery}` };
 }
 
-async function loadWorld(config: NodeConfig): Promise<World> {
-  const target = openKube(parseKubeSpec(config.kube));
+async function loadWorld(config: NodeConfig, env: NodeJS.ProcessEnv): Promise<World> {
+  const target = openKube(parseKubeSpec(config.kube), env);
   if (target.mode === "standalone") {
     const s = target.store;
     const { slices, source } = await nodeSlices(config, await s.listSlices());
-    return { slices, deviceClasses: await s.listDeviceClasses(), allocatedClaims: (await s.listClaims()).filter(allocated), source };
+    return { slices, deviceClasses: await s.listDeviceClasses(), allocatedClaims: (await s.listClaims()).filter(isAllocated), source };
   }
   const api = target.config.makeApiClient(k8s.CustomObjectsApi);
   const list = async <T>(plural: string, fieldSelector?: string): Promise<T[]> => {
@@ -86,7 +53,7 @@ async function loadWorld(config: NodeConfig): Promise<World> {
   };
   const slices = await list<ResourceSlice>("resourceslices", `spec.nodeName=${config.nodeName}`);
   const claims = await list<ResourceClaim>("resourceclaims");
-  return { slices, deviceClasses: await list<DeviceClass>("deviceclasses"), allocatedClaims: claims.filter(allocated), source: "cluster" };
+  return { slices, deviceClasses: await list<DeviceClass>("deviceclasses"), allocatedClaims: claims.filter(isAllocated), source: "cluster" };
 }
 
 function stageTable(requests: RequestReport[]): string {
@@ -95,37 +62,66 @@ function stageTable(requests: RequestReport[]): string {
     const s = a.stages;
     rows.push([a.name, a.deviceClassName, String(a.need), ...STAGE_NAMES.map((k) => String(s[k]))]);
   }
-  const w = rows[0]?.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? "").length))) ?? [];
-  return rows.map((r) => r.map((c, i) => c.padEnd(w[i] ?? 0)).join("  ").trimEnd()).join("\n") + "\n";
+  return table(rows);
 }
 
-function render(io: CliIO, format: "table" | "json", claim: ResourceClaim, config: NodeConfig, strategy: Strategy, out: AllocateOutput, extra: Record<string, unknown> = {}): void {
-  const name = `${claim.metadata.namespace ?? "default"}/${claim.metadata.name}`;
-  if (format === "json") {
-    const body = out.ok
-      ? { claim: name, node: config.nodeName, strategy, fits: true, devices: out.devices, requests: out.requests, ...extra }
-      : { claim: name, node: config.nodeName, strategy, fits: false, explanation: out.explanation, ...extra };
-    io.stdout(JSON.stringify(body, null, 2) + "\n");
-    return;
-  }
+/** What one document produced: a JSON body and the table text. */
+interface Report {
+  json: Record<string, unknown>;
+  text: string;
+}
+
+function report(claim: ResourceClaim, config: NodeConfig, strategy: Strategy, out: AllocateOutput, extra: Record<string, unknown> = {}): Report {
+  const name = claimRef(claim);
   if (out.ok) {
-    io.stdout(`claim ${name} fits on node ${config.nodeName} (${strategy}):\n`);
     const rows = [["REQUEST", "DEVICE", "POOL"], ...out.devices.map((d) => [d.request, d.device, d.pool])];
-    const w = [0, 1, 2].map((i) => Math.max(...rows.map((r) => (r[i] ?? "").length)));
-    io.stdout(rows.map((r) => r.map((c, i) => c.padEnd(w[i] ?? 0)).join("  ").trimEnd()).join("\n") + "\n");
-  } else {
-    io.stdout(`claim ${name} does not fit on node ${config.nodeName}: ${out.explanation.message}\n`);
-    if (out.explanation.requests.length > 0) io.stdout("devices passing each stage:\n" + stageTable(out.explanation.requests));
+    return {
+      json: { claim: name, node: config.nodeName, strategy, fits: true, devices: out.devices, requests: out.requests, ...extra },
+      text: `claim ${name} fits on node ${config.nodeName} (${strategy}):\n` + table(rows),
+    };
   }
+  const stages = out.explanation.requests.length > 0 ? "devices passing each stage:\n" + stageTable(out.explanation.requests) : "";
+  return {
+    json: { claim: name, node: config.nodeName, strategy, fits: false, explanation: out.explanation, ...extra },
+    text: `claim ${name} does not fit on node ${config.nodeName}: ${out.explanation.message}\n` + stages,
+  };
 }
 
-async function prepare(argv: string[], io: CliIO): Promise<{ config: NodeConfig; format: "table" | "json"; strategy: Strategy; claim: ResourceClaim; file: string }> {
-  const args = parseFlags(argv, FLAGS, io.env);
+/**
+ * Runs `each` on every document in order: a failing document prints its one-line error on stderr
+ * and the others still run. Output: the table texts, or JSON (an object for a one-document
+ * file, a list otherwise). Exit 1 when any document failed.
+ */
+async function forEachDocument(docs: ClaimDoc[], io: CliIO, format: "table" | "json", each: (claim: ResourceClaim) => Promise<Report>): Promise<number> {
+  const many = docs.length > 1;
+  const bodies: Record<string, unknown>[] = [];
+  let failed = false;
+  for (const doc of docs) {
+    try {
+      if (!doc.result.ok) throw doc.result.error;
+      const r = await each(doc.result.claim);
+      if (format === "json") bodies.push(many ? { document: doc.index, ...r.json } : r.json);
+      else io.stdout(r.text);
+    } catch (err) {
+      const line = formatError(inDocument(doc, many, err));
+      io.stderr(line + "\n");
+      if (format === "json" && many) bodies.push({ document: doc.index, error: line });
+      failed = true;
+    }
+  }
+  if (format === "json" && bodies.length > 0) io.stdout(JSON.stringify(many ? bodies : bodies[0], null, 2) + "\n");
+  return failed ? 1 : 0;
+}
+
+async function prepare(argv: string[], io: CliIO, verb: "claims apply" | "diag explain"): Promise<{ config: NodeConfig; format: "table" | "json"; strategy: Strategy; docs: ClaimDoc[] }> {
+  const args = parseFlags(argv, VERB_FLAGS[verb], io.env);
   const format = outputFormat(args);
   const file = args.values.filename;
-  if (typeof file !== "string" || file === "") throw new TesseraError("TESSERA_USAGE", "-f <claim.yaml> is required");
+  if (typeof file !== "string" || file === "") throw new TesseraError("TESSERA_USAGE", `-f <claim.yaml> is required (- reads stdin); run \`tessera ${verb} --help\``);
+  if (args.positionals.length > 0) throw new TesseraError("TESSERA_USAGE", `unexpected argument ${args.positionals[0]}; run \`tessera ${verb} --help\``);
   const config = resolveNodeConfig(args);
-  return { config, format, strategy: strategyOf(str(args, "strategy")), claim: await readClaimFile(file), file };
+  const strategy = strategyOf(str(args, "strategy"));
+  return { config, format, strategy, docs: await readClaimDocs(file, io) };
 }
 
 /** Which error code a failed allocation maps to. */
@@ -136,27 +132,47 @@ function failureError(out: Extract<AllocateOutput, { ok: false }>): TesseraError
 }
 
 export async function runExplain(argv: string[], io: CliIO): Promise<number> {
-  const { config, format, strategy, claim } = await prepare(argv, io);
-  const world = await loadWorld(config);
-  const out = allocateClaim({ ...world, claim, strategy, nodeName: config.nodeName });
-  if (!out.ok && out.explanation.reason === "cel-error") throw failureError(out);
-  render(io, format, claim, config, strategy, out, { slices: world.source });
-  return 0;
+  const { config, format, strategy, docs } = await prepare(argv, io, "diag explain");
+  const world = await loadWorld(config, io.env);
+  return forEachDocument(docs, io, format, async (claim) => {
+    const out = allocateClaim({ ...world, claim, strategy, nodeName: config.nodeName });
+    if (!out.ok && out.explanation.reason === "cel-error") throw failureError(out);
+    return report(claim, config, strategy, out, { slices: world.source });
+  });
 }
 
 export async function runApply(argv: string[], io: CliIO): Promise<number> {
-  const { config, format, strategy, claim } = await prepare(argv, io);
-  const target = openKube(parseKubeSpec(config.kube));
-  if (target.mode !== "standalone") throw new TesseraError("TESSERA_USAGE", "claims apply works on a standalone store only (--kube standalone:<dir>); in a cluster the scheduler allocates");
+  const { config, format, strategy, docs } = await prepare(argv, io, "claims apply");
+  const spec = parseKubeSpec(config.kube);
+  const target = spec.mode === "standalone" ? openKube(spec, io.env) : undefined;
+  if (target?.mode !== "standalone") throw new TesseraError("TESSERA_USAGE", "claims apply works on a standalone store only (--kube standalone:<dir>); in a cluster the scheduler allocates");
+  const store = target.store;
+  // Each document sees the allocations of those before it: the world is read again every time.
+  return forEachDocument(docs, io, format, (claim) => applyOne(claim, store, config, strategy, io.env));
+}
+
+async function applyOne(claim: ResourceClaim, store: StandaloneStore, config: NodeConfig, strategy: Strategy, env: NodeJS.ProcessEnv): Promise<Report> {
   // metadata is read below to look up the store: a claim without one must fail validation, not crash
   validateClaim(claim);
-  const store = target.store;
   const ns = claim.metadata.namespace ?? "default";
+  const name = `${ns}/${claim.metadata.name}`;
   const existing = await store.getClaim(ns, claim.metadata.name ?? "");
-  if (existing && allocated(existing)) {
-    throw new TesseraError("TESSERA_VALIDATION", `ResourceClaim ${ns}/${claim.metadata.name} is already allocated in ${store.dir}; delete it before applying again`);
+  if (existing && isAllocated(existing)) {
+    const devices = (existing.status?.allocation?.devices?.results ?? []).map((r) => ({ request: r.request, driver: r.driver, pool: r.pool, device: r.device }));
+    if (canonicalJson(existing.spec) !== canonicalJson(claim.spec)) {
+      throw new TesseraError(
+        "TESSERA_CLAIM_IMMUTABLE",
+        `ResourceClaim ${name} in ${store.dir} is allocated (${devices.map((d) => d.device).join(", ")}) and the file changes its spec; the spec of an allocated claim cannot change (the API server refuses it too): run \`tessera claims delete ${name} --kube standalone:${store.dir}\`, then apply again`,
+      );
+    }
+    // The same claim again: nothing to do, the stored object and its allocation stay as they are.
+    const rows = [["REQUEST", "DEVICE", "POOL"], ...devices.map((d) => [d.request, d.device, d.pool])];
+    return {
+      json: { claim: name, node: config.nodeName, unchanged: true, uid: existing.metadata.uid, devices },
+      text: `claim ${name} unchanged (uid ${existing.metadata.uid ?? "?"}, allocated):\n` + table(rows),
+    };
   }
-  const world = await loadWorld(config);
+  const world = await loadWorld(config, env);
   const uid = claim.metadata.uid ?? randomUUID();
   const toAllocate: ResourceClaim = { ...claim, metadata: { ...claim.metadata, namespace: ns, uid } };
   delete toAllocate.status;
@@ -168,6 +184,5 @@ export async function runApply(argv: string[], io: CliIO): Promise<number> {
     status: { allocation: out.allocation },
   };
   await store.putClaim(stored);
-  render(io, format, stored, config, strategy, out, { uid });
-  return 0;
+  return report(stored, config, strategy, out, { uid });
 }

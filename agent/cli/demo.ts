@@ -6,7 +6,7 @@
 import { mkdtempSync, promises as fsp, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { bool, NODE_FLAGS, parseFlags, resolveNodeConfig, str } from "../common/config.js";
+import { bool, NODE_FLAGS, parseFlags, resolveNodeConfig, str, VERB_FLAGS } from "../common/config.js";
 import { formatError, TesseraError } from "../common/errors.js";
 import { createMemoryLogger } from "../common/log.js";
 import { startMockModelServer, startProxy, type MockModelServer } from "../proxy/index.js";
@@ -16,10 +16,6 @@ import { runPing, runPrepare, runUnprepare } from "./diag-kubelet.js";
 import { runSlices, runTopology } from "./diag-node.js";
 import { captureIO, type CliIO, type Verb } from "./io.js";
 
-const DEMO_FLAGS = [
-  { name: "fixture", type: "string" as const, default: "mixed-2numa-h100-mig", help: "fixture node to run on" },
-  { name: "keep", type: "bool" as const, default: false, help: "keep the temporary directory" },
-];
 
 const NODE = "demo-node";
 
@@ -90,7 +86,7 @@ async function step(io: CliIO, title: string, verb: Verb, argv: string[], expect
 }
 
 export async function runDemo(argv: string[], io: CliIO): Promise<number> {
-  const args = parseFlags(argv, DEMO_FLAGS, io.env);
+  const args = parseFlags(argv, VERB_FLAGS.demo, io.env);
   const fixture = str(args, "fixture");
   const dir = mkdtempSync(join(tmpdir(), "tessera-demo-"));
   const nodeArgs = ["--discovery", `fixture:${fixture}`, "--node-name", NODE, "--kubelet-root", join(dir, "kubelet"), "--cdi-root", join(dir, "cdi"), "--kube", `standalone:${join(dir, "store")}`];

@@ -2,16 +2,16 @@
 // ping does what the kubelet does every few seconds: GetInfo on the registration socket and an
 // empty NodePrepareResources on the DRA socket, each with a 1 s deadline.
 import { existsSync } from "node:fs";
-import { NODE_FLAGS, OUTPUT_FLAG, optStr, outputFormat, parseFlags, resolveNodeConfig, type FlagSpec, type NodeConfig } from "../common/config.js";
+import { optStr, outputFormat, parseFlags, resolveNodeConfig, VERB_FLAGS, type NodeConfig } from "../common/config.js";
 import { ERROR_CATALOGUE, TesseraError, type ErrorCode } from "../common/errors.js";
 import { createDraClient, createRegistrationClient, type PluginInfo, type WireDevice } from "../plugin/protos.js";
 import { readRegistrationStatus } from "../plugin/registration.js";
 import type { CliIO } from "./io.js";
+import { parseRef, table } from "./view.js";
 
 const PING_DEADLINE_MS = 1000;
 /** The kubelet waits 45 s for NodePrepareResources; diag does the same. */
 const PREPARE_DEADLINE_MS = 45_000;
-const UID_FLAG: FlagSpec = { name: "uid", type: "string", help: "claim UID (unprepare of a claim that no longer exists)" };
 
 function unreachable(socket: string, what: string, err: unknown, deadlineMs = PING_DEADLINE_MS): TesseraError {
   const detail = (err as { details?: string }).details ?? (err instanceof Error ? err.message : String(err));
@@ -28,7 +28,7 @@ async function timed<T>(fn: () => Promise<T>): Promise<[T, number]> {
 }
 
 export async function runPing(argv: string[], io: CliIO): Promise<number> {
-  const args = parseFlags(argv, [...NODE_FLAGS, OUTPUT_FLAG], io.env);
+  const args = parseFlags(argv, VERB_FLAGS["diag ping"], io.env);
   const out = outputFormat(args);
   const config = resolveNodeConfig(args);
   const reg = createRegistrationClient(config.registrationSocket, { deadlineMs: PING_DEADLINE_MS });
@@ -70,12 +70,6 @@ function kubeletStatusText(s: { plugin_registered: boolean; error: string; at: s
   return s.plugin_registered ? `registered the plugin at ${s.at}` : `REJECTED the plugin at ${s.at}: ${s.error}`;
 }
 
-function parseRef(positionals: string[], verb: string): { namespace: string; name: string } {
-  const ref = positionals[0];
-  const m = ref === undefined || positionals.length !== 1 ? null : /^([^/]+)\/([^/]+)$/.exec(ref);
-  if (!m) throw new TesseraError("TESSERA_USAGE", `usage: tessera diag ${verb} <namespace>/<name>`);
-  return { namespace: m[1] as string, name: m[2] as string };
-}
 
 async function claimUID(config: NodeConfig, io: CliIO, ref: { namespace: string; name: string }): Promise<string> {
   // Loaded here, not at the top: `diag ping` runs as the liveness probe and must stay light.
@@ -94,10 +88,10 @@ function entryError(text: string): TesseraError {
 }
 
 export async function runPrepare(argv: string[], io: CliIO): Promise<number> {
-  const args = parseFlags(argv, [...NODE_FLAGS, OUTPUT_FLAG], io.env);
+  const args = parseFlags(argv, VERB_FLAGS["diag prepare"], io.env);
   const out = outputFormat(args);
   const config = resolveNodeConfig(args);
-  const ref = parseRef(args.positionals, "prepare");
+  const ref = parseRef(args.positionals, "diag prepare");
   const uid = await claimUID(config, io, ref);
   const dra = createDraClient(config.draSocket, "v1", { deadlineMs: PREPARE_DEADLINE_MS });
   let devices: WireDevice[];
@@ -119,16 +113,15 @@ export async function runPrepare(argv: string[], io: CliIO): Promise<number> {
   }
   io.stdout(`claim ${ref.namespace}/${ref.name} (uid ${uid}) prepared\n`);
   const rows = [["REQUEST", "POOL", "DEVICE", "CDI DEVICE IDS"], ...devices.map((d) => [d.request_names.join(",") || "*", d.pool_name, d.device_name, d.cdi_device_ids.join(" ")])];
-  const widths = [0, 1, 2].map((i) => Math.max(...rows.map((r) => (r[i] ?? "").length)));
-  for (const r of rows) io.stdout(r.map((c, i) => (i < 3 ? c.padEnd(widths[i] ?? 0) : c)).join("  ") + "\n");
+  io.stdout(table(rows));
   return 0;
 }
 
 export async function runUnprepare(argv: string[], io: CliIO): Promise<number> {
-  const args = parseFlags(argv, [...NODE_FLAGS, OUTPUT_FLAG, UID_FLAG], io.env);
+  const args = parseFlags(argv, VERB_FLAGS["diag unprepare"], io.env);
   const out = outputFormat(args);
   const config = resolveNodeConfig(args);
-  const ref = parseRef(args.positionals, "unprepare");
+  const ref = parseRef(args.positionals, "diag unprepare");
   const uid = optStr(args, "uid") ?? (await claimUID(config, io, ref));
   const dra = createDraClient(config.draSocket, "v1", { deadlineMs: PREPARE_DEADLINE_MS });
   try {

@@ -1,24 +1,26 @@
 // `tessera diag topology` (NUMA -> PCIe root -> GPU -> MIG tree) and `tessera diag slices` (the
 // ResourceSlices this node would publish). Both run discovery with the node flags; when it fails
 // (nvidia-smi missing, hanging, unparsable) they print the condition as one line and exit 1.
-import { NODE_FLAGS, OUTPUT_FLAG, outputFormat, parseFlags, resolveNodeConfig, type NodeConfig } from "../common/config.js";
+import { outputFormat, parseFlags, resolveNodeConfig, VERB_FLAGS, type NodeConfig, type ParsedArgs } from "../common/config.js";
 import { TesseraError, formatError } from "../common/errors.js";
 import { createDiscovery, type DiscoveryDeps } from "../discovery/index.js";
 import type { Gpu, Inventory, MigDevice } from "../discovery/model.js";
 import { buildResourceSlices } from "../slices/build.js";
 import type { ResourceSlice } from "../kube/types.js";
+import { compareSlices, diffSummary, type SliceDiff } from "../slices/compare.js";
 import type { CliIO } from "./io.js";
+import { table } from "./view.js";
 
 /** Tests inject discovery deps (fake exec, fixtures dir) here. */
 export const diagDeps: { discovery: DiscoveryDeps } = { discovery: {} };
 
-async function discover(argv: string[], io: CliIO): Promise<{ cfg: NodeConfig; inv: Inventory; format: "table" | "json" }> {
-  const args = parseFlags(argv, [...NODE_FLAGS, OUTPUT_FLAG], io.env);
-  if (args.positionals.length > 0) throw new TesseraError("TESSERA_USAGE", `unexpected argument ${args.positionals[0]}; run \`tessera --help\``);
+async function discover(argv: string[], io: CliIO, verb: "diag topology" | "diag slices"): Promise<{ cfg: NodeConfig; inv: Inventory; format: "table" | "json"; args: ParsedArgs }> {
+  const args = parseFlags(argv, VERB_FLAGS[verb], io.env);
+  if (args.positionals.length > 0) throw new TesseraError("TESSERA_USAGE", `unexpected argument ${args.positionals[0]}; run \`tessera ${verb} --help\``);
   const cfg = resolveNodeConfig(args);
   const format = outputFormat(args);
   try {
-    return { cfg, inv: await createDiscovery(cfg, diagDeps.discovery).discover(), format };
+    return { cfg, inv: await createDiscovery(cfg, diagDeps.discovery).discover(), format, args };
   } catch (err) {
     if (err instanceof TesseraError && (err.code === "TESSERA_CONFIG" || err.code === "TESSERA_FIXTURE")) throw err;
     // The discovery condition, as the agent would log it: keep its code (e.g. TESSERA_DISCOVERY_TIMEOUT).
@@ -80,7 +82,7 @@ function conditionLines(inv: Inventory): string[] {
 }
 
 export async function runTopology(argv: string[], io: CliIO): Promise<number> {
-  const { cfg, inv, format } = await discover(argv, io);
+  const { cfg, inv, format } = await discover(argv, io, "diag topology");
   const tree = topologyTree(inv);
   if (format === "json") {
     io.stdout(JSON.stringify({ node: inv.nodeName, driverVersion: inv.driverVersion, cudaDriverVersion: inv.cudaDriverVersion, host: inv.host, conditions: inv.conditions ?? [], numaNodes: tree }, null, 2) + "\n");
@@ -107,17 +109,51 @@ export async function runTopology(argv: string[], io: CliIO): Promise<number> {
   return 0;
 }
 
+function comparisonLines(source: string, d: SliceDiff): string[] {
+  const lines = [
+    `published in ${source}: ${d.published.slices} slices, ${d.published.devices} devices, pool generation ${d.published.generation}`,
+    `would publish: ${d.wanted.slices} slices, ${d.wanted.devices} devices`,
+  ];
+  const rows = [
+    ...d.devices.added.map((k) => [k, "-", "yes", "added"]),
+    ...d.devices.removed.map((k) => [k, "yes", "-", "removed"]),
+    ...d.devices.changed.map((k) => [k, "yes", "yes", "changed"]),
+  ];
+  if (rows.length > 0) lines.push(...table([["POOL/DEVICE", "PUBLISHED", "WOULD PUBLISH", "DIFF"], ...rows]).trimEnd().split("\n").map((l) => `  ${l}`));
+  lines.push(`diff: ${diffSummary(d)}`);
+  return lines;
+}
+
 function attr(s: ResourceSlice, i: number, key: string): string {
   const a = s.spec.devices?.[i]?.attributes?.[key];
   if (!a) return "-";
   return String(a.string ?? a.int ?? a.version ?? a.bool);
 }
 
+/** With --kube (flag or $KUBE): this node's slices as published there, compared with `build`. */
+async function publishedDiff(cfg: NodeConfig, io: CliIO, build: (generation: number) => ResourceSlice[]): Promise<{ source: string; items: ResourceSlice[]; diff: SliceDiff }> {
+  // loaded only here: client-node is heavy and plain `diag slices` does not need it
+  const { openKube, parseKubeSpec } = await import("../kube/kube-source.js");
+  const { sliceBackendFor } = await import("../slices/backend.js");
+  const { kubeApiError } = await import("../kube/api-error.js");
+  const backend = sliceBackendFor(openKube(parseKubeSpec(cfg.kube), io.env), cfg.nodeName, cfg.driverName);
+  let items: ResourceSlice[];
+  try {
+    items = await backend.list();
+  } catch (err) {
+    throw kubeApiError(err, { verb: "list", group: "resource.k8s.io", resource: "resourceslices", what: `listing the resourceslices of node ${cfg.nodeName} in ${backend.describe}` });
+  }
+  return { source: backend.describe, items, diff: compareSlices(items, build) };
+}
+
 export async function runSlices(argv: string[], io: CliIO): Promise<number> {
-  const { cfg, inv, format } = await discover(argv, io);
-  const slices = buildResourceSlices(inv, { driverName: cfg.driverName, nodeName: cfg.nodeName, migMode: cfg.migMode, gpuSharing: cfg.gpuSharing });
+  const { cfg, inv, format, args } = await discover(argv, io, "diag slices");
+  const build = (generation: number): ResourceSlice[] => buildResourceSlices(inv, { driverName: cfg.driverName, nodeName: cfg.nodeName, migMode: cfg.migMode, gpuSharing: cfg.gpuSharing, generation });
+  const slices = build(1);
+  const published = args.given.has("kube") ? await publishedDiff(cfg, io, build) : undefined;
   if (format === "json") {
-    io.stdout(JSON.stringify({ apiVersion: "v1", kind: "List", metadata: {}, items: slices }, null, 2) + "\n");
+    const extra = published ? { published: { source: published.source, items: published.items }, diff: published.diff } : {};
+    io.stdout(JSON.stringify({ apiVersion: "v1", kind: "List", metadata: {}, items: slices, ...extra }, null, 2) + "\n");
     for (const line of conditionLines(inv)) io.stderr(line + "\n"); // stdout stays pure JSON
     return 0;
   }
@@ -132,6 +168,7 @@ export async function runSlices(argv: string[], io: CliIO): Promise<number> {
       out.push(`  ${d.name.padEnd(20)} ${attr(s, i, "type").padEnd(4)} ${attr(s, i, "profile").padEnd(11)} ${String(d.capacity?.memory?.value ?? "-").padEnd(8)} numa ${attr(s, i, "numaNode").padEnd(3)} ${attr(s, i, "resource.kubernetes.io/pcieRoot")}${counters}`);
     });
   }
+  if (published) out.push(...comparisonLines(published.source, published.diff));
   out.push(...conditionLines(inv));
   io.stdout(out.join("\n") + "\n");
   return 0;

@@ -1,57 +1,56 @@
-// `tessera <verb>`: dispatch only. Each verb lives in its own module under agent/cli/ and is
-// loaded on demand so `tessera diag ping` does not pay for the proxy or the allocator.
+// `tessera <verb>`: dispatch only. Each verb lives in its own module under agent/cli/ (the table
+// is agent/cli/verbs.ts) and is loaded on demand. `tessera`, `tessera help [verb]` and
+// `tessera <verb> --help|-h` print help and exit 0.
+import { HelpRequested } from "../common/config.js";
 import { formatError, TesseraError } from "../common/errors.js";
-import { processIO, type CliIO, type Verb } from "./io.js";
+import { renderUsage, renderVerbHelp } from "./help.js";
+import { processIO, type CliIO } from "./io.js";
+import { findVerb, isGroup } from "./verbs.js";
 
-const VERBS: Record<string, () => Promise<Verb>> = {
-  agent: async () => (await import("./agent.js")).runAgent,
-  demo: async () => (await import("./demo.js")).runDemo,
-  "diag ping": async () => (await import("./diag-kubelet.js")).runPing,
-  "diag prepare": async () => (await import("./diag-kubelet.js")).runPrepare,
-  "diag unprepare": async () => (await import("./diag-kubelet.js")).runUnprepare,
-  "diag topology": async () => (await import("./diag-node.js")).runTopology,
-  "diag slices": async () => (await import("./diag-node.js")).runSlices,
-  "diag explain": async () => (await import("./claims.js")).runExplain,
-  "claims apply": async () => (await import("./claims.js")).runApply,
-  proxy: async () => (await import("./proxy.js")).runProxy,
-};
+export const USAGE = renderUsage();
 
-export const USAGE = `tessera — GPU node agent for Kubernetes DRA
-
-Usage:
-  tessera agent [flags]                      run the node agent (kubelet DRA plugin + ResourceSlices)
-  tessera demo                               the whole flow on a fixture node, in a temp dir
-  tessera diag ping                          GetInfo + empty NodePrepareResources, as the kubelet does
-  tessera diag prepare <ns>/<name>           NodePrepareResources for one claim
-  tessera diag unprepare <ns>/<name>         NodeUnprepareResources for one claim
-  tessera diag topology                      NUMA -> PCIe root -> GPU -> MIG tree of this node
-  tessera diag slices                        the ResourceSlices this node publishes
-  tessera diag explain -f <claim.yaml>       would this claim fit here, and if not, why
-  tessera claims apply -f <claim.yaml>       standalone store: allocate and store a claim
-  tessera proxy --listen <host:port> --endpoints <url,...>   prefix-aware in-node router
-
-Common flags (env mirror in brackets):
-  --driver-name [DRIVER_NAME]  --node-name [NODE_NAME]  --kubelet-root [KUBELET_ROOT]
-  --state-dir [STATE_DIR]  --cdi-root [CDI_ROOT]  --sysfs-root [SYSFS_ROOT]
-  --discovery nvidia-smi|fixture:<name> [DISCOVERY]  --kube auto|kubeconfig:<path>|standalone:<dir> [KUBE]
-  -o table|json
-`;
+const isHelp = (a: string | undefined): boolean => a === "--help" || a === "-h";
 
 export async function main(argv: string[], io: CliIO = processIO): Promise<number> {
-  if (argv.length === 0 || argv[0] === "--help" || argv[0] === "-h" || argv[0] === "help") {
+  if (argv.length === 0 || isHelp(argv[0]) || (argv[0] === "help" && argv.length === 1)) {
     io.stdout(USAGE);
-    return argv.length === 0 ? 1 : 0;
+    return 0;
   }
-  const two = `${argv[0]} ${argv[1] ?? ""}`;
-  const key = VERBS[two] ? two : argv[0] ?? "";
-  const load = VERBS[key];
+  // `tessera help claims apply` is `tessera claims apply --help`.
+  const words = argv[0] === "help" ? [...argv.slice(1), "--help"] : argv;
+  const found = findVerb(words);
   try {
-    if (!load) throw new TesseraError("TESSERA_USAGE", `unknown command "${argv.slice(0, 2).join(" ")}"; run \`tessera --help\``);
-    const verb = await load();
-    return await verb(argv.slice(key.split(" ").length), io);
+    if (!found) {
+      if (isGroup(words[0]) && (words.length === 1 || isHelp(words[1]))) {
+        io.stdout(renderUsage(words[0]));
+        return 0;
+      }
+      throw new TesseraError("TESSERA_USAGE", `unknown command "${words.filter((w) => !isHelp(w)).slice(0, 2).join(" ")}"; run \`tessera --help\``);
+    }
+    const verb = await found.doc.load();
+    return await verb(words.slice(found.words), io);
   } catch (err) {
+    if (err instanceof HelpRequested && found) {
+      io.stdout(renderVerbHelp(found.doc, err.specs));
+      return 0;
+    }
     io.stderr(formatError(err) + "\n");
-    if (process.env.TESSERA_DEBUG && err instanceof Error) io.stderr((err.stack ?? "") + "\n");
+    if (io.env.TESSERA_DEBUG && err instanceof Error) io.stderr((err.stack ?? "") + "\n");
     return 1;
   }
+}
+
+/**
+ * The process entry point (bin/tessera.js). A reader that goes away (`tessera ... | head -1`)
+ * ends the output quietly: EPIPE on stdout or stderr stops further writes to that stream and
+ * the verb's own exit code stands; no stack trace, for every verb, here in one place.
+ */
+export async function runProcess(argv: string[]): Promise<number> {
+  for (const stream of [process.stdout, process.stderr]) {
+    stream.on("error", (err: NodeJS.ErrnoException) => {
+      if (err.code === "EPIPE" || err.code === "ERR_STREAM_DESTROYED") return;
+      process.exitCode = 1;
+    });
+  }
+  return main(argv, processIO);
 }

@@ -2,35 +2,13 @@
 // the in-node prefix-aware router. Runs until SIGTERM/SIGINT, then stops accepting, lets
 // in-flight streams finish (2 s deadline) and exits 0.
 import * as os from "node:os";
-import { bool, int, list, LOG_LEVEL_FLAG, logLevelOf, optStr, parseFlags, str, type FlagSpec, type ParsedArgs } from "../common/config.js";
+import { bool, int, list, logLevelOf, optStr, parseFlags, PROXY_FLAGS, str, VERB_FLAGS, type ParsedArgs } from "../common/config.js";
 import { TesseraError } from "../common/errors.js";
 import { createLogger } from "../common/log.js";
 import type { ProxyOptions } from "../proxy/server.js";
 import type { CliIO } from "./io.js";
 
-export const PROXY_FLAGS: readonly FlagSpec[] = [
-  { name: "listen", type: "string", env: "PROXY_LISTEN", default: "0.0.0.0:8080", help: "address to serve on" },
-  { name: "endpoints", type: "list", env: "PROXY_ENDPOINTS", help: "model server URLs, http://ip:port,..." },
-  { name: "inference-pool", type: "string", env: "INFERENCE_POOL", help: "<namespace>/<name> of an inference.networking.k8s.io/v1 InferencePool" },
-  { name: "node-name", type: "string", env: "NODE_NAME", help: "only pods on this node (default: host name)" },
-  { name: "kube", type: "string", env: "KUBE", default: "auto", help: "auto | kubeconfig:<path>" },
-  { name: "trust-endpoint-header", type: "bool", env: "PROXY_TRUST_ENDPOINT_HEADER", default: false, help: "honour a client's x-gateway-destination-endpoint" },
-  { name: "scrape-interval-ms", type: "int", env: "PROXY_SCRAPE_INTERVAL_MS", default: 50, help: "endpoint /metrics scrape period" },
-  { name: "max-body-bytes", type: "int", env: "PROXY_MAX_BODY_BYTES", default: 8 * 1024 * 1024, help: "request body limit (413 above)" },
-  { name: "request-timeout-ms", type: "int", env: "PROXY_REQUEST_TIMEOUT_MS", default: 30_000, help: "a client must send its whole request within" },
-  { name: "upstream-connections", type: "int", env: "PROXY_UPSTREAM_CONNECTIONS", default: 128, help: "backend connections per endpoint at most (more requests wait for one)" },
-  { name: "upstream-keepalive-ms", type: "int", env: "PROXY_UPSTREAM_KEEPALIVE_MS", default: 4000, help: "an idle backend connection is closed after this" },
-  { name: "block-size", type: "int", env: "PROXY_BLOCK_SIZE", default: 64, help: "bytes per hashed prompt block" },
-  { name: "max-blocks", type: "int", env: "PROXY_MAX_BLOCKS", default: 256, help: "blocks hashed per prompt at most" },
-  { name: "capacity-blocks", type: "int", env: "PROXY_CAPACITY_BLOCKS", default: 31_250, help: "index capacity per endpoint until cache_config_info says otherwise" },
-  { name: "weight-prefix", type: "string", env: "PROXY_WEIGHT_PREFIX", default: "3", help: "prefix scorer weight" },
-  { name: "weight-queue", type: "string", env: "PROXY_WEIGHT_QUEUE", default: "2", help: "queue scorer weight" },
-  { name: "weight-kv", type: "string", env: "PROXY_WEIGHT_KV", default: "2", help: "KV-cache scorer weight" },
-  { name: "weight-inflight", type: "string", env: "PROXY_WEIGHT_INFLIGHT", default: "1", help: "in-flight scorer weight" },
-  { name: "guard-threshold", type: "string", env: "PROXY_GUARD_THRESHOLD", default: "16", help: "queue excess (waiting + in-flight) over the least loaded that voids the prefix score" },
-  { name: "saturation-queue", type: "string", env: "PROXY_SATURATION_QUEUE", default: "128", help: "waiting + in-flight at which an endpoint is saturated (0: off); all saturated -> 429" },
-  LOG_LEVEL_FLAG,
-];
+export { PROXY_FLAGS };
 
 function number(args: ParsedArgs, name: string): number {
   const text = str(args, name);
@@ -72,7 +50,7 @@ export function proxyOptionsFromArgs(args: ParsedArgs): ProxyOptions {
 }
 
 export async function runProxy(argv: string[], io: CliIO): Promise<number> {
-  const args = parseFlags(argv, PROXY_FLAGS, io.env);
+  const args = parseFlags(argv, VERB_FLAGS.proxy, io.env);
   const options = proxyOptionsFromArgs(args);
   const log = createLogger({ level: logLevelOf(args), write: (line) => io.stderr(line + "\n") });
   options.log = log;

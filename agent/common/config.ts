@@ -22,9 +22,23 @@ export type FlagValue = string | number | boolean | string[] | undefined;
 export interface ParsedArgs {
   values: Record<string, FlagValue>;
   positionals: string[];
+  /** Flags set on the command line or through their environment mirror (not defaulted). */
+  given: ReadonlySet<string>;
 }
 
-/** Parses `--name value`, `--name=value`, `-o json`, bool `--flag` / `--flag=false`. Env fills unset flags. */
+/** Thrown by parseFlags when argv holds `--help` / `-h`: the CLI prints help for exactly these specs. */
+export class HelpRequested extends Error {
+  constructor(readonly specs: readonly FlagSpec[]) {
+    super("help requested");
+    this.name = "HelpRequested";
+  }
+}
+
+/**
+ * Parses `--name value`, `--name=value`, `-o json`, `-ojson` (kubectl style), bool `--flag` /
+ * `--flag=false`. Env fills unset flags. `--help`/`-h` anywhere throws HelpRequested once every
+ * other argument parsed (an unknown flag is still an error), before any value is converted.
+ */
 export function parseFlags(argv: readonly string[], specs: readonly FlagSpec[], env: NodeJS.ProcessEnv = process.env): ParsedArgs {
   const byName = new Map<string, FlagSpec>();
   for (const s of specs) {
@@ -33,6 +47,7 @@ export function parseFlags(argv: readonly string[], specs: readonly FlagSpec[], 
   }
   const raw = new Map<string, string>();
   const positionals: string[] = [];
+  let help = false;
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i] as string;
     if (arg === "--") {
@@ -43,12 +58,17 @@ export function parseFlags(argv: readonly string[], specs: readonly FlagSpec[], 
       positionals.push(arg);
       continue;
     }
+    if (arg === "--help" || arg === "-h") {
+      help = true;
+      continue;
+    }
     const body = arg.replace(/^--?/, "");
     const eq = body.indexOf("=");
     const key = eq >= 0 ? body.slice(0, eq) : body;
-    const spec = byName.get(key);
-    if (!spec) throw new TesseraError("TESSERA_USAGE", `unknown flag ${arg}; run \`tessera --help\``);
-    if (eq >= 0) raw.set(spec.name, body.slice(eq + 1));
+    const spec = byName.get(key) ?? attachedShort(arg, byName);
+    if (!spec) throw new TesseraError("TESSERA_USAGE", `unknown flag ${arg}; run \`tessera help\` for the verbs and their flags`);
+    if (spec.short !== undefined && key !== spec.short && key !== spec.name) raw.set(spec.name, body.slice(1)); // -ojson
+    else if (eq >= 0) raw.set(spec.name, body.slice(eq + 1));
     else if (spec.type === "bool") raw.set(spec.name, "true");
     else {
       const next = argv[i + 1];
@@ -57,14 +77,24 @@ export function parseFlags(argv: readonly string[], specs: readonly FlagSpec[], 
       i++;
     }
   }
+  if (help) throw new HelpRequested(specs);
   const values: Record<string, FlagValue> = {};
+  const given = new Set<string>();
   for (const s of specs) {
     const fromFlag = raw.get(s.name);
     const fromEnv = s.env !== undefined ? env[s.env] : undefined;
     const text = fromFlag ?? (fromEnv !== undefined && fromEnv !== "" ? fromEnv : undefined);
+    if (text !== undefined) given.add(s.name);
     values[s.name] = text === undefined ? s.default : convert(s, text, fromFlag !== undefined ? `--${s.name}` : `$${s.env}`);
   }
-  return { values, positionals };
+  return { values, positionals, given };
+}
+
+/** `-ojson`: a one-letter flag with its value attached (not for bools, not with `=`). */
+function attachedShort(arg: string, byName: ReadonlyMap<string, FlagSpec>): FlagSpec | undefined {
+  if (arg.startsWith("--") || arg.length < 3 || arg.includes("=")) return undefined;
+  const spec = byName.get(arg.slice(1, 2));
+  return spec && spec.short === arg.slice(1, 2) && spec.type !== "bool" ? spec : undefined;
 }
 
 function convert(s: FlagSpec, text: string, where: string): FlagValue {
@@ -128,6 +158,8 @@ export function logLevelOf(args: ParsedArgs): LogLevel {
   return level as LogLevel;
 }
 
+export const KUBE_FLAG: FlagSpec = { name: "kube", type: "string", env: "KUBE", default: "auto", help: "auto | kubeconfig:<path> | standalone:<dir>" };
+
 export const NODE_FLAGS: readonly FlagSpec[] = [
   { name: "driver-name", type: "string", env: "DRIVER_NAME", default: DEFAULT_DRIVER_NAME, help: "DRA driver name" },
   { name: "node-name", type: "string", env: "NODE_NAME", help: "node name = pool name (default: host name)" },
@@ -136,7 +168,7 @@ export const NODE_FLAGS: readonly FlagSpec[] = [
   { name: "cdi-root", type: "string", env: "CDI_ROOT", default: "/var/run/cdi", help: "CDI spec directory" },
   { name: "sysfs-root", type: "string", env: "SYSFS_ROOT", default: "/sys", help: "sysfs root (fixtures bring their own)" },
   { name: "discovery", type: "string", env: "DISCOVERY", default: "nvidia-smi", help: "nvidia-smi | fixture:<name-or-path>" },
-  { name: "kube", type: "string", env: "KUBE", default: "auto", help: "auto | kubeconfig:<path> | standalone:<dir>" },
+  KUBE_FLAG,
   { name: "mig-mode", type: "string", env: "MIG_MODE", default: "static", help: "static | dynamic" },
   { name: "gpu-sharing", type: "string", env: "GPU_SHARING", default: "none", help: "none | consumable (whole GPUs shared by several claims)" },
   { name: "nvidia-smi", type: "string", env: "NVIDIA_SMI", default: "nvidia-smi", help: "nvidia-smi executable (path or name on PATH)" },
@@ -178,6 +210,74 @@ export function parseHttpListen(text: string): HostPort | undefined {
 }
 
 export const OUTPUT_FLAG: FlagSpec = { name: "output", short: "o", type: "string", default: "table", help: "table | json" };
+
+// ---- Every verb's flags: what it parses and what `tessera help` prints come from here ----------
+
+/** `--rediscover-interval <s>` [REDISCOVER_INTERVAL], 0 disables the timer (agent only). */
+export const DISCOVERY_FLAGS: readonly FlagSpec[] = [
+  { name: "rediscover-interval", type: "int", env: "REDISCOVER_INTERVAL", default: 60, help: "seconds between GPU rediscoveries (0: only at start and on SIGHUP)" },
+];
+
+/** Flags of the verbs that read a claim file and allocate (claims apply, diag explain). */
+export const CLAIM_FILE_FLAGS: readonly FlagSpec[] = [
+  { name: "filename", short: "f", type: "string", help: "claim file (YAML or JSON, several documents allowed; - reads stdin)" },
+  { name: "strategy", type: "string", env: "ALLOCATION_STRATEGY", default: "first-fit", help: "first-fit | best-fit" },
+];
+
+export const UID_FLAG: FlagSpec = { name: "uid", type: "string", help: "claim UID (unprepare of a claim that no longer exists)" };
+
+export const NAMESPACE_FLAG: FlagSpec = { name: "namespace", short: "n", type: "string", env: "CLAIMS_NAMESPACE", help: "only claims of this namespace (default: all)" };
+
+export const DEMO_FLAGS: readonly FlagSpec[] = [
+  { name: "fixture", type: "string", env: "DEMO_FIXTURE", default: "mixed-2numa-h100-mig", help: "fixture node to run on" },
+  { name: "keep", type: "bool", env: "DEMO_KEEP", default: false, help: "keep the temporary directory" },
+];
+
+export const PROXY_FLAGS: readonly FlagSpec[] = [
+  { name: "listen", type: "string", env: "PROXY_LISTEN", default: "0.0.0.0:8080", help: "address to serve on" },
+  { name: "endpoints", type: "list", env: "PROXY_ENDPOINTS", help: "model server URLs, http://ip:port,..." },
+  { name: "inference-pool", type: "string", env: "INFERENCE_POOL", help: "<namespace>/<name> of an inference.networking.k8s.io/v1 InferencePool" },
+  { name: "node-name", type: "string", env: "NODE_NAME", help: "only pods on this node (default: host name)" },
+  { name: "kube", type: "string", env: "KUBE", default: "auto", help: "auto | kubeconfig:<path>" },
+  { name: "trust-endpoint-header", type: "bool", env: "PROXY_TRUST_ENDPOINT_HEADER", default: false, help: "honour a client's x-gateway-destination-endpoint" },
+  { name: "scrape-interval-ms", type: "int", env: "PROXY_SCRAPE_INTERVAL_MS", default: 50, help: "endpoint /metrics scrape period" },
+  { name: "max-body-bytes", type: "int", env: "PROXY_MAX_BODY_BYTES", default: 8 * 1024 * 1024, help: "request body limit (413 above)" },
+  { name: "request-timeout-ms", type: "int", env: "PROXY_REQUEST_TIMEOUT_MS", default: 30_000, help: "a client must send its whole request within" },
+  { name: "upstream-connections", type: "int", env: "PROXY_UPSTREAM_CONNECTIONS", default: 128, help: "backend connections per endpoint at most (more requests wait for one)" },
+  { name: "upstream-keepalive-ms", type: "int", env: "PROXY_UPSTREAM_KEEPALIVE_MS", default: 4000, help: "an idle backend connection is closed after this" },
+  { name: "block-size", type: "int", env: "PROXY_BLOCK_SIZE", default: 64, help: "bytes per hashed prompt block" },
+  { name: "max-blocks", type: "int", env: "PROXY_MAX_BLOCKS", default: 256, help: "blocks hashed per prompt at most" },
+  { name: "capacity-blocks", type: "int", env: "PROXY_CAPACITY_BLOCKS", default: 31_250, help: "index capacity per endpoint until cache_config_info says otherwise" },
+  { name: "weight-prefix", type: "string", env: "PROXY_WEIGHT_PREFIX", default: "3", help: "prefix scorer weight" },
+  { name: "weight-queue", type: "string", env: "PROXY_WEIGHT_QUEUE", default: "2", help: "queue scorer weight" },
+  { name: "weight-kv", type: "string", env: "PROXY_WEIGHT_KV", default: "2", help: "KV-cache scorer weight" },
+  { name: "weight-inflight", type: "string", env: "PROXY_WEIGHT_INFLIGHT", default: "1", help: "in-flight scorer weight" },
+  { name: "guard-threshold", type: "string", env: "PROXY_GUARD_THRESHOLD", default: "16", help: "queue excess (waiting + in-flight) over the least loaded that voids the prefix score" },
+  { name: "saturation-queue", type: "string", env: "PROXY_SATURATION_QUEUE", default: "128", help: "waiting + in-flight at which an endpoint is saturated (0: off); all saturated -> 429" },
+  LOG_LEVEL_FLAG,
+];
+
+const NODE_OUT: readonly FlagSpec[] = [...NODE_FLAGS, OUTPUT_FLAG];
+
+/** The flags of every verb, by verb. A verb parses with its entry; help and usage print it. */
+export const VERB_FLAGS = {
+  agent: [...NODE_FLAGS, ...AGENT_FLAGS, ...DISCOVERY_FLAGS],
+  demo: DEMO_FLAGS,
+  "diag ping": NODE_OUT,
+  "diag prepare": NODE_OUT,
+  "diag unprepare": [...NODE_OUT, UID_FLAG],
+  "diag topology": NODE_OUT,
+  "diag slices": NODE_OUT,
+  "diag explain": [...NODE_OUT, ...CLAIM_FILE_FLAGS],
+  "claims apply": [...NODE_OUT, ...CLAIM_FILE_FLAGS],
+  "claims get": [KUBE_FLAG, OUTPUT_FLAG],
+  "claims list": [KUBE_FLAG, OUTPUT_FLAG, NAMESPACE_FLAG],
+  "claims delete": [KUBE_FLAG, OUTPUT_FLAG],
+  proxy: PROXY_FLAGS,
+  version: [OUTPUT_FLAG],
+} as const satisfies Record<string, readonly FlagSpec[]>;
+
+export type VerbName = keyof typeof VERB_FLAGS;
 
 export interface NodeConfig {
   driverName: string;

@@ -18,6 +18,7 @@ export const ERROR_CATALOGUE = {
   TESSERA_INPUT: "the input file is not a valid Kubernetes object of the expected kind",
   TESSERA_CLAIM_UID_MISMATCH: "the ResourceClaim was replaced: its UID differs from the one the kubelet asked for",
   TESSERA_CLAIM_NOT_ALLOCATED: "the ResourceClaim has no status.allocation; the scheduler (or `tessera claims apply`) must allocate it first",
+  TESSERA_CLAIM_IMMUTABLE: "the ResourceClaim is allocated and its spec cannot change (the API server refuses it too); delete the claim and apply it again",
   TESSERA_CLAIM_INVALID_UID: "the claim UID is not a valid UID and cannot name a file",
   TESSERA_CLAIM_INVALID_REF: "the claim's namespace or name is not a valid Kubernetes name",
   TESSERA_CLAIM_UID_REUSED: "the claim UID is already recorded for another ResourceClaim (namespace/name)",

@@ -1,17 +1,12 @@
 // Periodic rediscovery for the agent: every --rediscover-interval seconds and on SIGHUP. A failed
 // or hanging discovery never replaces a good inventory with an empty node: the last good one is
 // kept and the failure is exposed as `condition()` (for logs and diag) until a run succeeds.
-import type { FlagSpec } from "../common/config.js";
 import { isTesseraError } from "../common/errors.js";
 import type { Logger } from "../common/log.js";
 import { silentLogger } from "../common/log.js";
 import type { Discovery } from "./index.js";
 import type { DiscoveryCondition, Inventory } from "./model.js";
 
-/** Add to the agent's flags: `--rediscover-interval <s>` [REDISCOVER_INTERVAL], 0 disables the timer. */
-export const DISCOVERY_FLAGS: readonly FlagSpec[] = [
-  { name: "rediscover-interval", type: "int", env: "REDISCOVER_INTERVAL", default: 60, help: "seconds between GPU rediscoveries (0: only at start and on SIGHUP)" },
-];
 
 export interface InventoryWatcher {
   /** First discovery; rejects only if it fails and there is no inventory at all. */
