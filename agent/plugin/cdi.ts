@@ -4,7 +4,8 @@
 import { promises as fsp } from "node:fs";
 import * as path from "node:path";
 import { parse as parseYaml } from "yaml";
-import { writeFileAtomic } from "../common/atomic-file.js";
+import { ensureDirDurable, removeFileDurable, writeFileAtomic } from "../common/atomic-file.js";
+import { nodeDurableFs, type DurableFs } from "../common/durable-fs.js";
 import { TesseraError } from "../common/errors.js";
 import { assertClaimUID, CDI_KIND, CDI_VENDOR, cdiDeviceName, TOOLKIT_KIND, type PreparedClaim, type PreparedDevice } from "./prepared.js";
 
@@ -79,28 +80,31 @@ export interface CdiWriter {
   list(): Promise<{ uid: string; spec: CdiSpec | undefined }[]>;
 }
 
-export function createCdiWriter(root: string): CdiWriter {
+/** Every read and write of our claim specs goes through `fs` (default: node:fs). */
+export function createCdiWriter(root: string, fs: DurableFs = nodeDurableFs): CdiWriter {
   const prefix = `${CDI_VENDOR}-claim_`;
   return {
     root,
     async ensure(claim) {
       const file = specPath(root, claim.uid);
       const text = renderSpec(claim);
-      const current = await fsp.readFile(file, "utf8").catch(() => undefined);
+      const current = await fs.readFile(file).catch(() => undefined);
       if (current === text) return false;
       try {
-        await fsp.mkdir(root, { recursive: true, mode: 0o755 });
-        await writeFileAtomic(file, text, 0o644);
+        await ensureDirDurable(root, 0o755, fs);
+        await writeFileAtomic(file, text, 0o644, fs);
       } catch (err) {
         throw new TesseraError("TESSERA_CDI", `cannot write CDI spec ${file}; check that --cdi-root is writable`, { cause: err });
       }
       return true;
     },
     async remove(uid) {
-      await fsp.rm(specPath(root, uid), { force: true });
+      // The removal is made durable before the caller drops the checkpoint entry: otherwise a
+      // power loss could bring back a spec whose claim the kubelet was told is unprepared.
+      await removeFileDurable(specPath(root, uid), fs);
     },
     async list() {
-      const names = await fsp.readdir(root).catch(() => [] as string[]);
+      const names = await fs.readdir(root).catch(() => [] as string[]);
       const out: { uid: string; spec: CdiSpec | undefined }[] = [];
       for (const n of names.sort()) {
         if (!n.startsWith(prefix) || !n.endsWith(".json")) continue;
@@ -110,7 +114,7 @@ export function createCdiWriter(root: string): CdiWriter {
         } catch {
           continue;
         }
-        const spec = await fsp.readFile(path.join(root, n), "utf8").then((t) => JSON.parse(t) as CdiSpec, () => undefined);
+        const spec = await fs.readFile(path.join(root, n)).then((t) => JSON.parse(t) as CdiSpec, () => undefined);
         out.push({ uid, spec });
       }
       return out;

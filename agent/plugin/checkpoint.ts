@@ -6,7 +6,8 @@
 import { createHash } from "node:crypto";
 import { promises as fsp } from "node:fs";
 import * as path from "node:path";
-import { writeFileAtomic } from "../common/atomic-file.js";
+import { ensureDirDurable, writeFileAtomic } from "../common/atomic-file.js";
+import { nodeDurableFs, type DurableFs } from "../common/durable-fs.js";
 import { TesseraError } from "../common/errors.js";
 import type { Logger } from "../common/log.js";
 import type { PreparedDevice } from "./prepared.js";
@@ -85,12 +86,15 @@ export interface CheckpointDeps {
   bootId: string;
   log: Logger;
   now?: () => Date;
+  /** Every read and write of the checkpoint goes through this (default: node:fs). */
+  fs?: DurableFs;
 }
 
 /** Reads the checkpoint, moving a bad one aside. Never throws for file content problems. */
 export async function loadCheckpoint(file: string, deps: CheckpointDeps): Promise<{ checkpoint: Checkpoint; result: LoadResult }> {
-  await fsp.mkdir(path.dirname(file), { recursive: true, mode: 0o750 });
-  const text = await fsp.readFile(file, "utf8").catch((err: NodeJS.ErrnoException) => {
+  const fs = deps.fs ?? nodeDurableFs;
+  await ensureDirDurable(path.dirname(file), 0o750, fs);
+  const text = await fs.readFile(file).catch((err: NodeJS.ErrnoException) => {
     if (err.code === "ENOENT") return undefined;
     throw new TesseraError("TESSERA_CHECKPOINT", `cannot read ${file} (${err.code ?? err.message}); check --state-dir and the agent's permissions`, { cause: err });
   });
@@ -105,18 +109,18 @@ export async function loadCheckpoint(file: string, deps: CheckpointDeps): Promis
     } else {
       const stamp = (deps.now ?? (() => new Date()))().toISOString().replace(/[:.]/g, "-");
       const movedTo = `${file}.bad-${stamp}`;
-      await fsp.rename(file, movedTo);
+      await fs.rename(file, movedTo);
       deps.log.error("checkpoint unusable, moved aside; rebuilding from CDI specs", { file, movedTo, reason: decoded.reason });
       result = { kind: "moved-aside", data: { bootId: deps.bootId, claims: {} }, reason: decoded.reason, movedTo };
     }
   }
-  return { checkpoint: createCheckpoint(file, result.data), result };
+  return { checkpoint: createCheckpoint(file, result.data, fs), result };
 }
 
-function createCheckpoint(file: string, data: CheckpointData): Checkpoint {
+function createCheckpoint(file: string, data: CheckpointData, fs: DurableFs): Checkpoint {
   let inFlight: Promise<void> = Promise.resolve();
   let queued: Promise<void> | undefined;
-  const write = (): Promise<void> => writeFileAtomic(file, encodeCheckpoint(data), 0o600);
+  const write = (): Promise<void> => writeFileAtomic(file, encodeCheckpoint(data), 0o600, fs);
   return {
     file,
     data,
