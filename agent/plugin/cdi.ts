@@ -114,7 +114,11 @@ export function createCdiWriter(root: string, fs: DurableFs = nodeDurableFs): Cd
         } catch {
           continue;
         }
-        const spec = await fs.readFile(path.join(root, n)).then((t) => JSON.parse(t) as CdiSpec, () => undefined);
+        // A torn or garbage spec reads as undefined (parse errors included), never as a throw.
+        const spec = await fs
+          .readFile(path.join(root, n))
+          .then((t) => JSON.parse(t) as CdiSpec)
+          .catch(() => undefined);
         out.push({ uid, spec });
       }
       return out;
