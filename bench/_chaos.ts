@@ -70,6 +70,10 @@ interface Running {
   exited: Promise<void>;
 }
 
+/** The agent's environment: no cluster, and none of a test runner's per-process instrumentation
+ *  (tap's NODE_OPTIONS imports and V8 coverage would be paid on every one of the restarts). */
+const agentEnv: NodeJS.ProcessEnv = Object.fromEntries(Object.entries(process.env).filter(([k]) => k !== "NODE_OPTIONS" && k !== "NODE_V8_COVERAGE" && !k.startsWith("TAP")));
+
 export async function runCampaign(opts: CampaignOptions): Promise<CampaignResult> {
   const rng: Rng = createRng(opts.seed);
   const maxDelay = opts.maxKillDelayMs ?? 20;
@@ -93,7 +97,7 @@ export async function runCampaign(opts: CampaignOptions): Promise<CampaignResult
     const child = spawn(
       process.execPath,
       [join(repoRoot, "bin", "tessera.js"), "agent", "--discovery", `fixture:${FIXTURE}`, "--node-name", NODE, "--kubelet-root", dirs.kubelet, "--cdi-root", dirs.cdi, "--kube", `standalone:${dirs.store}`, "--rediscover-interval", "0"],
-      { cwd: repoRoot, stdio: ["ignore", "ignore", "pipe"], env: { ...process.env, KUBERNETES_SERVICE_HOST: "" } },
+      { cwd: repoRoot, stdio: ["ignore", "ignore", "pipe"], env: agentEnv },
     );
     const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
     let stderr = "";

@@ -121,6 +121,13 @@ export function createPowerLossFs(initial: ReadonlyMap<number, Node> | undefined
     if (n.kind !== "file") throw errno("EISDIR", p);
     return n;
   }
+  function dirAt(p: string): DirNode {
+    const ino = lookup(p);
+    const n = ino === undefined ? undefined : nodes.get(ino);
+    if (!n) throw errno("ENOENT", p);
+    if (n.kind !== "dir") throw errno("ENOTDIR", p);
+    return n;
+  }
   const tick = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
 
   return {
@@ -216,11 +223,7 @@ export function createPowerLossFs(initial: ReadonlyMap<number, Node> | undefined
     },
     async readdir(dir) {
       await tick();
-      const ino = lookup(dir);
-      const n = ino === undefined ? undefined : nodes.get(ino);
-      if (!n) throw errno("ENOENT", dir);
-      if (n.kind !== "dir") throw errno("ENOTDIR", dir);
-      return [...n.live.keys()].sort();
+      return [...dirAt(dir).live.keys()].sort();
     },
     async readFile(file) {
       await tick();
@@ -228,10 +231,7 @@ export function createPowerLossFs(initial: ReadonlyMap<number, Node> | undefined
     },
     async fsyncDir(dir) {
       await tick();
-      const ino = lookup(dir);
-      const n = ino === undefined ? undefined : nodes.get(ino);
-      if (!n) throw errno("ENOENT", dir);
-      if (n.kind !== "dir") throw errno("ENOTDIR", dir);
+      const n = dirAt(dir);
       n.durable = new Map(n.live);
       n.pending = [];
       record(`fsync-dir ${dir}`);
