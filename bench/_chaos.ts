@@ -1,7 +1,8 @@
 // The kill -9 campaign, shared by `npm run bench -- chaos` and test/chaos.test.ts: a real
 // `tessera agent` child process (fixture discovery, standalone store, temp kubelet root) driven by
 // a kubelet-like gRPC client over the real sockets, SIGKILLed at a random point 0-20 ms into a
-// Prepare or Unprepare batch (some trials also trigger a rediscovery with SIGHUP first), restarted,
+// Prepare or Unprepare batch, or (three trials in ten) 0-20 ms after its answer (some trials also
+// trigger a rediscovery with SIGHUP first), restarted,
 // and checked after every restart:
 //   - every claim answered as prepared is in the checkpoint, PrepareCompleted, with the same
 //     devices, and its CDI spec exists; every claim answered as unprepared is in neither;
@@ -165,11 +166,15 @@ export async function runCampaign(opts: CampaignOptions): Promise<CampaignResult
       const uniq = [...new Map(batch.map((c) => [wire(c).uid, c])).values()];
       const unprepare = rng.next() < 0.4;
       const delay = rng.next() * maxDelay;
+      const afterAnswer = rng.next() < 0.3;
       const call = unprepare ? agent.dra.unprepare({ claims: uniq.map(wire) }) : agent.dra.prepare({ claims: uniq.map(wire) });
       const outcome = call.then(
         (res) => ({ ok: true as const, res }),
         () => ({ ok: false as const }),
       );
+      // Most kills land 0-20 ms into the batch; some 0-20 ms after its answer (into the work that
+      // follows it), so answered claims build up whatever the machine's speed.
+      if (afterAnswer) await outcome;
       await new Promise<void>((resolve) => setTimeout(resolve, delay));
       const killed = kill(agent);
       const o = await outcome;
