@@ -100,7 +100,9 @@ export async function runCampaign(opts: CampaignOptions): Promise<CampaignResult
       [join(repoRoot, "bin", "tessera.js"), "agent", "--discovery", `fixture:${FIXTURE}`, "--node-name", NODE, "--kubelet-root", dirs.kubelet, "--cdi-root", dirs.cdi, "--kube", `standalone:${dirs.store}`, "--rediscover-interval", "0"],
       { cwd: repoRoot, stdio: ["ignore", "ignore", "pipe"], env: agentEnv },
     );
-    const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
+    let how = "";
+    // "close": the process exited and its stderr is drained, so a failure message is complete.
+    const exited = new Promise<void>((resolve) => child.once("close", (code, signal) => ((how = `exit ${code ?? signal}`), resolve())));
     let stderr = "";
     // The agent logs this line once both sockets listen: an event to await, not a poll.
     await new Promise<void>((resolve, reject) => {
@@ -108,7 +110,7 @@ export async function runCampaign(opts: CampaignOptions): Promise<CampaignResult
         stderr += b.toString();
         if (stderr.includes("kubelet plugin serving")) resolve();
       });
-      void exited.then(() => reject(new Error(`agent exited during start: ${stderr.trim().split("\n").slice(-3).join(" | ")}`)));
+      void exited.then(() => reject(new Error(`agent exited during start (${how}): ${stderr.trim().split("\n").slice(-3).join(" | ")}`)));
     });
     const reg = createRegistrationClient(join(dirs.kubelet, "plugins_registry", `${DRIVER}-reg.sock`), { deadlineMs: 5000 });
     const dra = createDraClient(join(stateDir, "dra.sock"), "v1", { deadlineMs: 5000 });
