@@ -3,9 +3,9 @@
 //   <dir>/resourceslices/<name>.json
 //   <dir>/resourceclaims/<namespace>/<name>.json
 //   <dir>/deviceclasses/<name>.json
-import { promises as fsp } from "node:fs";
 import * as path from "node:path";
-import { writeFileAtomic } from "../common/atomic-file.js";
+import { ensureDirDurable, removeFileDurable, writeFileAtomic } from "../common/atomic-file.js";
+import { nodeDurableFs, type DurableFs } from "../common/durable-fs.js";
 import { echoInput, TesseraError } from "../common/errors.js";
 import type { DeviceClass, ResourceClaim, ResourceSlice } from "./types.js";
 
@@ -34,7 +34,8 @@ export function assertObjectName(name: unknown, what: string): asserts name is s
   }
 }
 
-export function createStandaloneStore(dir: string): StandaloneStore {
+/** Every read and write goes through `fs` (default: node:fs). */
+export function createStandaloneStore(dir: string, fs: DurableFs = nodeDurableFs): StandaloneStore {
   const root = path.resolve(dir);
   const slicesDir = path.join(root, "resourceslices");
   const claimsDir = path.join(root, "resourceclaims");
@@ -43,7 +44,7 @@ export function createStandaloneStore(dir: string): StandaloneStore {
   async function readJson<T>(file: string): Promise<T | undefined> {
     let text: string;
     try {
-      text = await fsp.readFile(file, "utf8");
+      text = await fs.readFile(file);
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === "ENOENT") return undefined;
       throw new TesseraError("TESSERA_STORE", `cannot read ${file}`, { cause: err });
@@ -58,7 +59,7 @@ export function createStandaloneStore(dir: string): StandaloneStore {
   async function listJson<T>(d: string): Promise<T[]> {
     let names: string[];
     try {
-      names = await fsp.readdir(d);
+      names = await fs.readdir(d);
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === "ENOENT") return [];
       throw new TesseraError("TESSERA_STORE", `cannot list ${d}`, { cause: err });
@@ -73,15 +74,15 @@ export function createStandaloneStore(dir: string): StandaloneStore {
 
   async function writeJson(file: string, obj: unknown): Promise<void> {
     try {
-      await fsp.mkdir(path.dirname(file), { recursive: true });
-      await writeFileAtomic(file, JSON.stringify(obj, null, 2) + "\n");
+      await ensureDirDurable(path.dirname(file), undefined, fs);
+      await writeFileAtomic(file, JSON.stringify(obj, null, 2) + "\n", 0o644, fs);
     } catch (err) {
       throw new TesseraError("TESSERA_STORE", `cannot write ${file}`, { cause: err });
     }
   }
 
   async function remove(file: string): Promise<void> {
-    await fsp.rm(file, { force: true });
+    await removeFileDurable(file, fs);
   }
 
   const claimFile = (ns: string, name: string): string => {
@@ -104,7 +105,7 @@ export function createStandaloneStore(dir: string): StandaloneStore {
     async listClaims() {
       let namespaces: string[];
       try {
-        namespaces = (await fsp.readdir(claimsDir)).sort();
+        namespaces = (await fs.readdir(claimsDir)).sort();
       } catch (err) {
         if ((err as NodeJS.ErrnoException).code === "ENOENT") return [];
         throw new TesseraError("TESSERA_STORE", `cannot list ${claimsDir}`, { cause: err });

@@ -4,7 +4,8 @@
 import { promises as fsp } from "node:fs";
 import * as path from "node:path";
 import { parse as parseYaml } from "yaml";
-import { writeFileAtomic } from "../common/atomic-file.js";
+import { ensureDirDurable, removeFileDurable, writeFileAtomic } from "../common/atomic-file.js";
+import { nodeDurableFs, type DurableFs } from "../common/durable-fs.js";
 import { TesseraError } from "../common/errors.js";
 import { assertClaimUID, CDI_KIND, isClaimUID, CDI_VENDOR, cdiDeviceName, TOOLKIT_KIND, type PreparedClaim, type PreparedDevice } from "./prepared.js";
 
@@ -109,26 +110,29 @@ export interface CdiWriter {
   list(): Promise<{ uid: string; spec: CdiSpec | undefined }[]>;
 }
 
-export function createCdiWriter(root: string): CdiWriter {
+/** Every read and write of our claim specs goes through `fs` (default: node:fs). */
+export function createCdiWriter(root: string, fs: DurableFs = nodeDurableFs): CdiWriter {
   return {
     root,
     async ensure(claim) {
       const file = specPath(root, claim.uid);
       const text = renderSpec(claim);
-      const current = await fsp.readFile(file, "utf8").catch(() => undefined);
+      const current = await fs.readFile(file).catch(() => undefined);
       if (current === text) return false;
       try {
-        await fsp.mkdir(root, { recursive: true, mode: 0o755 });
-        await writeFileAtomic(file, text, 0o644);
+        await ensureDirDurable(root, 0o755, fs);
+        await writeFileAtomic(file, text, 0o644, fs);
       } catch (err) {
         throw new TesseraError("TESSERA_CDI", `cannot write CDI spec ${file}; check that --cdi-root is writable`, { cause: err });
       }
       return true;
     },
     async remove(uid) {
+      // The removal is made durable before the caller drops the checkpoint entry: otherwise a
+      // power loss could bring back a spec whose claim the kubelet was told is unprepared.
       const file = specPath(root, uid);
       try {
-        await fsp.unlink(file);
+        await removeFileDurable(file, fs);
         return "removed";
       } catch (err) {
         const code = (err as NodeJS.ErrnoException).code;
@@ -138,12 +142,16 @@ export function createCdiWriter(root: string): CdiWriter {
       }
     },
     async list() {
-      const names = await fsp.readdir(root).catch(() => [] as string[]);
+      const names = await fs.readdir(root).catch(() => [] as string[]);
       const out: { uid: string; spec: CdiSpec | undefined }[] = [];
       for (const n of names.sort()) {
         const uid = specFileUID(n);
         if (uid === undefined) continue;
-        const spec = await fsp.readFile(path.join(root, n), "utf8").then((t) => JSON.parse(t) as CdiSpec, () => undefined);
+        // A torn or garbage spec reads as undefined (parse errors included), never as a throw.
+        const spec = await fs
+          .readFile(path.join(root, n))
+          .then((t) => JSON.parse(t) as CdiSpec)
+          .catch(() => undefined);
         out.push({ uid, spec });
       }
       return out;

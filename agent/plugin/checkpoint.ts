@@ -6,7 +6,8 @@
 import { createHash } from "node:crypto";
 import { promises as fsp } from "node:fs";
 import * as path from "node:path";
-import { writeFileAtomic } from "../common/atomic-file.js";
+import { ensureDirDurable, writeFileAtomic } from "../common/atomic-file.js";
+import { nodeDurableFs, type DurableFs } from "../common/durable-fs.js";
 import { TesseraError } from "../common/errors.js";
 import type { Logger } from "../common/log.js";
 import { checkpointDataProblem } from "./checkpoint-schema.js";
@@ -91,6 +92,8 @@ export interface CheckpointDeps {
   onWrite?: (outcome: "ok" | "error") => void;
   /** How the file is written (default writeFileAtomic); tests inject EPERM/EROFS here. */
   write?: (file: string, text: string, mode: number) => Promise<void>;
+  /** Every read and write of the checkpoint goes through this (default: node:fs). */
+  fs?: DurableFs;
 }
 
 /**
@@ -109,10 +112,11 @@ export function stateWriteError(what: string, target: string, err: unknown): Tes
 
 /** Reads the checkpoint, moving a bad one aside. Never throws for file content problems. */
 export async function loadCheckpoint(file: string, deps: CheckpointDeps): Promise<{ checkpoint: Checkpoint; result: LoadResult }> {
-  await fsp.mkdir(path.dirname(file), { recursive: true, mode: 0o750 }).catch((err: unknown) => {
+  const fs = deps.fs ?? nodeDurableFs;
+  await ensureDirDurable(path.dirname(file), 0o750, fs).catch((err: unknown) => {
     throw stateWriteError("create the state dir of", file, err);
   });
-  const text = await fsp.readFile(file, "utf8").catch((err: NodeJS.ErrnoException) => {
+  const text = await fs.readFile(file).catch((err: NodeJS.ErrnoException) => {
     if (err.code === "ENOENT") return undefined;
     throw new TesseraError("TESSERA_CHECKPOINT", `cannot read ${file} (${err.code ?? err.message}); check --state-dir and the agent's permissions`, { cause: err });
   });
@@ -127,14 +131,14 @@ export async function loadCheckpoint(file: string, deps: CheckpointDeps): Promis
     } else {
       const stamp = (deps.now ?? (() => new Date()))().toISOString().replace(/[:.]/g, "-");
       const movedTo = `${file}.bad-${stamp}`;
-      await fsp.rename(file, movedTo).catch((err: unknown) => {
+      await fs.rename(file, movedTo).catch((err: unknown) => {
         throw stateWriteError(`move the unusable checkpoint (${decoded.reason}) aside from`, file, err);
       });
       deps.log.error("checkpoint unusable, moved aside; rebuilding from CDI specs", { file, movedTo, reason: decoded.reason });
       result = { kind: "moved-aside", data: { bootId: deps.bootId, claims: {} }, reason: decoded.reason, movedTo };
     }
   }
-  const checkpoint = createCheckpoint(file, result.data, deps.write ?? writeFileAtomic, deps.onWrite);
+  const checkpoint = createCheckpoint(file, result.data, deps.write ?? ((f, text, mode) => writeFileAtomic(f, text, mode, fs)), deps.onWrite);
   // A fresh state dir is written at once: one that cannot be written fails the start with a clear
   // error instead of failing every later Prepare.
   if (result.kind === "fresh") await checkpoint.save();

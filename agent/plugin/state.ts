@@ -302,10 +302,17 @@ export function createDeviceState(deps: DeviceStateDeps): DeviceState {
         return unprepareLocked(key);
       }),
     async restore(load) {
-      if (load.kind === "moved-aside") {
+      // Orphans (our CDI specs without a checkpoint entry) never survive a restore: with a
+      // trusted checkpoint they are removed (a lost prepare answer is retried by the kubelet, a
+      // lost unprepare removal must not come back); with no usable checkpoint they are adopted.
+      const specs = await cdi.list();
+      if (load.kind === "moved-aside" || (load.kind === "fresh" && specs.length > 0)) {
         let n = 0;
-        for (const { uid, spec } of await cdi.list()) {
-          if (!spec) continue;
+        for (const { uid, spec } of specs) {
+          if (!spec) {
+            await cdi.remove(uid); // unreadable: neither adoptable nor usable by the runtime
+            continue;
+          }
           // PrepareStarted: the devices stay reserved; the kubelet's next Prepare re-reads the
           // claim and completes it, its Unprepare removes the spec.
           checkpoint.set(uid, { state: "PrepareStarted", namespace: "", name: "", devices: fromSpec(uid, spec), rebuilt: true });
@@ -317,6 +324,13 @@ export function createDeviceState(deps: DeviceStateDeps): DeviceState {
       }
       if (load.kind !== "loaded") return;
       await reconcileOrphans();
+      let orphans = 0;
+      for (const { uid } of specs) {
+        if (checkpoint.get(uid)) continue;
+        await cdi.remove(uid);
+        orphans++;
+      }
+      if (orphans > 0) log.info("removed CDI specs of claims the checkpoint does not hold", { count: orphans, cdiRoot: cdi.root });
       if (load.rebooted) log.info("node rebooted since the checkpoint was written; re-creating CDI specs", { previousBootId: load.previousBootId });
       let recreated = 0;
       for (const [uid, e] of checkpoint.entries()) {
