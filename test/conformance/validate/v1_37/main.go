@@ -58,10 +58,10 @@ type Result struct {
 	Profile string   `json:"profile"`
 	Case    string   `json:"case"`
 	Slices  int      `json:"slices"`
-	Errors  int      `json:"errors"`  // validation errors, unknown fields and dropped fields together
-	First   []string `json:"first"`   // the first few, for the report
-	Gates   string   `json:"gates"`   // what the profile's gates were in this minor
-	Setup   string   `json:"setup"`   // non-empty: the case could not be validated (bad file)
+	Errors  int      `json:"errors"` // validation errors, unknown fields and dropped fields together
+	First   []string `json:"first"`  // the first few, for the report
+	Gates   string   `json:"gates"`  // what the profile's gates were in this minor
+	Setup   string   `json:"setup"`  // non-empty: the case could not be validated (bad file)
 }
 
 func (r Result) Verdict() string {
