@@ -277,6 +277,14 @@ func injectAndCheck(cache *cdi.Cache, a *Agent, claims []*resourceapi.ResourceCl
 		}
 		for _, r := range c.Status.Allocation.Devices.Results {
 			wantEnv[deviceEnvKey(string(c.UID), r.Device)] = uuids[r.Device]
+			for _, p := range requiredNodes(r.Device) {
+				if !have[p] {
+					problems = append(problems, fmt.Sprintf("device node %s of %s (claim %s) missing from the container", p, r.Device, c.Name))
+				}
+			}
+			if strings.Contains(r.Device, "-mig-") && !hasPrefix(spec.Linux.Devices, "/dev/nvidia-caps/") {
+				problems = append(problems, fmt.Sprintf("MIG device %s (claim %s): no /dev/nvidia-caps/ node in the container", r.Device, c.Name))
+			}
 		}
 	}
 	gotEnv := map[string]string{}
@@ -297,6 +305,26 @@ func injectAndCheck(cache *cdi.Cache, a *Agent, claims []*resourceapi.ResourceCl
 		problems = append(problems, "TESSERA_DEVICE_* differ from the claims' devices: "+d)
 	}
 	return joinProblems(problems)
+}
+
+// requiredNodes is what a device needs whatever the spec says, from the contract's names
+// (gpu-<minor>, gpu-<minor>-mig-…): the control nodes and its (parent) GPU's node.
+func requiredNodes(device string) []string {
+	out := []string{"/dev/nvidiactl", "/dev/nvidia-uvm", "/dev/nvidia-uvm-tools"}
+	var minor int
+	if _, err := fmt.Sscanf(device, "gpu-%d", &minor); err == nil {
+		out = append(out, fmt.Sprintf("/dev/nvidia%d", minor))
+	}
+	return out
+}
+
+func hasPrefix(devs []oci.LinuxDevice, prefix string) bool {
+	for _, d := range devs {
+		if strings.HasPrefix(d.Path, prefix) {
+			return true
+		}
+	}
+	return false
 }
 
 func diffEnv(want, got map[string]string) string {
