@@ -135,32 +135,12 @@ func deviceEnvKey(uid, device string) string {
 // NVIDIA_VISIBLE_DEVICES exactly "void", and the TESSERA_DEVICE_* variables exactly the
 // claims' devices with their UUIDs.
 func CDIMultiClaim(ctx context.Context, repo string, keep bool, check func(string, error)) {
-	a, err := StartAgentWithKube(repo, "mixed-2numa-h100-mig", "cdi-node", "", "--mig-mode", "static")
-	if err != nil {
-		check("cdi-multi-claim", err)
-		return
-	}
-	failed := false
-	defer func() {
-		_, _ = a.Stop(10 * time.Second)
-		a.Cleanup(keep || failed)
-	}()
-	fail := func(name string, err error) {
-		if err != nil {
-			failed = true
-			fmt.Fprintf(os.Stderr, "tier1: cdi agent tree kept at %s\n", a.Root)
-		}
-		check(name, err)
-	}
-	if err := a.WaitSockets(30 * time.Second); err != nil {
-		fail("cdi-multi-claim", err)
-		return
-	}
-	slicesOnStore, err := a.WaitSlices(ctx, 10*time.Second)
-	if err != nil {
-		fail("cdi-multi-claim", err)
-		return
-	}
+	WithAgent(ctx, repo, "mixed-2numa-h100-mig", "cdi-node", keep, check, "cdi-multi-claim", func(a *Agent, slices []resourceapi.ResourceSlice, check func(string, error)) {
+		cdiMultiClaim(ctx, a, slices, check)
+	}, "--mig-mode", "static")
+}
+
+func cdiMultiClaim(ctx context.Context, a *Agent, slicesOnStore []resourceapi.ResourceSlice, fail func(string, error)) {
 	uuids := map[string]string{} // device name -> uuid attribute
 	for _, s := range slicesOnStore {
 		for _, d := range s.Spec.Devices {
@@ -177,18 +157,12 @@ func CDIMultiClaim(ctx context.Context, repo string, keep bool, check func(strin
 		newClaim("cdi-mig", mig("mig")),
 		newClaim("cdi-gpu-and-mig", gpus("gpu", 1), mig("mig")),
 	}
-	var prior []resourceapi.ResourceClaim
+	if err := AllocateAndStore(ctx, a, slicesOnStore, claims...); err != nil {
+		fail("cdi-multi-claim", err)
+		return
+	}
 	var batch []*drav1.Claim
 	for _, c := range claims {
-		if err := allocate(ctx, a, slicesOnStore, prior, c); err != nil {
-			fail("cdi-multi-claim", err)
-			return
-		}
-		if err := a.WriteClaim(c); err != nil {
-			fail("cdi-multi-claim", err)
-			return
-		}
-		prior = append(prior, *c)
 		batch = append(batch, pbClaim(c))
 	}
 	conn, err := dial(a.DRASocket())

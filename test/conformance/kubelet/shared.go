@@ -3,7 +3,6 @@ package kubelet
 import (
 	"context"
 	"fmt"
-	"os"
 	"time"
 
 	resourceapi "k8s.io/api/resource/v1"
@@ -18,33 +17,14 @@ import (
 // same devices). It fails, naming the cause, while the agent has no such flag or publishes no
 // shared device.
 func SharedGPU(ctx context.Context, repo string, keep bool, check func(string, error)) {
-	const name = "v1-prepare-share-id"
-	a, err := StartAgentWithKube(repo, "h100-sxm-8x", "shared-node", "", "--gpu-sharing", "consumable")
-	if err != nil {
-		check(name, err)
-		return
-	}
-	failed := false
-	defer func() {
-		_, _ = a.Stop(10 * time.Second)
-		a.Cleanup(keep || failed)
-	}()
-	fail := func(err error) {
-		failed = err != nil
-		if failed {
-			fmt.Fprintf(os.Stderr, "tier1: shared-GPU agent tree kept at %s\n", a.Root)
-		}
-		check(name, err)
-	}
-	if err := a.WaitSockets(30 * time.Second); err != nil {
-		fail(fmt.Errorf("agent with --gpu-sharing consumable did not start (is the flag implemented?): %w", err))
-		return
-	}
-	slicesOnStore, err := a.WaitSlices(ctx, 10*time.Second)
-	if err != nil {
-		fail(err)
-		return
-	}
+	WithAgent(ctx, repo, "h100-sxm-8x", "shared-node", keep, check, shareCheck, func(a *Agent, slicesOnStore []resourceapi.ResourceSlice, check func(string, error)) {
+		sharedGPU(ctx, a, slicesOnStore, func(err error) { check(shareCheck, err) })
+	}, "--gpu-sharing", "consumable")
+}
+
+const shareCheck = "v1-prepare-share-id"
+
+func sharedGPU(ctx context.Context, a *Agent, slicesOnStore []resourceapi.ResourceSlice, fail func(error)) {
 	var uuid string
 	for _, s := range slicesOnStore {
 		for _, d := range s.Spec.Devices {
@@ -65,17 +45,9 @@ func SharedGPU(ctx context.Context, repo string, keep bool, check func(string, e
 		Selectors: []resourceapi.DeviceSelector{{CEL: &resourceapi.CELDeviceSelector{Expression: fmt.Sprintf(
 			`device.allowMultipleAllocations == true && device.attributes["gpu.tessera.dev"].uuid == %q`, uuid)}}}}}
 	claims := []*resourceapi.ResourceClaim{newClaim("shared-a", req), newClaim("shared-b", req)}
-	var prior []resourceapi.ResourceClaim
-	for _, c := range claims {
-		if err := allocate(ctx, a, slicesOnStore, prior, c); err != nil {
-			fail(err)
-			return
-		}
-		if err := a.WriteClaim(c); err != nil {
-			fail(err)
-			return
-		}
-		prior = append(prior, *c)
+	if err := AllocateAndStore(ctx, a, slicesOnStore, claims...); err != nil {
+		fail(err)
+		return
 	}
 	r0, r1 := claims[0].Status.Allocation.Devices.Results[0], claims[1].Status.Allocation.Devices.Results[0]
 	if r0.Device != r1.Device || r0.ShareID == nil || r1.ShareID == nil || *r0.ShareID == *r1.ShareID {
