@@ -265,7 +265,10 @@ func validateSlice(raw []byte) []string {
 		return append(problems, "convert: "+err.Error())
 	}
 	before := internal.DeepCopy()
-	ctx := genericapirequest.NewContext()
+	// A create of resource.k8s.io/v1 resourceslices, as the server's handler records it (the
+	// 1.35+ strategies run declarative validation too and need to know the request).
+	ctx := genericapirequest.WithRequestInfo(genericapirequest.NewContext(), &genericapirequest.RequestInfo{
+		IsResourceRequest: true, Verb: "create", APIGroup: "resource.k8s.io", APIVersion: "v1", Resource: "resourceslices"})
 	resourceslice.Strategy.PrepareForCreate(ctx, internal)
 	problems = append(problems, droppedFields(before, internal)...)
 	for _, e := range resourceslice.Strategy.Validate(ctx, internal) {
