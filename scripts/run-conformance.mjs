@@ -178,8 +178,9 @@ if (!onlyTier || onlyTier === "4") {
     for (const mode of ["static", "dynamic"]) {
       for (const sharing of ["none", "consumable"]) {
         const r = spawnSync("node", [join(root, "bin", "tessera.js"), "diag", "slices", "-o", "json", "--discovery", `fixture:${f}`,
-          "--mig-mode", mode, "--gpu-sharing", sharing], { cwd: root, encoding: "utf8" });
-        // A case Tessera cannot build is written as {"error"}: the validator fails it by name.
+          "--mig-mode", mode, ...(sharing === "none" ? [] : ["--gpu-sharing", sharing])], { cwd: root, encoding: "utf8" });
+        // `none` is the default: leaving the flag out keeps those cases meaningful on an agent
+        // without --gpu-sharing. A case Tessera cannot build is written as {"error"}: the validator fails it by name.
         const text = r.status === 0 ? r.stdout : JSON.stringify({ error: `tessera diag slices failed: ${(r.stderr || "").trim().split("\n").pop()}` });
         writeFileSync(join(slicesDir, `${f}__${mode}__${sharing}.json`), text);
       }
