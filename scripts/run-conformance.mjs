@@ -1,11 +1,11 @@
 #!/usr/bin/env node
 // `npm run conformance`: builds Tessera and the Go harness in test/conformance/, then runs the
 // tiers that can run here (docs/conformance.md). Without Go it says so and exits 0, skipped.
-// Flags: --no-build (dist/ is fresh), --tier 1|2 (only that tier), --count N (random cases).
+// Flags: --no-build (dist/ is fresh), --tier 1|2|3|4 (only that tier), --count N (random cases).
 // Every check prints one JSON line {tier, check, status, detail, count}; this script counts
 // them and ends with `conformance: N passed, N failed, N skipped`; exit 1 on any failure.
 import { spawn, spawnSync } from "node:child_process";
-import { existsSync, readdirSync, mkdirSync, rmSync } from "node:fs";
+import { existsSync, readdirSync, mkdirSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 
 const root = new URL("..", import.meta.url).pathname;
@@ -167,6 +167,38 @@ if (!onlyTier || onlyTier === "3") {
     const why = (t3.stderr || "").trim().split("\n").slice(-3).join(" | ");
     console.log(`FAIL tier3 build — ${why}`);
     counts.failed++;
+  }
+}
+if (!onlyTier || onlyTier === "4") {
+  // Tier 4: the slices Tessera builds (every fixture × --mig-mode × --gpu-sharing) validated by the
+  // API server code of every supported minor: one small module per minor (test/conformance/validate/).
+  const slicesDir = join(outDir, "slices");
+  mkdirSync(slicesDir, { recursive: true });
+  for (const f of fixtures) {
+    for (const mode of ["static", "dynamic"]) {
+      for (const sharing of ["none", "consumable"]) {
+        const r = spawnSync("node", [join(root, "bin", "tessera.js"), "diag", "slices", "-o", "json", "--discovery", `fixture:${f}`,
+          "--mig-mode", mode, ...(sharing === "none" ? [] : ["--gpu-sharing", sharing])], { cwd: root, encoding: "utf8" });
+        // `none` is the default: leaving the flag out keeps those cases meaningful on an agent
+        // without --gpu-sharing. A case Tessera cannot build is written as {"error"}: the validator fails it by name.
+        const text = r.status === 0 ? r.stdout : JSON.stringify({ error: `tessera diag slices failed: ${(r.stderr || "").trim().split("\n").pop()}` });
+        writeFileSync(join(slicesDir, `${f}__${mode}__${sharing}.json`), text);
+      }
+    }
+  }
+  const vdir = join(harness, "validate");
+  const minors = existsSync(vdir) ? readdirSync(vdir).filter((d) => /^v1_\d+$/.test(d)).sort() : [];
+  for (const m of minors) {
+    const minor = m.replace("v1_", "1.");
+    const out = join(bin, `validate-${minor}`);
+    const b = goBuild(join(vdir, m), out, `validate-slices ${minor} (k8s.io/kubernetes ${minor})`);
+    if (b.status !== 0) {
+      const why = (b.stderr || "").trim().split("\n").slice(-3).join(" | ");
+      console.log(`FAIL tier4 validate-${minor} build — ${why}`);
+      counts.failed++;
+      continue;
+    }
+    await runHarness(out, ["-dir", slicesDir, "-matrix", join(outDir, `validate-${minor}.json`)], 5 * 60_000);
   }
 }
 finish();

@@ -220,3 +220,54 @@ func ContractSlices(node string, gpus int) []resourceapi.ResourceSlice {
 	}
 	return []resourceapi.ResourceSlice{s}
 }
+
+// WithAgent runs one group of checks on an agent of its own (fixture and flags of its own):
+// it starts the agent, waits for its sockets and slices (failing check `first` when they do
+// not come), runs body, stops the agent and keeps its tree, printing the path, when a check
+// of the group failed.
+func WithAgent(ctx context.Context, repo, fixture, node string, keep bool, check func(string, error), first string,
+	body func(a *Agent, slices []resourceapi.ResourceSlice, check func(string, error)), extra ...string) {
+	a, err := StartAgentWithKube(repo, fixture, node, "", extra...)
+	if err != nil {
+		check(first, err)
+		return
+	}
+	failed := false
+	defer func() {
+		_, _ = a.Stop(10 * time.Second)
+		a.Cleanup(keep || failed)
+		if failed {
+			fmt.Fprintf(os.Stderr, "tier1: agent tree (%s, %v) kept at %s\n", fixture, extra, a.Root)
+		}
+	}()
+	record := func(name string, err error) {
+		failed = failed || err != nil
+		check(name, err)
+	}
+	if err := a.WaitSockets(30 * time.Second); err != nil {
+		record(first, fmt.Errorf("agent %v did not start: %w", extra, err))
+		return
+	}
+	slices, err := a.WaitSlices(ctx, 10*time.Second)
+	if err != nil {
+		record(first, err)
+		return
+	}
+	body(a, slices, record)
+}
+
+// AllocateAndStore allocates the claims one after another with the scheduler's allocator
+// (each seeing the ones before as allocated) and writes them to the agent's store.
+func AllocateAndStore(ctx context.Context, a *Agent, slices []resourceapi.ResourceSlice, claims ...*resourceapi.ResourceClaim) error {
+	var prior []resourceapi.ResourceClaim
+	for _, c := range claims {
+		if err := allocate(ctx, a, slices, prior, c); err != nil {
+			return err
+		}
+		if err := a.WriteClaim(c); err != nil {
+			return err
+		}
+		prior = append(prior, *c)
+	}
+	return nil
+}

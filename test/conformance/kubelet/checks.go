@@ -89,6 +89,11 @@ func Main(ctx context.Context, args []string) (failed bool) {
 
 	exitErr, gone := a.Stop(10 * time.Second)
 	stopped = true
+	defer func() {
+		// Each on its own agent (own fixture / flags), after the main agent has stopped.
+		CDIMultiClaim(ctx, *repo, *keep, check)
+		SharedGPU(ctx, *repo, *keep, check)
+	}()
 	check("sigterm-exit-0", exitErr)
 	if !gone {
 		check("sigterm-removes-sockets", fmt.Errorf("a socket is still there after exit"))

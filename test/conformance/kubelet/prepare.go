@@ -9,16 +9,12 @@ import (
 	resourceapi "k8s.io/api/resource/v1"
 	drav1 "k8s.io/kubelet/pkg/apis/dra/v1"
 	drav1beta1 "k8s.io/kubelet/pkg/apis/dra/v1beta1"
-
-	"tessera.dev/conformance/report"
 )
 
 // checkPrepare runs the prepare/unprepare cases the kubelet relies on, on both versions.
 func checkPrepare(ctx context.Context, a *Agent, slicesOnStore []resourceapi.ResourceSlice,
 	v1 drav1.DRAPluginClient, v1b drav1beta1.DRAPluginClient, check func(string, error)) {
 	call := func() (context.Context, context.CancelFunc) { return context.WithTimeout(ctx, 10*time.Second) }
-
-	checkShared(ctx, a, slicesOnStore, v1, check)
 
 	// An empty batch, as `diag ping` and the kubelet's health probes send.
 	cctx, cancel := call()
@@ -93,6 +89,8 @@ func checkPrepare(ctx context.Context, a *Agent, slicesOnStore []resourceapi.Res
 			}
 		}
 	}
+	_, err = ValidateCDISpecs(a.CDIRoot)
+	check("cdi-specs-valid", err)
 	for name, uid := range map[string]string{"missing-claim": missing.Uid, "uid-mismatch": stale.Uid, "not-allocated": string(unallocated.UID)} {
 		r := resp.Claims[uid]
 		if r == nil || r.Error == "" {
@@ -191,47 +189,6 @@ func checkPrepare(ctx context.Context, a *Agent, slicesOnStore []resourceapi.Res
 	check("v1-prepare-after-unprepare", err)
 }
 
-// checkShared prepares a claim on a device that allows multiple allocations (consumable
-// capacity) and checks share_id carries the allocation's shareID; skipped when the node
-// publishes no such device.
-func checkShared(ctx context.Context, a *Agent, slicesOnStore []resourceapi.ResourceSlice, v1 drav1.DRAPluginClient, check func(string, error)) {
-	var shared *resourceapi.Device
-	for i := range slicesOnStore {
-		for j := range slicesOnStore[i].Spec.Devices {
-			if d := &slicesOnStore[i].Spec.Devices[j]; d.AllowMultipleAllocations != nil && *d.AllowMultipleAllocations {
-				shared = d
-			}
-		}
-	}
-	if shared == nil {
-		report.Skip(tier, "v1-prepare-share-id", "the fixture node publishes no device with allowMultipleAllocations")
-		return
-	}
-	c := newClaim("shared-gpu", resourceapi.DeviceRequest{Name: "gpu", Exactly: &resourceapi.ExactDeviceRequest{
-		DeviceClassName: "gpu.tessera.dev", AllocationMode: resourceapi.DeviceAllocationModeExactCount, Count: 1,
-		Selectors: []resourceapi.DeviceSelector{{CEL: &resourceapi.CELDeviceSelector{Expression: "device.allowMultipleAllocations == true"}}}}})
-	if err := allocate(ctx, a, slicesOnStore, nil, c); err != nil {
-		check("v1-prepare-share-id", err)
-		return
-	}
-	if err := a.WriteClaim(c); err != nil {
-		check("v1-prepare-share-id", err)
-		return
-	}
-	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	resp, err := v1.NodePrepareResources(cctx, &drav1.NodePrepareResourcesRequest{Claims: []*drav1.Claim{pbClaim(c)}})
-	if err == nil {
-		if r := resp.Claims[string(c.UID)]; r == nil || r.Error != "" {
-			err = fmt.Errorf("prepare: %+v", r)
-		} else {
-			err = checkDevices(a, c, r.Devices)
-		}
-	}
-	check("v1-prepare-share-id", err)
-	_, _ = v1.NodeUnprepareResources(cctx, &drav1.NodeUnprepareResourcesRequest{Claims: []*drav1.Claim{pbClaim(c)}})
-}
-
 // PrepareOne asks the agent, as the kubelet does on v1, to prepare one allocated claim and
 // checks the answer against the allocation; then unprepares it.
 func PrepareOne(ctx context.Context, a *Agent, c *resourceapi.ResourceClaim) error {
@@ -252,6 +209,9 @@ func PrepareOne(ctx context.Context, a *Agent, c *resourceapi.ResourceClaim) err
 		return fmt.Errorf("prepare %s: %+v", c.Name, r)
 	}
 	if err := checkDevices(a, c, r.Devices); err != nil {
+		return err
+	}
+	if _, err := ValidateCDISpecs(a.CDIRoot); err != nil {
 		return err
 	}
 	uresp, err := v1.NodeUnprepareResources(cctx, &drav1.NodeUnprepareResourcesRequest{Claims: []*drav1.Claim{pbClaim(c)}})

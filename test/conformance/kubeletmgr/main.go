@@ -134,6 +134,8 @@ func run(ctx context.Context, repo, fixture string) (failed bool) {
 		}
 	}
 	check("container-cdi-devices", err)
+	_, err = kubelet.ValidateCDISpecs(a.CDIRoot) // the spec the runtime would load, by the CDI library
+	check("cdi-specs-valid", err)
 	uctx, ucancel := context.WithTimeout(ctx, 20*time.Second)
 	err = mgr.UnprepareResources(uctx, pod)
 	ucancel()
