@@ -69,7 +69,9 @@ func TestUses(t *testing.T) {
 		{Name: "a", Exactly: &resourceapi.ExactDeviceRequest{AllocationMode: resourceapi.DeviceAllocationModeAll}},
 		{Name: "b", FirstAvailable: []resourceapi.DeviceSubRequest{{Name: "s0"}, {Name: "s1", AllocationMode: resourceapi.DeviceAllocationModeAll}}},
 	}
-	got := func(ds ...oracle.Device) string { return strings.Join(Uses(c, oracle.Result{Fits: true, Devices: ds}), ",") }
+	got := func(ds ...oracle.Device) string {
+		return strings.Join(Uses(c, oracle.Result{Fits: true, Devices: ds}), ",")
+	}
 	if g := got(oracle.Device{Request: "a", Device: "gpu-2"}); g != "All" {
 		t.Errorf("exact All on a plain device: %q", g)
 	}
