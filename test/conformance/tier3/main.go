@@ -119,7 +119,13 @@ func run(ctx context.Context, repo, fixture string) (failed bool) {
 		"--bind-address=127.0.0.1", fmt.Sprintf("--secure-port=%d", port),
 		"--cert-dir=" + filepath.Join(dir, "certs"), // a throwaway self-signed serving certificate
 		"--token-auth-file=" + filepath.Join(dir, "tokens.csv"),
-		"--authorization-mode=RBAC",
+		"--authorization-mode=Node,RBAC",
+		"--enable-admission-plugins=ValidatingAdmissionPolicy",
+		"--allow-privileged=true", // the shipped DaemonSet is privileged (deploy/base/daemonset.yaml says why)
+		"--audit-policy-file=" + filepath.Join(dir, "audit-policy.yaml"),
+		"--audit-log-path=" + filepath.Join(dir, "audit.log"),
+		"--audit-log-format=json",
+		"--audit-log-mode=blocking",
 		"--service-account-issuer=https://kubernetes.default.svc",
 		"--service-account-key-file=" + filepath.Join(dir, "sa.pub"),
 		"--service-account-signing-key-file=" + filepath.Join(dir, "sa.key"),
@@ -149,7 +155,9 @@ func run(ctx context.Context, repo, fixture string) (failed bool) {
 	if runAgainstServer(ctx, repo, fixture, kubeconfig, client, check) {
 		return true
 	}
-	return validateFixtures(ctx, repo, kubeconfig, client, check)
+	failed = validateFixtures(ctx, repo, kubeconfig, client, check) || failed
+	server := fmt.Sprintf("https://127.0.0.1:%d", port)
+	return runRBAC(ctx, repo, fixture, dir, server, filepath.Join(dir, "audit.log"), client, check) || failed
 }
 
 func connect(ctx context.Context, port int, kubeconfig string, apiDone chan error) (*kubernetes.Clientset, error) {
