@@ -129,6 +129,16 @@ func runProxyAsSA(ctx context.Context, repo string, id *identity, objs []unstruc
 		_ = logf.Close()
 	}()
 	want := "http://127.0.0.1:8000"
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	listens := func() bool {
+		c, err := net.DialTimeout("tcp", addr, time.Second)
+		if err == nil {
+			_ = c.Close()
+		}
+		return err == nil
+	}
+	// Ready when it listens and has logged the pool's pod as its endpoint (list + watch of the
+	// pool and of the pods, all with the proxy's token).
 	err = kubelet.WaitFor(ctx, 30*time.Second, func() bool {
 		select {
 		case err := <-exited:
@@ -137,18 +147,14 @@ func runProxyAsSA(ctx context.Context, repo string, id *identity, objs []unstruc
 		default:
 		}
 		b, _ := os.ReadFile(logPath)
-		return strings.Contains(string(b), want)
+		return strings.Contains(string(b), want) && listens()
 	})
 	b, _ := os.ReadFile(logPath)
 	if err == nil && !strings.Contains(string(b), want) {
 		err = fmt.Errorf("proxy exited")
 	}
 	if err != nil {
-		err = fmt.Errorf("proxy never listed the pool's pod as %s: %v; log: %s", want, err, lastLines(string(b), 4))
-	} else if c, derr := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", port), 2*time.Second); derr != nil {
-		err = fmt.Errorf("proxy found its endpoint but does not listen: %v", derr)
-	} else {
-		_ = c.Close()
+		err = fmt.Errorf("proxy never listened on %s with the pool's pod %s as endpoint: %v; log: %s", addr, want, err, lastLines(string(b), 4))
 	}
 	w("proxy-inference-pool-endpoints", err)
 	return

@@ -192,7 +192,13 @@ func runAgentAsSA(ctx context.Context, repo, fixture string, id *identity, admin
 	if !w("agent-start", err) {
 		return
 	}
-	defer func() { _, _ = a.Stop(10 * time.Second); a.Cleanup(failed) }()
+	stopped := false // Stop waits for the exit once; the reconfiguration below stops it early
+	defer func() {
+		if !stopped {
+			_, _ = a.Stop(10 * time.Second)
+		}
+		a.Cleanup(failed)
+	}()
 	if !w("agent-sockets", a.WaitSockets(30*time.Second)) {
 		return
 	}
@@ -250,6 +256,7 @@ func runAgentAsSA(ctx context.Context, repo, fixture string, id *identity, admin
 	// The node is reconfigured (static -> dynamic MIG -> static): the publisher rewrites its
 	// pool, deleting the slices it no longer needs, still with its own token only.
 	_, _ = a.Stop(10 * time.Second)
+	stopped = true
 	for _, mode := range []string{"dynamic", "static"} {
 		w("republish-"+mode, republish(ctx, repo, fixture, kube, mode, len(slices), admin))
 	}
