@@ -219,15 +219,7 @@ func runAgainstServer(ctx context.Context, repo, fixture, kubeconfig string, cli
 		return
 	}
 	sel := metav1.ListOptions{FieldSelector: "spec.nodeName=" + nodeName}
-	var slices []resourceapi.ResourceSlice
-	err = kubelet.WaitFor(ctx, 30*time.Second, func() bool {
-		l, err := client.ResourceV1().ResourceSlices().List(ctx, sel)
-		if err == nil && len(l.Items) > 0 {
-			slices = l.Items
-			return true
-		}
-		return false
-	})
+	slices, err := waitNodeSlices(ctx, client, nodeName)
 	if !wrap("slices-published-and-validated", err) {
 		fmt.Fprintln(os.Stderr, a.Tail())
 		return
@@ -283,11 +275,7 @@ func runAgainstServer(ctx context.Context, repo, fixture, kubeconfig string, cli
 		wrap("allocate-claim", fmt.Errorf("fits=%v %s", res.Fits, res.Error))
 		return
 	}
-	claim.Status.Allocation = &resourceapi.AllocationResult{}
-	for _, d := range res.Devices {
-		claim.Status.Allocation.Devices.Results = append(claim.Status.Allocation.Devices.Results,
-			resourceapi.DeviceRequestAllocationResult{Request: d.Request, Driver: d.Driver, Pool: d.Pool, Device: d.Device})
-	}
+	claim.Status.Allocation = allocationOf(res)
 	claim.Status.ReservedFor = []resourceapi.ResourceClaimConsumerReference{{Resource: "pods", Name: "trainer", UID: "pod-uid-1"}}
 	claim, err = client.ResourceV1().ResourceClaims("conformance").UpdateStatus(ctx, claim, metav1.UpdateOptions{})
 	if !wrap("write-allocation", err) {
@@ -322,4 +310,18 @@ func startAPIServer(ctx context.Context, args []string, done chan<- error) error
 	}
 	go func() { done <- app.Run(ctx, completed) }()
 	return nil
+}
+
+// waitNodeSlices waits until the server holds ResourceSlices of the node.
+func waitNodeSlices(ctx context.Context, client *kubernetes.Clientset, node string) ([]resourceapi.ResourceSlice, error) {
+	sel := metav1.ListOptions{FieldSelector: "spec.nodeName=" + node}
+	var slices []resourceapi.ResourceSlice
+	err := kubelet.WaitFor(ctx, 30*time.Second, func() bool {
+		l, err := client.ResourceV1().ResourceSlices().List(ctx, sel)
+		if err == nil && len(l.Items) > 0 {
+			slices = l.Items
+		}
+		return len(slices) > 0
+	})
+	return slices, err
 }

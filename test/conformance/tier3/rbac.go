@@ -202,15 +202,7 @@ func runAgentAsSA(ctx context.Context, repo, fixture string, id *identity, admin
 	if !w("agent-sockets", a.WaitSockets(30*time.Second)) {
 		return
 	}
-	sel := metav1.ListOptions{FieldSelector: "spec.nodeName=" + nodeA}
-	var slices []resourceapi.ResourceSlice
-	err = kubelet.WaitFor(ctx, 30*time.Second, func() bool {
-		l, err := admin.ResourceV1().ResourceSlices().List(ctx, sel)
-		if err == nil && len(l.Items) > 0 {
-			slices = l.Items
-		}
-		return len(slices) > 0
-	})
+	slices, err := waitNodeSlices(ctx, admin, nodeA)
 	if !w("agent-publishes-own-slices", withTail(err, a)) {
 		return
 	}
