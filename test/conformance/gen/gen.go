@@ -154,14 +154,20 @@ func wholeGPU(r *rand.Rand, g gpuInfo) resourceapi.Device {
 			RequestPolicy: &resourceapi.CapacityRequestPolicy{Default: ptr.To(qty("10Gi")),
 				ValidRange: &resourceapi.CapacityRequestPolicyRange{Min: ptr.To(qty("10Gi")), Step: ptr.To(qty("10Gi"))}}}
 	}
-	if r.IntN(8) == 0 {
-		effect := resourceapi.DeviceTaintEffectNoSchedule
-		if r.IntN(2) == 0 {
-			effect = resourceapi.DeviceTaintEffectNoExecute
-		}
-		d.Taints = []resourceapi.DeviceTaint{{Key: "gpu.tessera.dev/unhealthy", Value: "xid-79", Effect: effect}}
-	}
+	maybeTaint(r, &d, 3)
 	return d
+}
+
+// maybeTaint taints one device in oneIn (NoSchedule or NoExecute, the key tolerations name).
+func maybeTaint(r *rand.Rand, d *resourceapi.Device, oneIn int) {
+	if r.IntN(oneIn) != 0 {
+		return
+	}
+	effect := resourceapi.DeviceTaintEffectNoSchedule
+	if r.IntN(2) == 0 {
+		effect = resourceapi.DeviceTaintEffectNoExecute
+	}
+	d.Taints = []resourceapi.DeviceTaint{{Key: "gpu.tessera.dev/unhealthy", Value: "xid-79", Effect: effect}}
 }
 
 func migDevice(g gpuInfo, p migProfile, start int) resourceapi.Device {
@@ -194,7 +200,9 @@ func staticMig(r *rand.Rand, g gpuInfo) []resourceapi.Device {
 		for k := s; k < s+p.mem; k++ {
 			used[k] = true
 		}
-		out = append(out, migDevice(g, p, s))
+		d := migDevice(g, p, s)
+		maybeTaint(r, &d, 6)
+		out = append(out, d)
 	}
 	return out
 }
@@ -254,9 +262,12 @@ func exact(r *rand.Rand, shared bool) resourceapi.ExactDeviceRequest {
 		sels = migSelectors
 	}
 	e.Count = int64([]int{1, 1, 1, 1, 1, 1, 2, 2, 2, 3}[r.IntN(10)])
-	if r.IntN(12) == 0 {
+	if r.IntN(4) == 0 {
 		e.AllocationMode = resourceapi.DeviceAllocationModeAll
 		e.Count = 0
+		if r.IntN(4) != 0 { // All over every MIG placement of a partitionable GPU never fits: mostly whole GPUs
+			e.DeviceClassName, sels = "gpu.tessera.dev", gpuSelectors
+		}
 	}
 	if r.IntN(5) < 2 {
 		e.Selectors = []resourceapi.DeviceSelector{{CEL: &resourceapi.CELDeviceSelector{Expression: sels[r.IntN(len(sels))]}}}
@@ -266,10 +277,10 @@ func exact(r *rand.Rand, shared bool) resourceapi.ExactDeviceRequest {
 			"memory": qty(fmt.Sprintf("%dGi", 5+5*r.IntN(6)))}}
 		e.Selectors = append(e.Selectors, resourceapi.DeviceSelector{CEL: &resourceapi.CELDeviceSelector{Expression: `device.allowMultipleAllocations == true`}})
 	}
-	if r.IntN(20) == 0 { // admin access: in-use devices stay selectable, nothing is consumed
+	if r.IntN(5) == 0 { // admin access: in-use devices stay selectable, nothing is consumed
 		e.AdminAccess = ptr.To(true)
 	}
-	if r.IntN(5) == 0 {
+	if r.IntN(2) == 0 {
 		e.Tolerations = []resourceapi.DeviceToleration{{Key: "gpu.tessera.dev/unhealthy", Operator: resourceapi.DeviceTolerationOpExists}}
 	}
 	return e
@@ -281,7 +292,11 @@ func Claim(r *rand.Rand, name string) resourceapi.ResourceClaim {
 		TypeMeta:   metav1.TypeMeta{APIVersion: "resource.k8s.io/v1", Kind: "ResourceClaim"},
 		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "default", UID: types.UID("uid-" + name)},
 	}
-	nreq := []int{1, 1, 1, 1, 1, 2, 2, 2, 3, 4}[r.IntN(10)]
+	nreq := []int{1, 1, 1, 1, 2, 2, 2, 2, 3, 4}[r.IntN(10)]
+	pair := r.IntN(4) == 0 // a pair of requests under one constraint: constraints that can fit
+	if pair {
+		nreq = 2
+	}
 	var names []string
 	for i := 0; i < nreq; i++ {
 		req := resourceapi.DeviceRequest{Name: fmt.Sprintf("r%d", i)}
@@ -301,13 +316,18 @@ func Claim(r *rand.Rand, name string) resourceapi.ResourceClaim {
 		c.Spec.Devices.Requests = append(c.Spec.Devices.Requests, req)
 		names = append(names, req.Name)
 	}
-	if nreq > 1 && r.IntN(3) == 0 {
-		attrs := []string{"resource.kubernetes.io/pcieRoot", "gpu.tessera.dev/numaNode", "gpu.tessera.dev/productName"}
-		con := resourceapi.DeviceConstraint{Requests: names[:2+r.IntN(nreq-1)]}
-		a := resourceapi.FullyQualifiedName(attrs[r.IntN(len(attrs))])
+	if pair || (nreq > 1 && r.IntN(8) != 0) {
+		match := []string{"resource.kubernetes.io/pcieRoot", "gpu.tessera.dev/numaNode", "gpu.tessera.dev/productName"}
+		distinct := []string{"resource.kubernetes.io/pcieRoot", "gpu.tessera.dev/numaNode", "gpu.tessera.dev/uuid", "gpu.tessera.dev/uuid"}
+		con := resourceapi.DeviceConstraint{Requests: names[:2]} // two requests mostly: more of them fit
 		if r.IntN(3) == 0 {
+			con.Requests = names[:2+r.IntN(nreq-1)]
+		}
+		if r.IntN(2) == 0 {
+			a := resourceapi.FullyQualifiedName(distinct[r.IntN(len(distinct))])
 			con.DistinctAttribute = &a
 		} else {
+			a := resourceapi.FullyQualifiedName(match[r.IntN(len(match))])
 			con.MatchAttribute = &a
 		}
 		c.Spec.Devices.Constraints = append(c.Spec.Devices.Constraints, con)

@@ -27,6 +27,11 @@ func emit(l Line) {
 
 func Pass(tier int, check string) { emit(Line{Tier: tier, Check: check, Status: "pass"}) }
 
+// PassWith reports a pass with a detail (a figure the run measured).
+func PassWith(tier int, check, detail string) {
+	emit(Line{Tier: tier, Check: check, Status: "pass", Detail: detail})
+}
+
 // PassN reports n passing checks of one kind in one line.
 func PassN(tier int, check string, n int) {
 	emit(Line{Tier: tier, Check: check, Status: "pass", Count: n})

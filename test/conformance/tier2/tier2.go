@@ -96,10 +96,11 @@ func devicesString(ds []oracle.Device) []string {
 	return out
 }
 
-// Compare says how two answers differ, or nil when they agree: the same verdict on fit
-// (an error on either side means "does not fit here") and, when both fit, the same
-// devices for the same requests (first-fit order is the scheduler's).
-func Compare(o, t oracle.Result) error {
+// Compare says how two answers differ, or nil when they agree: the same verdict on fit,
+// the same kind of "does not fit" (an error on one side only is a difference unless a
+// documented KnownDifference explains it; known then names it) and, when both fit, the
+// same devices for the same requests (first-fit order is the scheduler's).
+func Compare(o, t oracle.Result) (known string, err error) {
 	switch {
 	case o.Fits != t.Fits:
 		why := func(r oracle.Result) string {
@@ -111,17 +112,23 @@ func Compare(o, t oracle.Result) error {
 			}
 			return "no fit: " + r.Failure
 		}
-		return fmt.Errorf("fit differs: upstream fits=%v (%s); Tessera fits=%v (%s)", o.Fits, why(o), t.Fits, why(t))
+		return "", fmt.Errorf("fit differs: upstream fits=%v (%s); Tessera fits=%v (%s)", o.Fits, why(o), t.Fits, why(t))
 	case !o.Fits:
-		return nil
+		if err := oneSidedError(o, t); err != nil {
+			if k := Known(o, t); k != "" {
+				return k, nil
+			}
+			return "", err
+		}
+		return "", nil
 	}
 	canonical(&o)
 	canonical(&t)
 	a, b := devicesString(o.Devices), devicesString(t.Devices)
 	if strings.Join(a, "\n") != strings.Join(b, "\n") {
-		return fmt.Errorf("first-fit devices differ: upstream %v, Tessera %v", a, b)
+		return "", fmt.Errorf("first-fit devices differ: upstream %v, Tessera %v", a, b)
 	}
-	return nil
+	return "", nil
 }
 
 // canonical rewrites quantities as exact decimal values, so "10Gi" and "10737418240" match.
@@ -138,13 +145,34 @@ func canonical(r *oracle.Result) {
 // Summary of a run.
 type Summary struct {
 	Agreed, Disagreed, BothFit, BothNoFit int
-	// Both say "does not fit" but one as an error (upstream aborts scheduling on errors).
-	KindDiffers int
+	// Known counts the one-sided errors each KnownDifference explained (by ID).
+	Known map[string]int
+	// Coverage counts, per CoverageFeatures entry, the agreeing "fits" cases that used it.
+	Coverage map[string]int
 }
 
-// Run compares all cases; disagreeing cases are written to OutDir/<name>.json.
+// KnownTotal is the number of cases a documented difference explained.
+func (s Summary) KnownTotal() int {
+	n := 0
+	for _, v := range s.Known {
+		n += v
+	}
+	return n
+}
+
+func writeCase(dir, name string, v any) {
+	if dir == "" {
+		return
+	}
+	_ = os.MkdirAll(dir, 0o755)
+	b, _ := json.MarshalIndent(v, "", "  ")
+	_ = os.WriteFile(filepath.Join(dir, name+".json"), b, 0o644)
+}
+
+// Run compares all cases; disagreeing cases are written to OutDir/<name>.json, cases a
+// known difference explains to OutDir/known/<id>/<name>.json.
 func Run(ctx context.Context, opt Options, cases []oracle.Case) (Summary, error) {
-	var s Summary
+	s := Summary{Known: map[string]int{}, Coverage: map[string]int{}}
 	tess, err := RunTessera(ctx, opt.Adapter, cases)
 	if err != nil {
 		return s, err
@@ -157,36 +185,32 @@ func Run(ctx context.Context, opt Options, cases []oracle.Case) (Summary, error)
 		cancel()
 		t, ok := tess[c.Name]
 		var diff error
+		known := ""
 		if !ok {
 			diff = fmt.Errorf("Tessera adapter gave no answer")
 		} else {
-			diff = Compare(o, t)
+			known, diff = Compare(o, t)
 		}
 		if opt.Collected != nil && ok {
 			opt.Collected(c.Name, o, t)
 		}
-		if diff != nil {
+		switch {
+		case diff != nil:
 			s.Disagreed++
-			if opt.OutDir != "" {
-				_ = os.MkdirAll(opt.OutDir, 0o755)
-				b, _ := json.MarshalIndent(map[string]any{"case": c, "upstream": o, "tessera": t, "diff": diff.Error()}, "", "  ")
-				_ = os.WriteFile(filepath.Join(opt.OutDir, c.Name+".json"), b, 0o644)
-			}
-		} else {
+			writeCase(opt.OutDir, c.Name, map[string]any{"case": c, "upstream": o, "tessera": t, "diff": diff.Error()})
+		case o.Fits:
 			s.Agreed++
-			switch {
-			case o.Fits:
-				s.BothFit++
-			default:
-				s.BothNoFit++
-				if (o.Error != "") != (t.Error != "") {
-					s.KindDiffers++
-					if opt.OutDir != "" {
-						dir := filepath.Join(opt.OutDir, "kind-differs")
-						_ = os.MkdirAll(dir, 0o755)
-						b, _ := json.MarshalIndent(map[string]any{"case": c, "upstream": o, "tessera": t}, "", "  ")
-						_ = os.WriteFile(filepath.Join(dir, c.Name+".json"), b, 0o644)
-					}
+			s.BothFit++
+			for _, f := range Uses(c, o) {
+				s.Coverage[f]++
+			}
+		default:
+			s.Agreed++
+			s.BothNoFit++
+			if known != "" {
+				s.Known[known]++
+				if opt.OutDir != "" {
+					writeCase(filepath.Join(opt.OutDir, "known", known), c.Name, map[string]any{"case": c, "upstream": o, "tessera": t})
 				}
 			}
 		}

@@ -15,6 +15,9 @@ func writeAuth(dir string) error {
 	if err := os.WriteFile(filepath.Join(dir, "tokens.csv"), []byte(token+`,tessera-conformance,1001,"system:masters"`+"\n"), 0o600); err != nil {
 		return err
 	}
+	if err := os.WriteFile(filepath.Join(dir, "audit-policy.yaml"), []byte(auditPolicy), 0o644); err != nil {
+		return err
+	}
 	key, err := rsa.GenerateKey(rand.Reader, 2048)
 	if err != nil {
 		return err

@@ -119,7 +119,13 @@ func run(ctx context.Context, repo, fixture string) (failed bool) {
 		"--bind-address=127.0.0.1", fmt.Sprintf("--secure-port=%d", port),
 		"--cert-dir=" + filepath.Join(dir, "certs"), // a throwaway self-signed serving certificate
 		"--token-auth-file=" + filepath.Join(dir, "tokens.csv"),
-		"--authorization-mode=RBAC",
+		"--authorization-mode=Node,RBAC",
+		"--enable-admission-plugins=ValidatingAdmissionPolicy",
+		"--allow-privileged=true", // the shipped DaemonSet is privileged (deploy/base/daemonset.yaml says why)
+		"--audit-policy-file=" + filepath.Join(dir, "audit-policy.yaml"),
+		"--audit-log-path=" + filepath.Join(dir, "audit.log"),
+		"--audit-log-format=json",
+		"--audit-log-mode=blocking",
 		"--service-account-issuer=https://kubernetes.default.svc",
 		"--service-account-key-file=" + filepath.Join(dir, "sa.pub"),
 		"--service-account-signing-key-file=" + filepath.Join(dir, "sa.key"),
@@ -149,7 +155,9 @@ func run(ctx context.Context, repo, fixture string) (failed bool) {
 	if runAgainstServer(ctx, repo, fixture, kubeconfig, client, check) {
 		return true
 	}
-	return validateFixtures(ctx, repo, kubeconfig, client, check)
+	failed = validateFixtures(ctx, repo, kubeconfig, client, check) || failed
+	server := fmt.Sprintf("https://127.0.0.1:%d", port)
+	return runRBAC(ctx, repo, fixture, dir, server, filepath.Join(dir, "audit.log"), client, check) || failed
 }
 
 func connect(ctx context.Context, port int, kubeconfig string, apiDone chan error) (*kubernetes.Clientset, error) {
@@ -211,15 +219,7 @@ func runAgainstServer(ctx context.Context, repo, fixture, kubeconfig string, cli
 		return
 	}
 	sel := metav1.ListOptions{FieldSelector: "spec.nodeName=" + nodeName}
-	var slices []resourceapi.ResourceSlice
-	err = kubelet.WaitFor(ctx, 30*time.Second, func() bool {
-		l, err := client.ResourceV1().ResourceSlices().List(ctx, sel)
-		if err == nil && len(l.Items) > 0 {
-			slices = l.Items
-			return true
-		}
-		return false
-	})
+	slices, err := waitNodeSlices(ctx, client, nodeName)
 	if !wrap("slices-published-and-validated", err) {
 		fmt.Fprintln(os.Stderr, a.Tail())
 		return
@@ -275,11 +275,7 @@ func runAgainstServer(ctx context.Context, repo, fixture, kubeconfig string, cli
 		wrap("allocate-claim", fmt.Errorf("fits=%v %s", res.Fits, res.Error))
 		return
 	}
-	claim.Status.Allocation = &resourceapi.AllocationResult{}
-	for _, d := range res.Devices {
-		claim.Status.Allocation.Devices.Results = append(claim.Status.Allocation.Devices.Results,
-			resourceapi.DeviceRequestAllocationResult{Request: d.Request, Driver: d.Driver, Pool: d.Pool, Device: d.Device})
-	}
+	claim.Status.Allocation = allocationOf(res)
 	claim.Status.ReservedFor = []resourceapi.ResourceClaimConsumerReference{{Resource: "pods", Name: "trainer", UID: "pod-uid-1"}}
 	claim, err = client.ResourceV1().ResourceClaims("conformance").UpdateStatus(ctx, claim, metav1.UpdateOptions{})
 	if !wrap("write-allocation", err) {
@@ -314,4 +310,18 @@ func startAPIServer(ctx context.Context, args []string, done chan<- error) error
 	}
 	go func() { done <- app.Run(ctx, completed) }()
 	return nil
+}
+
+// waitNodeSlices waits until the server holds ResourceSlices of the node.
+func waitNodeSlices(ctx context.Context, client *kubernetes.Clientset, node string) ([]resourceapi.ResourceSlice, error) {
+	sel := metav1.ListOptions{FieldSelector: "spec.nodeName=" + node}
+	var slices []resourceapi.ResourceSlice
+	err := kubelet.WaitFor(ctx, 30*time.Second, func() bool {
+		l, err := client.ResourceV1().ResourceSlices().List(ctx, sel)
+		if err == nil && len(l.Items) > 0 {
+			slices = l.Items
+		}
+		return len(slices) > 0
+	})
+	return slices, err
 }
