@@ -148,8 +148,9 @@ const POOL_SCOPED = new Set(["Role", "RoleBinding"]);
 
 // ---- schemas and scopes ------------------------------------------------------------------------
 
-/** Each object against its Kubernetes schema and field list, in its scope (`namespace` for the namespaced). */
-function validateObjects(t: Tap, name: string, objs: Obj[], namespace = NAMESPACE): void {
+/** Each object against its Kubernetes schema and field list, in its scope (`namespace` for the
+ *  namespaced, `poolNamespace` for the proxy's Role and RoleBinding). */
+function validateObjects(t: Tap, name: string, objs: Obj[], namespace = NAMESPACE, poolNamespace = POOL_NAMESPACE): void {
   for (const o of objs) {
     const validate = MODELS[`${o.apiVersion}/${o.kind}`];
     const id = `${name}: ${o.kind} ${o.metadata.name}`;
@@ -166,7 +167,7 @@ function validateObjects(t: Tap, name: string, objs: Obj[], namespace = NAMESPAC
     t.ok(MODEL_TYPES[`V1${o.kind}`]?.getAttributeTypeMap, `${id}: field list known`);
     t.same(unknownFields(o, `V1${o.kind}`, o.kind), [], `${id}: no unknown fields`);
     if (CLUSTER_SCOPED.has(o.kind)) t.equal(o.metadata.namespace, undefined, `${id} is cluster-scoped: no namespace`);
-    else if (POOL_SCOPED.has(o.kind)) t.equal(o.metadata.namespace, POOL_NAMESPACE, `${id} is in the InferencePool's namespace (${POOL_NAMESPACE})`);
+    else if (POOL_SCOPED.has(o.kind)) t.equal(o.metadata.namespace, poolNamespace, `${id} is in the InferencePool's namespace (${poolNamespace})`);
     else t.equal(o.metadata.namespace, namespace, `${id} is in ${namespace}`);
   }
 }
@@ -796,22 +797,21 @@ t.test("helm template: proxy.enabled=false is a DRA-driver-only install", async 
   const full = helmTemplate([]);
   const dra = helmTemplate(["--set", "proxy.enabled=false"]);
   validateObjects(t, "DRA-only", dra);
-  const ds = one(dra, "DaemonSet");
+  const proxyObjects = ["DaemonSet/tessera-proxy", "ServiceAccount/tessera-proxy", "Role/tessera-proxy", "RoleBinding/tessera-proxy", "Service/tessera-proxy"];
+  for (const k of proxyObjects) t.ok(full.some((o) => objKey(o) === k), `the full install has ${k}`);
+  t.same(dra.filter((o) => proxyObjects.includes(objKey(o)) || o.metadata.name === "tessera-proxy" || ["Role", "RoleBinding", "Service"].includes(o.kind)).map(objKey), [], "no proxy DaemonSet, ServiceAccount, Role, RoleBinding or Service");
+  t.same(dra.map(objKey).sort(), full.map(objKey).filter((k) => !proxyObjects.includes(k)).sort(), "everything else is installed");
+  const ds = one(dra, "DaemonSet", "tessera-node");
   t.same(arr(at(ds, "spec", "template", "spec", "containers")).map((c) => rec(c).name), ["agent"], "only the agent container");
-  t.same(container(ds, "agent"), container(one(full, "DaemonSet"), "agent"), "the agent is the same as in the full install");
-  t.notOk(dra.some((o) => o.kind === "Service"), "no proxy Service");
-  const proxyRules = ["inference.networking.k8s.io/inferencepools", "core/pods"];
-  const granted = [...roleTriples(one(dra, "ClusterRole"))];
-  t.same(granted.filter((k) => proxyRules.some((r) => k.endsWith(` ${r}`))), [], "no rule the proxy alone needs");
-  t.same(granted.sort(), [...roleTriples(one(full, "ClusterRole"))].filter((k) => !proxyRules.some((r) => k.endsWith(` ${r}`))).sort(), "every rule the agent needs is kept");
-  t.same(dra.map(objKey).sort(), full.map(objKey).filter((k) => k !== "Service/tessera-proxy").sort(), "everything else is installed");
+  t.same(container(ds, "agent"), container(one(full, "DaemonSet", "tessera-node"), "agent"), "the agent is the same as in the full install");
+  t.same([...roleTriples(one(dra, "ClusterRole"))].sort(), [...roleTriples(one(full, "ClusterRole"))].sort(), "the agent's ClusterRole is the same: the proxy never had a rule there");
 });
 
 t.test("helm template: the ServiceMonitor is off by default and, when on, scrapes every node pod's agent", async (t) => {
   if ("missing" in helm) return t.fail(helm.missing);
   const plain = helmTemplate([]);
   t.notOk(plain.some((o) => o.kind === "ServiceMonitor" || o.metadata.name === "tessera-metrics"), "default: no ServiceMonitor, no metrics Service");
-  t.notOk(envOf(container(one(plain, "DaemonSet"), "agent")).has("HTTP_LISTEN"), "default: the agent's own --http-listen default");
+  t.notOk(envOf(container(one(plain, "DaemonSet", "tessera-node"), "agent")).has("HTTP_LISTEN"), "default: the agent's own --http-listen default");
   const variants: [string[], number][] = [
     [["--set", "serviceMonitor.enabled=true"], 9477],
     [["--set", "serviceMonitor.enabled=true", "--set", "metrics.port=9500", "--set", "serviceMonitor.labels.release=prom"], 9500],
@@ -820,7 +820,7 @@ t.test("helm template: the ServiceMonitor is off by default and, when on, scrape
     const objs = helmTemplate(flags);
     const what = flags.filter((f) => f !== "--set").join(",");
     validateObjects(t, what, objs.filter((o) => o.kind !== "ServiceMonitor")); // no schema for monitoring.coreos.com here: checked below
-    const ds = one(objs, "DaemonSet");
+    const ds = one(objs, "DaemonSet", "tessera-node");
     const agent = container(ds, "agent");
     const listen = envOf(agent).get("HTTP_LISTEN")?.value;
     t.equal(listen, port === 9477 ? undefined : `0.0.0.0:${port}`, `${what}: HTTP_LISTEN`);
@@ -846,11 +846,13 @@ t.test("helm template: values reach the agent as the CLI reads them, in the rele
   const values = {
     kubeletRoot: "/var/lib/k0s/kubelet", cdiRoot: "/run/cdi", driverRoot: "/run/nvidia/driver", migMode: "dynamic", gpuSharing: "consumable",
     logLevel: "debug", "image.repository": "registry.example/team/tessera", "image.tag": "1.2.3", "image.pullPolicy": "Always",
+    "proxy.inferencePool": "models/llama",
   };
   const objs = helmTemplate(Object.entries(values).flatMap(([k, v]) => ["--set", `${k}=${v}`]), ns);
-  validateObjects(t, "custom values", objs, ns);
+  validateObjects(t, "custom values", objs, ns, "models");
   t.equal(one(objs, "Namespace").metadata.name, ns, "the Namespace is the release namespace");
-  const ds = one(objs, "DaemonSet");
+  const ds = one(objs, "DaemonSet", "tessera-node");
+  const proxyDs = one(objs, "DaemonSet", "tessera-proxy");
   const agent = container(ds, "agent");
   const env = envOf(agent);
   const literal: NodeJS.ProcessEnv = { NODE_NAME: "node-a" };
@@ -863,7 +865,7 @@ t.test("helm template: values reach the agent as the CLI reads them, in the rele
   t.equal(cfg.gpuSharing, "consumable", "GPU sharing (--gpu-sharing)");
   const flagEnvs = new Set(NODE_FLAGS.map((f) => f.env));
   for (const k of env.keys()) t.ok(flagEnvs.has(k) || EXTRA_ENV[k], `env ${k} is a flag mirror (or a known extra)`);
-  t.notOk(envOf(container(one(helmTemplate([]), "DaemonSet"), "agent")).has("GPU_SHARING"), "gpuSharing none: the agent's default, no env");
+  t.notOk(envOf(container(one(helmTemplate([]), "DaemonSet", "tessera-node"), "agent")).has("GPU_SHARING"), "gpuSharing none: the agent's default, no env");
   const vols = new Map(arr(at(ds, "spec", "template", "spec", "volumes")).map((v) => [String(rec(v).name), rec(v)]));
   for (const [what, p] of [["registration socket", cfg.registrationSocket], ["DRA socket", cfg.draSocket], ["checkpoint", cfg.checkpointFile], ["CDI specs", `${cfg.cdiRoot}/x.json`]] as const) {
     const m = arr(agent.volumeMounts).map(rec).find((v) => p.startsWith(`${String(v.mountPath)}/`));
@@ -871,11 +873,20 @@ t.test("helm template: values reach the agent as the CLI reads them, in the rele
     t.equal(at(vols.get(String(m?.name)), "hostPath", "path"), m?.mountPath, `${what}: host path = container path`);
   }
   t.equal(at(vols.get("driver-root"), "hostPath", "path"), values.driverRoot, "the driver root volume");
-  for (const c of ["agent", "proxy"]) {
-    t.equal(container(ds, c).image, "registry.example/team/tessera:1.2.3", `${c} image`);
-    t.equal(container(ds, c).imagePullPolicy, "Always", `${c} pull policy`);
+  for (const [c, pod] of [["agent", ds], ["proxy", proxyDs]] as const) {
+    t.equal(container(pod, c).image, "registry.example/team/tessera:1.2.3", `${c} image`);
+    t.equal(container(pod, c).imagePullPolicy, "Always", `${c} pull policy`);
   }
-  const sa = one(objs, "ServiceAccount");
+  // The proxy's Role follows the pool: it must sit in the namespace the proxy lists the pool in.
+  t.equal(envOf(container(proxyDs, "proxy")).get("INFERENCE_POOL")?.value, "models/llama", "the proxy routes for the pool");
+  const proxySa = one(objs, "ServiceAccount", "tessera-proxy");
+  t.equal(proxySa.metadata.namespace, ns, "the proxy's ServiceAccount is in the release namespace");
+  t.equal(at(proxyDs, "spec", "template", "spec", "serviceAccountName"), proxySa.metadata.name, "the proxy runs as its own ServiceAccount");
+  t.equal(one(objs, "Role", "tessera-proxy").metadata.namespace, "models", "the proxy's Role is in the pool's namespace");
+  const proxyBinding = one(objs, "RoleBinding", "tessera-proxy");
+  t.equal(proxyBinding.metadata.namespace, "models", "and so is its RoleBinding");
+  t.same(at(proxyBinding, "subjects"), [{ kind: "ServiceAccount", name: proxySa.metadata.name, namespace: ns }], "the RoleBinding names the release's proxy ServiceAccount");
+  const sa = one(objs, "ServiceAccount", "tessera");
   t.same(at(one(objs, "ClusterRoleBinding"), "subjects"), [{ kind: "ServiceAccount", name: sa.metadata.name, namespace: ns }], "the binding names the release's ServiceAccount");
   const policy = one(objs, "ValidatingAdmissionPolicy");
   const me = `system:serviceaccount:${ns}:${sa.metadata.name}`;
