@@ -44,6 +44,9 @@ deploy/overlays/fake leaves the base's. */}}
 {{/* The port of the agent's default --http-listen (DEFAULT_HTTP_LISTEN, agent/common/config.ts). */}}
 {{- define "tessera.defaultMetricsPort" -}}9477{{- end }}
 
+{{/* The agent's HTTP port: metrics.port, else the agent's default. */}}
+{{- define "tessera.metricsPort" -}}{{ .Values.metrics.port | default (include "tessera.defaultMetricsPort" .) }}{{- end }}
+
 {{/* image and pull policy of a container (agent and proxy run the one image). */}}
 {{- define "tessera.containerImage" -}}
 image: {{ include "tessera.image" . }}
