@@ -824,6 +824,7 @@ t.test("helm template: the ServiceMonitor is off by default and, when on, scrape
     const agent = container(ds, "agent");
     const listen = envOf(agent).get("HTTP_LISTEN")?.value;
     t.equal(listen, port === 9477 ? undefined : `0.0.0.0:${port}`, `${what}: HTTP_LISTEN`);
+    t.equal(rec(arr(agent.ports).find((p) => rec(p).name === "agent-http")).containerPort, port, `${what}: the probes' agent-http port is the port the agent listens on`);
     const svc = one(objs, "Service", "tessera-metrics");
     t.equal(at(svc, "spec", "clusterIP"), "None", `${what}: headless, one target per pod`);
     t.same(at(svc, "spec", "ports"), [{ name: "metrics", port, targetPort: port, protocol: "TCP" }], `${what}: the agent's metrics port`);
