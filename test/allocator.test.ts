@@ -17,14 +17,16 @@ const example = (name: string): ResourceClaim => parseYaml(readFileSync(join(EXA
 const DRIVER = "gpu.tessera.dev";
 
 // ---- golden: every example on every fixture ------------------------------------------------
-// expected: devices chosen by first-fit, or the stage (or reason) that stops it
+// expected: devices chosen by first-fit, or the stage (or reason) that stops it. a100-80gb-mig has
+// MIG on with every memory slice used: dynamic mode publishes no whole GPU there (it could not be
+// prepared as one), so whole-GPU claims stop at the class.
 type Golden = string[] | { stage: string } | { reason: string };
 const GOLDEN: Record<string, Record<string, Golden>> = {
-  "one-gpu": { "h100-sxm-8x": ["gpu-0"], "a100-80gb-mig": { stage: "classSelectors" }, "l40s-1x": ["gpu-0"], "workstation-2numa-4gpu": ["gpu-0"], "a100-80gb-mig@dynamic": ["gpu-1"] },
+  "one-gpu": { "h100-sxm-8x": ["gpu-0"], "a100-80gb-mig": { stage: "classSelectors" }, "l40s-1x": ["gpu-0"], "workstation-2numa-4gpu": ["gpu-0"], "a100-80gb-mig@dynamic": { stage: "classSelectors" } },
   "two-gpus-same-pcie-root": { "h100-sxm-8x": { stage: "constraints" }, "a100-80gb-mig": { stage: "classSelectors" }, "l40s-1x": { stage: "classSelectors" }, "workstation-2numa-4gpu": { stage: "constraints" }, "a100-80gb-mig@dynamic": { stage: "classSelectors" } },
-  "gpu-80g-memory": { "h100-sxm-8x": ["gpu-0"], "a100-80gb-mig": { stage: "classSelectors" }, "l40s-1x": { stage: "requestSelectors" }, "workstation-2numa-4gpu": { stage: "requestSelectors" }, "a100-80gb-mig@dynamic": ["gpu-1"] },
+  "gpu-80g-memory": { "h100-sxm-8x": ["gpu-0"], "a100-80gb-mig": { stage: "classSelectors" }, "l40s-1x": { stage: "requestSelectors" }, "workstation-2numa-4gpu": { stage: "requestSelectors" }, "a100-80gb-mig@dynamic": { stage: "classSelectors" } },
   "mig-1g": { "h100-sxm-8x": { stage: "classSelectors" }, "a100-80gb-mig": ["gpu-1-mig-15-0-2"], "l40s-1x": { stage: "classSelectors" }, "workstation-2numa-4gpu": { stage: "classSelectors" } },
-  "prefer-h100-else-a100": { "h100-sxm-8x": ["gpu/h100=gpu-0"], "a100-80gb-mig": { stage: "classSelectors" }, "l40s-1x": { stage: "requestSelectors" }, "workstation-2numa-4gpu": { stage: "requestSelectors" }, "a100-80gb-mig@dynamic": ["gpu/a100=gpu-1"] },
+  "prefer-h100-else-a100": { "h100-sxm-8x": ["gpu/h100=gpu-0"], "a100-80gb-mig": { stage: "classSelectors" }, "l40s-1x": { stage: "requestSelectors" }, "workstation-2numa-4gpu": { stage: "requestSelectors" }, "a100-80gb-mig@dynamic": { stage: "classSelectors" } },
   "all-gpus": { "h100-sxm-8x": ["gpu-0", "gpu-1", "gpu-2", "gpu-3", "gpu-4", "gpu-5", "gpu-6", "gpu-7"], "a100-80gb-mig": { stage: "classSelectors" }, "l40s-1x": ["gpu-0"], "workstation-2numa-4gpu": ["gpu-0", "gpu-1", "gpu-2", "gpu-3"] },
   "shared-gpu": { "h100-sxm-8x": { stage: "requestSelectors" }, "a100-80gb-mig": { stage: "classSelectors" }, "l40s-1x": { stage: "requestSelectors" }, "workstation-2numa-4gpu": { stage: "requestSelectors" } },
 };
