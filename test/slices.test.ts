@@ -335,7 +335,7 @@ t.test("startNodePublishing (what `tessera agent` calls): fixture node -> standa
   t.equal((await np.watcher.rediscover())?.gpus.length, 4);
 });
 
-t.test("Kubernetes version truth: dynamic MIG refused on a 1.34 API server before anything is published; shared GPUs validate", async (t) => {
+t.test("Kubernetes version truth: dynamic MIG refused below 1.36 before anything is published; shared GPUs validate", async (t) => {
   const api = await startFakeApiServer();
   t.teardown(() => api.close());
   const dir = mkdtempSync(join(tmpdir(), "tessera-version-"));
@@ -347,11 +347,14 @@ t.test("Kubernetes version truth: dynamic MIG refused on a 1.34 API server befor
   t.same(api.objects("resource.k8s.io", "resourceslices"), [], "nothing was published");
   api.serverVersion = { major: "1", minor: "33+", gitVersion: "v1.33.9-gke.1" };
   await t.rejects(startAgent(flags("static"), { log: createMemoryLogger(), bootId: async () => "b" }), { code: "TESSERA_CONFIG", message: /needs Kubernetes 1\.34 or later/ });
-  api.serverVersion = { major: "1", minor: "35", gitVersion: "v1.35.1" };
+  // 1.35 keeps counter sets only with DRAPartitionableDevices switched on, which the version does not tell.
+  api.serverVersion = { major: "1", minor: "35", gitVersion: "v1.35.4" };
+  await t.rejects(startAgent(flags("dynamic"), { log: createMemoryLogger(), bootId: async () => "b" }), { code: "TESSERA_CONFIG", message: /v1\.35\.4/ });
+  api.serverVersion = { major: "1", minor: "36", gitVersion: "v1.36.3" };
   api.seed("", "v1", "nodes", { apiVersion: "v1", kind: "Node", metadata: { name: "node-a" } });
   const agent = await startAgent(flags("dynamic"), { log: createMemoryLogger(), bootId: async () => "b", rediscoverIntervalS: 0 });
   t.teardown(() => agent.stop(2000));
-  t.ok(api.objects("resource.k8s.io", "resourceslices").length > 0, "1.35: dynamic MIG published");
+  t.ok(api.objects("resource.k8s.io", "resourceslices").length > 0, "1.36: dynamic MIG published");
   // --gpu-sharing consumable: shareable whole GPUs, valid objects with their request policies.
   const shared = buildResourceSlices(await inventoryOf("h100-sxm-8x"), { driverName: DRIVER, nodeName: "node-a", migMode: "static", gpuSharing: "consumable" });
   const gpu = shared[0]?.spec.devices?.[0];

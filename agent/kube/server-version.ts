@@ -8,8 +8,12 @@ import { kubeApiError } from "./api-error.js";
 
 /** Lowest supported minor of Kubernetes 1.x for everything (resource.k8s.io/v1 is GA in 1.34). */
 export const MIN_MINOR = 34;
-/** `--mig-mode dynamic`: counter sets in their own slices (KEP-4815 layout of 1.35+). */
-export const MIN_MINOR_DYNAMIC_MIG = 35;
+/** `--mig-mode dynamic`: counter sets in their own slices (the KEP-4815 layout of 1.35+), accepted
+ *  by the default gates of 1.36+ (1.35 drops them unless DRAPartitionableDevices is switched on,
+ *  which the version does not tell). Conformance Tier 4 checks this against each minor. */
+export const MIN_MINOR_DYNAMIC_MIG = 36;
+/** `--gpu-sharing consumable`: allowMultipleAllocations and request policies, kept by default from this minor. */
+export const MIN_MINOR_CONSUMABLE = 36;
 
 export interface ServerVersion {
   major: number;
@@ -42,14 +46,20 @@ export async function readServerVersion(kc: KubeConfig, timeoutMs = 10_000): Pro
 }
 
 /** Refuses a publishing mode the server's minor cannot validate. */
-export function assertModeSupported(v: ServerVersion, mode: { migMode: "static" | "dynamic" }): void {
+export function assertModeSupported(v: ServerVersion, mode: { migMode: "static" | "dynamic"; gpuSharing?: "none" | "consumable" }): void {
   if (v.major !== 1 || v.minor < MIN_MINOR) {
     throw new TesseraError("TESSERA_CONFIG", `the API server is ${v.gitVersion}; Tessera needs Kubernetes 1.${MIN_MINOR} or later (resource.k8s.io/v1); see docs/install.md`);
   }
   if (mode.migMode === "dynamic" && v.minor < MIN_MINOR_DYNAMIC_MIG) {
     throw new TesseraError(
       "TESSERA_CONFIG",
-      `--mig-mode=dynamic: the API server is ${v.gitVersion}, whose ResourceSlice validation rejects Tessera's partitionable layout (counter sets in their own slices, Kubernetes 1.${MIN_MINOR_DYNAMIC_MIG}+); use --mig-mode static on this cluster or upgrade it`,
+      `--mig-mode=dynamic: the API server is ${v.gitVersion}, whose ResourceSlice validation rejects Tessera's partitionable layout (counter sets in their own slices, accepted by default from Kubernetes 1.${MIN_MINOR_DYNAMIC_MIG}); use --mig-mode static on this cluster or upgrade it`,
+    );
+  }
+  if (mode.gpuSharing === "consumable" && v.minor < MIN_MINOR_CONSUMABLE) {
+    throw new TesseraError(
+      "TESSERA_CONFIG",
+      `--gpu-sharing=consumable: the API server is ${v.gitVersion}, which drops shareable devices (allowMultipleAllocations) unless DRAConsumableCapacity is on; Tessera publishes them from Kubernetes 1.${MIN_MINOR_CONSUMABLE}; use --gpu-sharing none on this cluster or upgrade it`,
     );
   }
 }

@@ -79,6 +79,7 @@ func main() {
 	dir := flag.String("dir", "", "directory of <fixture>__<mode>__<sharing>.json slice lists")
 	profile := flag.String("profile", "", "internal: validate under this gate profile only and print results as JSON")
 	matrix := flag.String("matrix", "", "write every profile's results here as JSON")
+	refused := flag.String("refused", "", "comma-separated <mode>/<sharing> pairs Tessera's agent refuses to publish on this minor (TESSERA_CONFIG at start)")
 	flag.Parse()
 	install.Install(legacyscheme.Scheme)
 	if *profile != "" {
@@ -106,13 +107,28 @@ func main() {
 		}
 		all = append(all, rs...)
 	}
+	refusedSet := map[string]bool{}
+	for _, p := range strings.Split(*refused, ",") {
+		if p != "" {
+			refusedSet[p] = true
+		}
+	}
 	failed := false
 	for _, r := range all {
 		if r.Profile != "default" {
 			continue
 		}
 		line := map[string]any{"tier": tier, "check": fmt.Sprintf("slices-valid/%s/%s", minor, r.Case), "status": "pass"}
-		if r.Verdict() != "accepted" {
+		parts := strings.Split(r.Case, "/")
+		modeSharing := ""
+		if len(parts) == 3 {
+			modeSharing = parts[1] + "/" + parts[2]
+		}
+		if refusedSet[modeSharing] && r.Setup == "" {
+			// The agent never publishes this layout on this minor: it exits at start instead. What
+			// matters is that the refusal covers every layout this minor's validation rejects.
+			line["detail"] = fmt.Sprintf("%s by %s's validation; Tessera's agent refuses %s on %s at start", r.Verdict(), minor, modeSharing, minor)
+		} else if r.Verdict() != "accepted" {
 			failed = true
 			line["status"] = "fail"
 			line["detail"] = r.Verdict() + ": " + strings.Join(r.First, " | ")
