@@ -258,7 +258,12 @@ func runAgentAsSA(ctx context.Context, repo, fixture string, id *identity, admin
 // republish restarts the agent with another MIG mode and waits until node A's pool is the
 // one that mode publishes (dynamic: shared counters; static: the original slice count).
 func republish(ctx context.Context, repo, fixture, kube, mode string, staticCount int, admin *kubernetes.Clientset) error {
-	a, err := kubelet.StartAgentWithKube(repo, fixture, nodeA, kube, "--mig-mode", mode)
+	// Dynamic mode publishes counters only where MIG is already on: the MIG-enabled variant of the node.
+	fx := fixture
+	if mode == "dynamic" {
+		fx = "h100-sxm-8x-mig"
+	}
+	a, err := kubelet.StartAgentWithKube(repo, fx, nodeA, kube, "--mig-mode", mode)
 	if err != nil {
 		return err
 	}
