@@ -68,7 +68,8 @@ t.test("state lock: a live holder refuses a second agent (its pid, nothing touch
   const a = spawnAgent(t, root);
   await a.serving;
   await a.published;
-  const watched = [cfg.draSocket, cfg.registrationSocket, join(cfg.stateDir, LOCK_FILE)];
+  // The holder writes a fresh checkpoint at start: the refused agent must not replace it.
+  const watched = [cfg.draSocket, cfg.registrationSocket, join(cfg.stateDir, LOCK_FILE), cfg.checkpointFile];
   const before = watched.map((p) => statSync(p).ino);
   const slices = readFileSync(join(root, "store", "resourceslices", (await fsp.readdir(join(root, "store", "resourceslices")))[0] as string), "utf8");
   const b = spawnAgent(t, root);
@@ -77,7 +78,7 @@ t.test("state lock: a live holder refuses a second agent (its pid, nothing touch
   t.match(b.stderr(), new RegExp(`^TESSERA_STATE_LOCKED: state dir ${cfg.stateDir} is held by pid ${a.child.pid}, started `, "m"));
   t.equal(b.stderr().trim().split("\n").length, 1, "one line, no stack");
   t.same(watched.map((p) => statSync(p).ino), before, "sockets and lock untouched");
-  t.notOk(existsSync(cfg.checkpointFile), "no checkpoint written by the refused agent");
+  t.equal(readFileSync(cfg.checkpointFile, "utf8").length > 0, true, "the holder's checkpoint is still there (its inode is checked above: the refused agent wrote none)");
   t.equal(readFileSync(join(root, "store", "resourceslices", (await fsp.readdir(join(root, "store", "resourceslices")))[0] as string), "utf8"), slices, "slices not rewritten");
   t.equal(await ping(root), 0, "the holder still answers the kubelet");
 

@@ -149,7 +149,7 @@ t.test("checkpoint schema: every field of every entry and device is checked; a n
     if (!r.ok && expected[what]) t.match(r.reason, expected[what], `${what}: the reason names the field`);
   }
   const extra = structuredClone(data) as unknown as { claims: Record<string, { devices: Record<string, unknown>[] }> };
-  (extra.claims[uid(20)]?.devices[0] ?? {}).mig = { profile: "1g.10gb" };
+  (extra.claims[uid(20)]?.devices[0] ?? {}).fromANewerAgent = { profile: "1g.10gb" };
   t.equal(decodeCheckpoint(encodeCheckpoint(extra as unknown as CheckpointData)).ok, true, "unknown fields do not make a file unusable");
 });
 
@@ -333,7 +333,8 @@ t.test("read-only or immutable state dir: start fails with TESSERA_CHECKPOINT na
   t.equal(await main(argv, io), 1, io.err.join(""));
   const lines = io.err.join("").trimEnd().split("\n").filter((l) => !l.startsWith("{")); // log records are JSON lines
   t.equal(lines.length, 1, "one error line");
-  t.match(lines[0], /^TESSERA_CHECKPOINT: cannot create the state dir of .*blocker\/state\/checkpoint\.json \((ENOTDIR|EEXIST)\)/);
+  // The agent's start-up check of every directory (before anything is published) names it first.
+  t.match(lines[0], /^TESSERA_PATH: --state-dir .*blocker\/state: .*\((ENOTDIR|EEXIST)\)/);
 });
 
 t.test("temp files left by killed writers are removed at start; other files are not", async (t) => {

@@ -351,7 +351,7 @@ export function flatten(input: FlattenInput): Problem {
     }
   });
 
-  const constraintsSpec = input.claim.spec.devices?.constraints ?? [];
+  const constraintsSpec = input.claim.spec?.devices?.constraints ?? [];
   const constraints = constraintsSpec.map((c) => {
     const attribute = (c.matchAttribute ?? c.distinctAttribute) as string;
     const names = new Set(c.requests ?? []);

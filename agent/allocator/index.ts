@@ -119,7 +119,7 @@ function buildAllocation(p: Problem, picks: [number, number][], input: AllocateI
     if (!alt || !cls) continue;
     for (const c of cls.spec.config ?? []) if (c.opaque) config.push({ source: "FromClass", requests: [alt.resultName], opaque: c.opaque });
   }
-  for (const c of input.claim.spec.devices?.config ?? []) if (c.opaque) config.push({ source: "FromClaim", ...(c.requests ? { requests: c.requests } : {}), opaque: c.opaque });
+  for (const c of input.claim.spec?.devices?.config ?? []) if (c.opaque) config.push({ source: "FromClaim", ...(c.requests ? { requests: c.requests } : {}), opaque: c.opaque });
   const allocation: AllocationResult = {
     devices: { results, ...(config.length > 0 ? { config } : {}) },
     nodeSelector: { nodeSelectorTerms: [{ matchFields: [{ key: "metadata.name", operator: "In", values: [input.nodeName] }] }] },

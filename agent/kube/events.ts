@@ -4,6 +4,7 @@
 // repeats within `minIntervalMs` are only counted, the next one after the window patches the same
 // Event (count, lastTimestamp, message) like the kubelet's recorder does. Standalone mode writes
 // none: events are logged. Recording never throws and never delays the caller's answer.
+import { echoInput } from "../common/errors.js";
 import { randomBytes } from "node:crypto";
 import { CoreV1Api, setHeaderOptions, type CoreV1Event, type KubeConfig } from "@kubernetes/client-node";
 import type { AgentMetrics } from "../common/agent-metrics.js";
@@ -113,7 +114,7 @@ export function createEventRecorder(opts: {
     warn(object, reason, message) {
       if (!opts.sink) {
         metrics.event(reason, "logged");
-        opts.log.warn("event", { reason, object: `${object.kind} ${object.namespace ? `${object.namespace}/` : ""}${object.name}`, message });
+        opts.log.warn("event", { reason, object: `${object.kind} ${object.namespace ? `${echoInput(object.namespace)}/` : ""}${echoInput(object.name)}`, message });
         return;
       }
       const key = `${object.kind}/${object.namespace ?? ""}/${object.name}/${object.uid ?? ""}/${reason}`;
