@@ -127,7 +127,7 @@ t.test("repository: no tracked file over 5 MB, nothing reads outside the reposit
   // Paths that only exist on a developer's machine: the steering repo's shared/ and the workspace.
   const outside = /\.\.\/shared\/|["'`]\/work\/|join\([^)]*"\.\.",\s*"shared"/;
   const readers = code.filter((f) => outside.test(readFileSync(join(root, f), "utf8").replace(/\/\/.*$/gm, "")));
-  t.same(readers, [], "no test, script, bench or agent file reads ../shared or /work");
+  t.same(readers, [], "no test, script, bench or agent file reads the steering repo's shared folder or the workspace");
 });
 
 t.test("node range: engines cover every runtime dependency's, the image's Node major is in range and is tested", async (t) => {
