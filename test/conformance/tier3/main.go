@@ -31,7 +31,6 @@ import (
 
 	"tessera.dev/conformance/gen"
 	"tessera.dev/conformance/kubelet"
-	"tessera.dev/conformance/oracle"
 	"tessera.dev/conformance/report"
 )
 
@@ -266,19 +265,8 @@ func runAgainstServer(ctx context.Context, repo, fixture, kubeconfig string, cli
 	claim := &resourceapi.ResourceClaim{ObjectMeta: metav1.ObjectMeta{Name: "two-gpus", Namespace: "conformance"},
 		Spec: resourceapi.ResourceClaimSpec{Devices: resourceapi.DeviceClaim{Requests: []resourceapi.DeviceRequest{{Name: "gpus",
 			Exactly: &resourceapi.ExactDeviceRequest{DeviceClassName: "gpu.tessera.dev", AllocationMode: resourceapi.DeviceAllocationModeExactCount, Count: 2}}}}}}
-	claim, err = client.ResourceV1().ResourceClaims("conformance").Create(ctx, claim, metav1.CreateOptions{})
-	if !wrap("create-claim", err) {
-		return
-	}
-	res := oracle.Allocate(ctx, &oracle.Case{Node: nodeName, Slices: slices, DeviceClasses: gen.DeviceClasses(), Claim: *claim})
-	if !res.Fits {
-		wrap("allocate-claim", fmt.Errorf("fits=%v %s", res.Fits, res.Error))
-		return
-	}
-	claim.Status.Allocation = allocationOf(res)
-	claim.Status.ReservedFor = []resourceapi.ResourceClaimConsumerReference{{Resource: "pods", Name: "trainer", UID: "pod-uid-1"}}
-	claim, err = client.ResourceV1().ResourceClaims("conformance").UpdateStatus(ctx, claim, metav1.UpdateOptions{})
-	if !wrap("write-allocation", err) {
+	claim, stage, err := createAllocated(ctx, client, claim, nodeName, slices, "trainer")
+	if !wrap(stage, err) {
 		return
 	}
 	wrap("prepare-through-apiserver", kubelet.PrepareOne(ctx, a, claim))

@@ -15,6 +15,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
@@ -227,18 +228,7 @@ func runAgentAsSA(ctx context.Context, repo, fixture string, id *identity, admin
 	if err == nil && !strings.Contains(out, `"fits":true`) && !strings.Contains(out, `"fits": true`) {
 		w("diag-explain-fits", fmt.Errorf("a 1-GPU claim on an empty 8-GPU node does not fit: %.300s", out))
 	}
-	claim, err = admin.ResourceV1().ResourceClaims("rbac").Create(ctx, claim, metav1.CreateOptions{})
-	if !w("create-claim", err) {
-		return
-	}
-	res := oracle.Allocate(ctx, &oracle.Case{Node: nodeA, Slices: slices, DeviceClasses: gen.DeviceClasses(), Claim: *claim})
-	if !res.Fits {
-		w("allocate-claim", fmt.Errorf("%s %s", res.Error, res.Failure))
-		return
-	}
-	claim.Status.Allocation = allocationOf(res)
-	claim.Status.ReservedFor = []resourceapi.ResourceClaimConsumerReference{{Resource: "pods", Name: "rbac-pod", UID: "pod-uid-rbac"}}
-	if _, err := admin.ResourceV1().ResourceClaims("rbac").UpdateStatus(ctx, claim, metav1.UpdateOptions{}); !w("write-allocation", err) {
+	if _, stage, err := createAllocated(ctx, admin, claim, nodeA, slices, "rbac-pod"); !w(stage, err) {
 		return
 	}
 	_, err = tessera(repo, append([]string{"diag", "prepare", "rbac/one-gpu", "-o", "json"}, nodeFlags...)...)
@@ -291,6 +281,27 @@ func withTail(err error, a *kubelet.Agent) error {
 		return nil
 	}
 	return fmt.Errorf("%v; agent log: %s", err, a.Tail())
+}
+
+// createAllocated creates the claim, allocates it with the scheduler's allocator on the node's
+// slices and writes the allocation (reserved for pod), as the scheduler would. On failure it
+// names the stage that failed: create-claim, allocate-claim or write-allocation.
+func createAllocated(ctx context.Context, client kubernetes.Interface, claim *resourceapi.ResourceClaim, node string, slices []resourceapi.ResourceSlice, pod string) (*resourceapi.ResourceClaim, string, error) {
+	claim, err := client.ResourceV1().ResourceClaims(claim.Namespace).Create(ctx, claim, metav1.CreateOptions{})
+	if err != nil {
+		return nil, "create-claim", err
+	}
+	res := oracle.Allocate(ctx, &oracle.Case{Node: node, Slices: slices, DeviceClasses: gen.DeviceClasses(), Claim: *claim})
+	if !res.Fits {
+		return nil, "allocate-claim", fmt.Errorf("%s %s", res.Error, res.Failure)
+	}
+	claim.Status.Allocation = allocationOf(res)
+	claim.Status.ReservedFor = []resourceapi.ResourceClaimConsumerReference{{Resource: "pods", Name: pod, UID: types.UID("pod-uid-" + pod)}}
+	claim, err = client.ResourceV1().ResourceClaims(claim.Namespace).UpdateStatus(ctx, claim, metav1.UpdateOptions{})
+	if err != nil {
+		return nil, "write-allocation", err
+	}
+	return claim, "write-allocation", nil
 }
 
 func allocationOf(res oracle.Result) *resourceapi.AllocationResult {
