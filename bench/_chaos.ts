@@ -97,7 +97,7 @@ export async function runCampaign(opts: CampaignOptions): Promise<CampaignResult
     const t0 = performance.now();
     const child = spawn(
       process.execPath,
-      [join(repoRoot, "bin", "tessera.js"), "agent", "--discovery", `fixture:${FIXTURE}`, "--node-name", NODE, "--kubelet-root", dirs.kubelet, "--cdi-root", dirs.cdi, "--kube", `standalone:${dirs.store}`, "--rediscover-interval", "0"],
+      [join(repoRoot, "bin", "tessera.js"), "agent", "--discovery", `fixture:${FIXTURE}`, "--node-name", NODE, "--kubelet-root", dirs.kubelet, "--cdi-root", dirs.cdi, "--kube", `standalone:${dirs.store}`, "--rediscover-interval", "0", "--http-listen", "127.0.0.1:0"],
       { cwd: repoRoot, stdio: ["ignore", "ignore", "pipe"], env: agentEnv },
     );
     let how = "";

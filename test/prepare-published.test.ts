@@ -158,14 +158,16 @@ interface Child {
 
 /** A real `tessera agent` child, resolved once it logs that its sockets serve. */
 async function agentProcess(dir: string, env: NodeJS.ProcessEnv): Promise<Child> {
-  const proc = spawn(process.execPath, [join(ROOT, "bin", "tessera.js"), "agent", "--kubelet-root", join(dir, "k"), "--cdi-root", join(dir, "cdi"), "--node-name", NODE, "--kube", `standalone:${join(dir, "store")}`, "--rediscover-interval", "0", ...seamFlags], { env, stdio: ["ignore", "ignore", "pipe"] });
+  const proc = spawn(process.execPath, [join(ROOT, "bin", "tessera.js"), "agent", "--kubelet-root", join(dir, "k"), "--cdi-root", join(dir, "cdi"), "--node-name", NODE, "--kube", `standalone:${join(dir, "store")}`, "--rediscover-interval", "0", "--http-listen", "127.0.0.1:0", ...seamFlags], { env, stdio: ["ignore", "ignore", "pipe"] });
   const exited = once(proc, "exit");
   const lines = createInterface({ input: proc.stderr as NodeJS.ReadableStream });
+  const said: string[] = [];
   await new Promise<void>((resolve, reject) => {
     lines.on("line", (l) => {
+      if (said.length < 20) said.push(l);
       if (l.includes("kubelet plugin serving")) resolve();
     });
-    void exited.then(() => reject(new Error("agent exited before serving")));
+    void exited.then(() => reject(new Error(`agent exited before serving: ${said.join(" | ")}`)));
   });
   return { proc, exited };
 }

@@ -394,6 +394,21 @@ t.test("--max-body-bytes holds on every path: declared and streamed passthrough 
   t.equal((await post(`${proxy.url}/v1/completions`, completion("still serving"))).status, 200, "proxy keeps serving");
 });
 
+t.test("a streamed body over the limit while its backend request waits for a connection: 413, the proxy lives", async (t) => {
+  // One upstream connection, held by a slow stream: the passthrough request is queued, nobody reads
+  // its body yet, and the limit's error has no reader (found by the http fuzzer: an uncaught
+  // exception that ended the proxy).
+  const { proxy } = await rig(t, 1, { maxBodyBytes: 1024, connections: 1 }, { tokens: 30, tokenDelayMs: 30 });
+  const slow = post(`${proxy.url}/v1/completions`, { ...completion("hold the connection"), stream: true });
+  await new Promise((r) => setTimeout(r, 100));
+  for (let i = 0; i < 5; i++) {
+    const early = await rawExchange(proxy.url, [{ write: `POST /v1/embeddings HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n800\r\n${"z".repeat(0x800)}\r\n` }]);
+    t.equal(statusOf(early), 413, `queued and over the limit (${i}): 413`);
+  }
+  t.equal((await slow).status, 200, "the stream that held the connection completes");
+  t.equal((await post(`${proxy.url}/v1/completions`, completion("still serving"))).status, 200, "proxy keeps serving");
+});
+
 t.test("a request target that is not an origin-form path is a 400 TESSERA_BAD_REQUEST", async (t) => {
   const { proxy } = await rig(t, 1);
   for (const target of ["*", "http://127.0.0.1:1/v1/models", "example.com:443"]) {

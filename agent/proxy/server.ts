@@ -118,11 +118,17 @@ export async function startProxy(opts: ProxyOptions): Promise<RunningProxy> {
     let overLimit = false;
     if (!Buffer.isBuffer(body)) {
       // a streamed body is counted as it passes; over the limit the backend request is aborted
-      body = body.pipe(limitedBody(maxBody, () => {
+      const limited = limitedBody(maxBody, () => {
         overLimit = true;
         req.unpipe();
         ac.abort();
-      }));
+      });
+      // Once aborted, undici no longer listens to the body: the limit's error is ours to take
+      // (answered as 413 below), never an uncaught exception that would end the proxy.
+      limited.on("error", () => {
+        overLimit = true;
+      });
+      body = body.pipe(limited);
     }
     const onClose = (): void => {
       if (res.writableFinished) return;
