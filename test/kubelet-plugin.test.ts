@@ -434,10 +434,11 @@ t.test("overload: per-call claim bound, message size bound, and an empty Prepare
   const max = latencies.at(-1) ?? Infinity;
   t.comment(`flood: ${calls} calls; ${latencies.length} empty Prepares, p50 ${latencies[latencies.length >> 1]?.toFixed(1)} ms, p99 ${latencies[Math.floor(latencies.length * 0.99)]?.toFixed(1)} ms, max ${max.toFixed(1)} ms; rss +${((process.memoryUsage().rss - rss0) / 2 ** 20).toFixed(0)} MiB`);
   t.ok(calls >= until, "the flood kept running while probing");
-  // p99, not max: on a shared 2-core CI box (load average 20+) the OS alone deschedules a process
-  // for hundreds of ms now and then; the kubelet's own deadline for the probe is 1 s.
+  // The issue's bound is 100 ms under any load: held for the p99 (measured 20.8 ms at load 6 on 2
+  // cores). The max is held to the kubelet's own 1 s deadline: on a shared box the OS alone
+  // deschedules a process for hundreds of ms now and then.
   const p99 = latencies[Math.floor(latencies.length * 0.99)] ?? Infinity;
-  t.ok(p99 < 250, `empty Prepare p99 within 250 ms on this box (p99 ${p99.toFixed(1)} ms; target 100 ms on an unloaded node)`);
+  t.ok(p99 < 100, `empty Prepare p99 within 100 ms during the flood (p99 ${p99.toFixed(1)} ms)`);
   t.ok(max < 1000, `every empty Prepare within the kubelet's 1 s deadline (max ${max.toFixed(1)} ms)`);
   t.ok(process.memoryUsage().rss - rss0 < 256 * 2 ** 20, "RSS bounded during the flood");
 });

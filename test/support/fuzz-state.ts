@@ -66,6 +66,7 @@ function assertEntryError(error: string | undefined, where: string): void {
 
 const grpcSurface: FuzzSurface = {
   name: "grpc",
+  concurrency: 4, // calls at once, as a kubelet with several pods starting makes them
   async open() {
     const env = await startEnv();
     const known = [claim({ name: "a", uid: uid(1), results: [{ device: "gpu-2" }] }), claim({ name: "b", uid: uid(2), results: [{ device: "gpu-2" }] })];
@@ -104,6 +105,7 @@ const PREFACE = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 const grpcRawSurface: FuzzSurface = {
   name: "grpc-raw",
+  concurrency: 16, // independent connections; most cases wait out the 100 ms bound
   async open() {
     const env = await startEnv();
     return {
@@ -175,6 +177,7 @@ function mutateBytes(rng: Rng, good: Uint8Array): Uint8Array {
 
 const checkpointSurface: FuzzSurface = {
   name: "checkpoint",
+  concurrency: 8, // each case has its own state directory; the time is fsync waits
   async open() {
     const facts = deviceFacts(inventory(4));
     const root = tempDir("tessera-fz-");
