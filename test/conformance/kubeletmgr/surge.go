@@ -313,8 +313,9 @@ func podCycle(ctx context.Context, k *kubeletSide, client kubernetes.Interface, 
 	return nil
 }
 
-// heldIntact asks the plugin the kubelet now uses (B: A is gone) to prepare the held claim
-// again, through the kubelet's own client (DRAPlugin.NodePrepareResources): it must answer
+// heldIntact asks the plugin the kubelet now uses (B: A is gone), through the kubelet's own
+// client (DRAPlugin.NodePrepareResources), to prepare a claim on a device of the held claim
+// (refused: B knows it is taken) and the held claim again: it must answer
 // the CDI IDs A gave before the handover, leave A's CDI spec byte-identical, and the CDI root
 // must hold no spec but that one (every pod that came and went was unprepared).
 func heldIntact(ctx context.Context, k *kubeletSide, tree *kubelet.Agent, held *resourceapi.ResourceClaim, ids []string, spec []byte) error {
@@ -324,6 +325,22 @@ func heldIntact(ctx context.Context, k *kubeletSide, tree *kubelet.Agent, held *
 	}
 	cctx, cancel := context.WithTimeout(ctx, callTimeout)
 	defer cancel()
+	// B must know what A prepared (the checkpoint it took over), not just be able to redo it:
+	// a claim on one of the held claim's devices, which no scheduler would allocate, is refused.
+	intruder := kubelet.NewClaim("surge-intruder", kubelet.GPUs("gpu", 1))
+	intruder.Status.Allocation = &resourceapi.AllocationResult{Devices: resourceapi.DeviceAllocationResult{
+		Results: held.Status.Allocation.Devices.Results[:1]}}
+	if err := tree.WriteClaim(intruder); err != nil {
+		return err
+	}
+	iresp, err := p.NodePrepareResources(cctx, &drapb.NodePrepareResourcesRequest{Claims: []*drapb.Claim{{Namespace: intruder.Namespace, Name: intruder.Name, Uid: string(intruder.UID)}}})
+	if err != nil {
+		return fmt.Errorf("prepare of a claim on a held device: %w", err)
+	}
+	if ir := iresp.Claims[string(intruder.UID)]; ir == nil || !strings.Contains(ir.Error, "TESSERA_DEVICE_CONFLICT") || !strings.Contains(ir.Error, string(held.UID)) {
+		return fmt.Errorf("after the handover a claim on %s, prepared for %s before it, got %+v; want TESSERA_DEVICE_CONFLICT naming uid %s (the new pod lost the prepared state)",
+			held.Status.Allocation.Devices.Results[0].Device, held.Name, ir, held.UID)
+	}
 	resp, err := p.NodePrepareResources(cctx, &drapb.NodePrepareResourcesRequest{Claims: []*drapb.Claim{{Namespace: held.Namespace, Name: held.Name, Uid: string(held.UID)}}})
 	if err != nil {
 		return fmt.Errorf("prepare again after the handover: %w", err)
