@@ -7,7 +7,7 @@
 import * as os from "node:os";
 import * as path from "node:path";
 import { createAgentMetrics, type AgentMetricsRegistry } from "../common/agent-metrics.js";
-import { assertSocketPath, int, parseFlags, parseHttpListen, resolveNodeConfig, str, VERB_FLAGS, type HostPort, type NodeConfig } from "../common/config.js";
+import { assertSocketPath, int, parseFlags, parseHttpListen, resolveHealthConfig, resolveNodeConfig, str, VERB_FLAGS, type HealthConfig, type HostPort, type NodeConfig } from "../common/config.js";
 import { TesseraError } from "../common/errors.js";
 import { checkDirs } from "../common/preflight.js";
 import { clusterEventSink, createEventRecorder, type EventSink } from "../kube/events.js";
@@ -51,7 +51,11 @@ export interface AgentDeps {
   registrationGraceMs?: number;
   /** With --rolling-update-uid: how long the previous pod may take to hand over; default 30 s. */
   handoverTimeoutMs?: number;
+  /** Device health settings (HEALTH_FLAGS); default: their flag defaults. */
+  health?: HealthConfig;
 }
+
+export const DEFAULT_HEALTH_CONFIG: HealthConfig = { intervalS: 10, holdDownS: 300, apiVersions: ["v1", "v1alpha1"] };
 
 export interface AgentHandle {
   draSocket: string;
@@ -114,6 +118,7 @@ export async function startAgent(config: NodeConfig, deps: AgentDeps = {}): Prom
   const log = deps.log ?? createLogger({ level: config.logLevel });
   const signal = deps.signal;
   const metrics = deps.metrics ?? createAgentMetrics();
+  const healthConfig = deps.health ?? DEFAULT_HEALTH_CONFIG;
   // Refuse a path the kernel would truncate, or a directory we could not write, before
   // discovering, locking, publishing or creating anything else.
   assertSocketPath(config.draSocket);
@@ -188,6 +193,12 @@ export async function startAgent(config: NodeConfig, deps: AgentDeps = {}): Prom
         bootId: async () => bootId,
         metrics,
         events,
+        health: {
+          feed: { list: () => [...facts.keys()].map((device) => ({ device, health: "HEALTHY" as const, lastUpdated: Date.now() / 1000, message: "" })), subscribe: () => () => undefined },
+          versions: healthConfig.apiVersions,
+          heartbeatMs: healthConfig.intervalS * 1000,
+          timeoutSeconds: healthConfig.intervalS * 3,
+        },
         ...(deps.toolkitDirs ? { toolkitDirs: deps.toolkitDirs } : {}),
         // Dynamic MIG: instances are created through the same nvidia-smi seam discovery reads, and
         // read back by a fresh rediscovery (which also republishes the slices).
@@ -267,6 +278,7 @@ export async function runAgent(argv: string[], io: CliIO): Promise<number> {
   if (args.positionals.length > 0) throw new TesseraError("TESSERA_USAGE", `tessera agent takes no arguments, got "${args.positionals.join(" ")}"`);
   const config = resolveNodeConfig(args, os.hostname);
   const httpListen = parseHttpListen(str(args, "http-listen"));
+  const health = resolveHealthConfig(args);
   const log = createLogger({ level: config.logLevel, write: (line) => io.stderr(line + "\n") });
   // Listen before starting: a SIGTERM during startup aborts whatever stage is running.
   const abort = new AbortController();
@@ -282,7 +294,7 @@ export async function runAgent(argv: string[], io: CliIO): Promise<number> {
   });
   let agent: AgentHandle;
   try {
-    agent = await startAgent(config, { log, env: io.env, rediscoverIntervalS: int(args, "rediscover-interval"), signals: process, signal: abort.signal, ...(httpListen ? { httpListen } : {}) });
+    agent = await startAgent(config, { log, env: io.env, rediscoverIntervalS: int(args, "rediscover-interval"), signals: process, signal: abort.signal, health, ...(httpListen ? { httpListen } : {}) });
   } catch (err) {
     if (!abort.signal.aborted) throw err;
     const signal = await signalled;
