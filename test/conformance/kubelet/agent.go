@@ -82,13 +82,14 @@ func NewTree(node string) (*Agent, error) {
 	return a, nil
 }
 
-// StartPeer starts one pod of a surge rolling update on tree's directories (same kubelet
-// root, CDI root, store and state dir): `--rolling-update-uid uid`, its own log. Stop it like
-// any agent; the tree's Cleanup removes what the peers share.
+// StartPeer starts an agent on tree's directories (kubelet root, CDI root, store, state dir);
+// with a uid, one pod of a surge rolling update: `--rolling-update-uid uid`, a log of its own.
+// Stop it like any agent; the tree's Cleanup removes what the peers share.
 func StartPeer(repo, fixture string, tree *Agent, uid string, extra ...string) (*Agent, error) {
 	p := &Agent{Root: tree.Root, KubeletRoot: tree.KubeletRoot, CDIRoot: tree.CDIRoot, StoreDir: tree.StoreDir, StateDir: tree.StateDir,
-		Node: tree.Node, Driver: tree.Driver, RollingUID: uid, logPath: filepath.Join(tree.Root, "agent-"+uid+".log")}
+		Node: tree.Node, Driver: tree.Driver, RollingUID: uid, logPath: filepath.Join(tree.Root, "agent.log")}
 	if uid != "" {
+		p.logPath = filepath.Join(tree.Root, "agent-"+uid+".log")
 		extra = append([]string{"--rolling-update-uid", uid}, extra...)
 	}
 	if err := p.start(repo, fixture, "", extra); err != nil {

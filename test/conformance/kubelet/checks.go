@@ -132,14 +132,17 @@ func checkRegistration(ctx context.Context, a *Agent, check func(string, error))
 		problems = append(problems, fmt.Sprintf("endpoint %q, want %q", info.Endpoint, a.DRASocket()))
 	}
 	check("getinfo-fields", joinProblems(problems))
-	// The kubelet's DRA handler takes the first entry it supports; v1 must come first.
+	// The kubelet's DRA handler takes the first entry it supports; v1 must come first. The
+	// optional health service follows, v1 before v1alpha1 (the kubelet picks the first it knows).
 	want := []string{"v1.DRAPlugin", "v1beta1.DRAPlugin"}
 	got := info.SupportedVersions
-	if len(got) == 3 && got[2] == "v1alpha1.DRAResourceHealth" {
-		got = got[:2]
+	for _, h := range []string{"v1.DRAResourceHealth", "v1alpha1.DRAResourceHealth"} {
+		if len(got) > 2 && got[2] == h {
+			got = append(got[:2:2], got[3:]...)
+		}
 	}
 	if !reflect.DeepEqual(got, want) {
-		check("getinfo-supported-versions", fmt.Errorf("supported_versions %q, want %q (in this order)", info.SupportedVersions, want))
+		check("getinfo-supported-versions", fmt.Errorf("supported_versions %q, want %q (in this order), then optionally v1.DRAResourceHealth, v1alpha1.DRAResourceHealth", info.SupportedVersions, want))
 	} else {
 		check("getinfo-supported-versions", nil)
 	}

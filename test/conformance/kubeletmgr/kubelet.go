@@ -70,6 +70,7 @@ type seenHandler struct {
 	mu           sync.Mutex
 	registered   []string
 	deregistered []string
+	versions     map[string][]string // endpoint -> supported_versions it registered with
 }
 
 func (h *seenHandler) RegisterPlugin(ctx context.Context, name, endpoint string, versions []string, timeout *time.Duration) error {
@@ -77,6 +78,10 @@ func (h *seenHandler) RegisterPlugin(ctx context.Context, name, endpoint string,
 	if err == nil {
 		h.mu.Lock()
 		h.registered = append(h.registered, endpoint)
+		if h.versions == nil {
+			h.versions = map[string][]string{}
+		}
+		h.versions[endpoint] = versions
 		h.mu.Unlock()
 	}
 	return err
@@ -93,6 +98,12 @@ func (h *seenHandler) hasRegistered(endpoint string) bool {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	return slices.Contains(h.registered, endpoint)
+}
+
+func (h *seenHandler) versionsOf(endpoint string) []string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.versions[endpoint]
 }
 
 func (h *seenHandler) hasDeregistered(endpoint string) bool {

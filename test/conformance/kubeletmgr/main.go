@@ -1,7 +1,8 @@
 // kubelet-dra registers `tessera agent` through the kubelet's own plugin watcher and DRA
 // manager (k8s.io/kubernetes/pkg/kubelet/pluginmanager and .../cm/dra) and prepares a
 // pod's claims through it, then unprepares them and checks the plugin deregisters when
-// the agent stops; then a surge rolling update of two agent pods (surge.go). A separate module: k8s.io/kubernetes needs `replace` lines pinning every
+// the agent stops; then a surge rolling update of two agent pods (surge.go) and the device
+// health stream into the pod status (health.go). A separate module: k8s.io/kubernetes needs `replace` lines pinning every
 // staging module, and the other tiers must not depend on it building.
 package main
 
@@ -30,6 +31,7 @@ func run(ctx context.Context, repo, fixture string) (failed bool) {
 	}
 	registerPrepare(ctx, repo, fixture, check)
 	surge(ctx, repo, fixture, check)
+	health(ctx, repo, fixture, check)
 	return failed
 }
 
