@@ -120,10 +120,11 @@ func healthRun(ctx context.Context, repo, fixture string, mode healthMode, check
 	resourceID := v1.ResourceID(fmt.Sprintf("k8s.gpu.tessera.dev/claim=%s-%s", claim.UID, device))
 	var last v1.ResourceHealth
 	healthOf := func() v1.ResourceHealth { last = podDeviceHealth(k, pod, resourceID); return last }
-	if !chk("healthy-in-pod-status", kubelet.WaitFor(ctx, 20*time.Second, func() bool { return healthOf().Health == v1.ResourceHealthStatusHealthy })) {
-		chk("healthy-in-pod-status", fmt.Errorf("last seen %+v for %s (CDI IDs %q)", last, resourceID, ids))
+	if err := kubelet.WaitFor(ctx, 20*time.Second, func() bool { return healthOf().Health == v1.ResourceHealthStatusHealthy }); err != nil {
+		chk("healthy-in-pod-status", fmt.Errorf("%v: last seen %s for %s (CDI IDs %q)", err, describe(last), resourceID, ids))
 		return
 	}
+	chk("healthy-in-pod-status", nil)
 
 	// A fatal XID (79: the GPU has fallen off the bus) for the pod's GPU, as the kernel logs it.
 	for drained := false; !drained; {
@@ -146,9 +147,9 @@ func healthRun(ctx context.Context, repo, fixture string, mode healthMode, check
 	h := healthOf()
 	switch {
 	case h.Health != v1.ResourceHealthStatusUnhealthy:
-		chk("unhealthy-in-pod-status", fmt.Errorf("after XID 79 on %s (PCI %s) the kubelet reports %+v for %s", device, bus, h, resourceID))
+		chk("unhealthy-in-pod-status", fmt.Errorf("after XID 79 on %s (PCI %s) the kubelet reports %s for %s", device, bus, describe(h), resourceID))
 	case h.Message == nil || !strings.Contains(*h.Message, "79"):
-		chk("unhealthy-in-pod-status", fmt.Errorf("UNHEALTHY without the XID in its message: %+v", h))
+		chk("unhealthy-in-pod-status", fmt.Errorf("UNHEALTHY without the XID in its message: %s", describe(h)))
 	default:
 		report.PassWith(tier, "kubelet-dra-manager/"+prefix+"unhealthy-in-pod-status",
 			fmt.Sprintf("%s UNHEALTHY in allocatedResourcesStatus %.0f ms after the XID line (message %q)", resourceID, float64(latency.Microseconds())/1000, *h.Message))
@@ -177,6 +178,13 @@ func podDeviceHealth(k *kubeletSide, pod *v1.Pod, id v1.ResourceID) v1.ResourceH
 		}
 	}
 	return v1.ResourceHealth{}
+}
+
+func describe(h v1.ResourceHealth) string {
+	if h.Message == nil {
+		return fmt.Sprintf("%q (no message)", h.Health)
+	}
+	return fmt.Sprintf("%q (message %q)", h.Health, *h.Message)
 }
 
 // waitPodUpdate waits for the manager's notification that the pod's devices changed health
