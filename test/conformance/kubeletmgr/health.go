@@ -46,34 +46,19 @@ func health(ctx context.Context, repo, fixture string, check func(string, error)
 }
 
 func healthRun(ctx context.Context, repo, fixture string, mode healthMode, check func(string, error) bool) {
-	prefix := "health-" + mode.name + "/"
-	failed := false
-	chk := func(name string, err error) bool {
-		ok := check(prefix+name, err)
-		failed = failed || !ok
-		return ok
-	}
-	tree, err := kubelet.NewTree("health-node")
-	if !chk("tree", err) {
+	g, ok := openGroup("health-"+mode.name+"/", "health-node", check)
+	defer g.close()
+	if !ok {
 		return
 	}
-	defer func() {
-		tree.Cleanup(failed)
-		if failed {
-			fmt.Fprintf(os.Stderr, "kubelet-dra: health tree (%s) kept at %s\n", mode.name, tree.Root)
-		}
-	}()
+	tree, chk, prefix := g.tree, g.chk, g.prefix
 	kmsg := filepath.Join(tree.Root, "kmsg.txt")
 	if !chk("kmsg", os.WriteFile(kmsg, []byte("6,1,1000,-;NVRM: loading NVIDIA UNIX Open Kernel Module\n"), 0o644)) {
 		return
 	}
 	// --health-interval 1: a heartbeat a second, so the kubelet's timeout (3 heartbeats) is short.
-	a, err := kubelet.StartPeer(repo, fixture, tree, "", append([]string{"--kmsg", kmsg, "--health-interval", "1"}, mode.flags...)...)
-	if !chk("agent-start", err) {
-		return
-	}
-	defer func() { _, _ = a.Stop(10 * time.Second) }()
-	if !chk("agent-sockets", a.WaitSockets(30*time.Second)) {
+	a, ok := g.startAgent(repo, fixture, "agent", "", 30*time.Second, append([]string{"--kmsg", kmsg, "--health-interval", "1"}, mode.flags...)...)
+	if !ok {
 		return
 	}
 	slicesOnStore, err := tree.WaitSlices(ctx, 10*time.Second)

@@ -3,8 +3,10 @@ package main
 import (
 	"context"
 	"fmt"
+	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -19,7 +21,57 @@ import (
 	draplugin "k8s.io/kubernetes/pkg/kubelet/cm/dra/plugin"
 	"k8s.io/kubernetes/pkg/kubelet/pluginmanager"
 	"k8s.io/kubernetes/pkg/kubelet/pluginmanager/cache"
+
+	"tessera.dev/conformance/kubelet"
 )
+
+// treeGroup is a group of checks on a temporary tree of its own: check names get the prefix,
+// and a failed check keeps the tree (its path printed) when the group closes.
+type treeGroup struct {
+	tree   *kubelet.Agent
+	prefix string
+	check  func(string, error) bool
+	failed bool
+	agents []*kubelet.Agent
+}
+
+// startAgent starts an agent on the group's tree (uid: one pod of a surge update, "" the
+// default sockets) and waits up to wait for its sockets (checks <name>-start, <name>-sockets).
+// The group stops it when it closes, unless stopped before.
+func (g *treeGroup) startAgent(repo, fixture, name, uid string, wait time.Duration, extra ...string) (*kubelet.Agent, bool) {
+	a, err := kubelet.StartPeer(repo, fixture, g.tree, uid, extra...)
+	if !g.chk(name+"-start", err) {
+		return nil, false
+	}
+	g.agents = append(g.agents, a)
+	return a, g.chk(name+"-sockets", a.WaitSockets(wait))
+}
+
+func openGroup(prefix, node string, check func(string, error) bool) (*treeGroup, bool) {
+	g := &treeGroup{prefix: prefix, check: check}
+	tree, err := kubelet.NewTree(node)
+	g.tree = tree
+	return g, g.chk("tree", err)
+}
+
+func (g *treeGroup) chk(name string, err error) bool {
+	ok := g.check(g.prefix+name, err)
+	g.failed = g.failed || !ok
+	return ok
+}
+
+func (g *treeGroup) close() {
+	for _, a := range g.agents {
+		_, _ = a.Stop(10 * time.Second) // a second Stop answers the first's result
+	}
+	if g.tree == nil {
+		return
+	}
+	g.tree.Cleanup(g.failed)
+	if g.failed {
+		fmt.Fprintf(os.Stderr, "kubelet-dra: %s tree kept at %s\n", strings.TrimSuffix(g.prefix, "/"), g.tree.Root)
+	}
+}
 
 type sourcesReady struct{}
 

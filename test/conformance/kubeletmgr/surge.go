@@ -123,28 +123,14 @@ func cdiSpecOf(tree *kubelet.Agent, c *resourceapi.ResourceClaim) string {
 
 // surge runs the handover; check reports one JSON line per check and counts failures.
 func surge(ctx context.Context, repo, fixture string, check func(string, error) bool) {
-	failed := false
-	chk := func(name string, err error) bool {
-		ok := check("surge/"+name, err)
-		failed = failed || !ok
-		return ok
-	}
-	tree, err := kubelet.NewTree("surge-node")
-	if !chk("tree", err) {
+	g, ok := openGroup("surge/", "surge-node", check)
+	defer g.close()
+	if !ok {
 		return
 	}
-	defer func() {
-		tree.Cleanup(failed)
-		if failed {
-			fmt.Fprintf(os.Stderr, "kubelet-dra: surge tree kept at %s\n", tree.Root)
-		}
-	}()
-	a, err := kubelet.StartPeer(repo, fixture, tree, surgeUIDA)
-	if !chk("agent-a-start", err) {
-		return
-	}
-	defer func() { _, _ = a.Stop(10 * time.Second) }() // Stop twice answers the same
-	if !chk("agent-a-sockets", a.WaitSockets(30*time.Second)) {
+	tree, chk := g.tree, g.chk
+	a, ok := g.startAgent(repo, fixture, "agent-a", surgeUIDA, 30*time.Second)
+	if !ok {
 		return
 	}
 	slicesOnStore, err := tree.WaitSlices(ctx, 10*time.Second)
@@ -216,17 +202,13 @@ func surge(ctx context.Context, repo, fixture string, check func(string, error) 
 		}
 		return nil
 	}
-	ok := chk("prepares-a-alone", waitPhase(0))
+	ok = chk("prepares-a-alone", waitPhase(0))
 
 	// The surge pod: another UID, the same node directories; it asks A for the state dir.
 	var b *kubelet.Agent
 	if ok {
 		tally.enter(1)
-		b, err = kubelet.StartPeer(repo, fixture, tree, surgeUIDB)
-		if ok = chk("agent-b-start", err); ok {
-			defer func() { _, _ = b.Stop(10 * time.Second) }()
-			ok = chk("agent-b-sockets", b.WaitSockets(60*time.Second))
-		}
+		b, ok = g.startAgent(repo, fixture, "agent-b", surgeUIDB, 60*time.Second)
 	}
 	ok = ok && chk("b-registered", kubelet.WaitFor(ctx, 30*time.Second, func() bool { return k.seen.hasRegistered(b.DRASocket()) }))
 	if ok {
