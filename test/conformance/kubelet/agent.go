@@ -41,6 +41,12 @@ func StartAgent(repo, fixture, node string) (*Agent, error) {
 // StartAgentWithKube is StartAgent with another --kube source ("" = the standalone store)
 // and extra agent flags.
 func StartAgentWithKube(repo, fixture, node, kube string, extra ...string) (*Agent, error) {
+	return StartAgentEnv(repo, "fixture:"+fixture, node, kube, nil, extra...)
+}
+
+// StartAgentEnv is StartAgentWithKube with any --discovery value and extra environment
+// variables for the agent (the simulated nvidia-smi it runs reads its fixture from them).
+func StartAgentEnv(repo, discovery, node, kube string, env []string, extra ...string) (*Agent, error) {
 	root, err := os.MkdirTemp("", "tessera-conf-")
 	if err != nil {
 		return nil, err
@@ -60,11 +66,14 @@ func StartAgentWithKube(repo, fixture, node, kube string, extra ...string) (*Age
 		kube = "standalone:" + a.StoreDir
 	}
 	a.cmd = exec.Command("node", filepath.Join(repo, "bin", "tessera.js"), "agent",
-		"--discovery", "fixture:"+fixture, "--node-name", node,
+		"--discovery", discovery, "--node-name", node,
 		"--kubelet-root", a.KubeletRoot, "--cdi-root", a.CDIRoot, "--state-dir", a.StateDir,
 		"--kube", kube, "--http-listen", "127.0.0.1:0") // an ephemeral port: agents of parallel runs never clash on 9477
 	a.cmd.Args = append(a.cmd.Args, extra...)
 	a.cmd.Dir = repo
+	if len(env) > 0 {
+		a.cmd.Env = append(os.Environ(), env...)
+	}
 	a.cmd.Stdout, a.cmd.Stderr = a.log, a.log
 	// Own process group so Stop ends all of it; SIGTERM from the kernel if the harness dies
 	// first (even by SIGKILL), so no agent outlives the run.
