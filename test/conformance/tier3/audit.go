@@ -151,7 +151,7 @@ func usedRules(path string) (map[string]int, error) {
 
 // checkRulesUsed fails for every granted rule no request of its ServiceAccount used, unless
 // unusedRules gives the reason it stays; wildcards fail outright.
-func checkRulesUsed(auditLog string, rules []rule, wrap func(string, error) bool) (failed bool) {
+func checkRulesUsed(label, auditLog string, rules []rule, wrap func(string, error) bool) (failed bool) {
 	used, err := usedRules(auditLog)
 	if !wrap("audit-log", err) {
 		return true
@@ -172,9 +172,9 @@ func checkRulesUsed(auditLog string, rules []rule, wrap func(string, error) bool
 		}
 	}
 	sort.Strings(unused)
-	fmt.Fprintf(os.Stderr, "tier3 rbac: %d granted rules, %d used by the flows above, %d kept with a reason, %d unused\n", len(rules), len(rules)-len(unused)-len(kept), len(kept), len(unused))
+	fmt.Fprintf(os.Stderr, "tier3 %s: %d granted rules, %d used by the flows above, %d kept with a reason, %d unused\n", label, len(rules), len(rules)-len(unused)-len(kept), len(kept), len(unused))
 	for _, k := range kept {
-		fmt.Fprintf(os.Stderr, "tier3 rbac:   kept unused: %s\n", k)
+		fmt.Fprintf(os.Stderr, "tier3 %s:   kept unused: %s\n", label, k)
 	}
 	if len(unused) > 0 {
 		return !wrap(fmt.Sprintf("every-rule-used (%d rules)", len(rules)), fmt.Errorf("granted but never used: %s", strings.Join(unused, "; ")))

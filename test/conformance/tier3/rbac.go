@@ -190,7 +190,7 @@ func runScenario(ctx context.Context, repo, fixture, dir, server, auditLog strin
 	failed = runProxyAsSA(ctx, repo, sc, proxyID, objs, ap, admin, wrap) || failed
 	failed = crossNodeDenials(ctx, sc, agentID, admin, wrap) || failed
 	rules := boundRules(objs, []*identity{agentID, proxyID})
-	return checkRulesUsed(auditLog, rules, wrap) || failed
+	return checkRulesUsed(sc.Name, auditLog, rules, wrap) || failed
 }
 
 // sameRules: the chart must grant exactly what the kustomize overlay grants, per
