@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"sort"
 	"strings"
 	"time"
@@ -169,9 +170,10 @@ func runNodeCase(ctx context.Context, repo, dir, server string, id identity, nc 
 		return
 	}
 	kube := "kubeconfig:" + id.Kubeconfig
-	env := nc.Env
+	env, simState := nc.Env, ""
 	if nc.Discovery == "nvidia-smi" {
-		env = append(append([]string(nil), env...), "TESSERA_SIM_STATE="+filepath.Join(dir, nc.Node+"-sim-state.json"))
+		simState = filepath.Join(dir, nc.Node+"-sim-state.json")
+		env = append(append([]string(nil), env...), "TESSERA_SIM_STATE="+simState)
 	}
 	a, err := kubelet.StartAgentEnv(repo, nc.Discovery, nc.Node, kube, env, nc.Flags...)
 	if !w("agent-start", err) {
@@ -198,10 +200,60 @@ func runNodeCase(ctx context.Context, repo, dir, server string, id identity, nc 
 			bound = append(bound, pod)
 		}
 	}
+	var migDevices []string // what the bound pods hold, as the simulated GPUs must show it
+	for _, r := range rows {
+		if r.Scheduler == "bound" {
+			migDevices = append(migDevices, r.Devices...)
+		}
+	}
+	if simState != "" {
+		w("mig-instances-created", migInstancesAre(simState, migDevices))
+	}
 	for _, pod := range bound {
 		w(pod.Name+"/kubelet-unprepare", k.unprepare(ctx, pod))
 	}
+	if simState != "" {
+		w("mig-instances-destroyed", migInstancesAre(simState, nil))
+	}
 	return
+}
+
+var migPlacement = regexp.MustCompile(`-mig-(\d+)-(\d+)-(\d+)$`)
+
+// migInstancesAre reads the simulated nvidia-smi's state: the MIG instances on its GPUs must
+// be exactly the placements (profile, start, size) of the dynamic MIG devices given.
+func migInstancesAre(stateFile string, devices []string) error {
+	var want, got []string
+	for _, d := range devices {
+		if m := migPlacement.FindStringSubmatch(d); m != nil {
+			want = append(want, m[1]+":"+m[2]+":"+m[3])
+		}
+	}
+	b, err := os.ReadFile(stateFile)
+	if err != nil && !(os.IsNotExist(err) && len(want) == 0) {
+		return fmt.Errorf("simulated nvidia-smi state: %w", err)
+	}
+	if err == nil {
+		var st struct {
+			GPUs map[string]struct {
+				Instances []struct{ ProfileID, Start, Size int } `json:"instances"`
+			} `json:"gpus"`
+		}
+		if err := json.Unmarshal(b, &st); err != nil {
+			return fmt.Errorf("simulated nvidia-smi state: %w", err)
+		}
+		for _, g := range st.GPUs {
+			for _, in := range g.Instances {
+				got = append(got, fmt.Sprintf("%d:%d:%d", in.ProfileID, in.Start, in.Size))
+			}
+		}
+	}
+	sort.Strings(want)
+	sort.Strings(got)
+	if strings.Join(want, ",") != strings.Join(got, ",") {
+		return fmt.Errorf("MIG instances (profile:start:size) on the simulated GPUs are %v, want %v", got, want)
+	}
+	return nil
 }
 
 // waitPool waits until the server holds the node's whole pool (ResourceSliceCount slices).
