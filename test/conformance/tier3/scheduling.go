@@ -77,8 +77,8 @@ func schedulingCases(repo string) []nodeCase {
 
 // podRow is one line of the pod table.
 type podRow struct {
-	Pod, Node, Scheduler, Explain string
-	Devices                       []string
+	Pod, Claim, Node, Scheduler, Explain string
+	Devices                              []string
 }
 
 func runScheduling(ctx context.Context, repo, dir, server, kubeconfig string, admin *kubernetes.Clientset, check func(string, error) bool) (failed bool) {
@@ -248,9 +248,7 @@ func migInstancesAre(stateFile string, devices []string) error {
 			}
 		}
 	}
-	sort.Strings(want)
-	sort.Strings(got)
-	if strings.Join(want, ",") != strings.Join(got, ",") {
+	if !sameSet(got, want) {
 		return fmt.Errorf("MIG instances (profile:start:size) on the simulated GPUs are %v, want %v", got, want)
 	}
 	return nil
@@ -339,23 +337,23 @@ func runPodCase(ctx context.Context, repo string, a *kubelet.Agent, kube, node s
 		return
 	}
 	row.Scheduler = verdict
+	claim, claimErr := podClaim(ctx, admin, pod)
+	if claim != nil {
+		row.Claim = claim.Name
+	}
 	boundNow := verdict == "bound"
 	if boundNow != ex.Fits {
 		w("verdict-as-explained", fmt.Errorf("explain said fits=%v, the scheduler: %s", ex.Fits, verdict))
-		return
-	}
-	// Pending must be for the claim (the DynamicResources plugin's "cannot allocate all
-	// claims"), not for a reason explain does not judge (taints, resources, selectors).
-	if !boundNow && !strings.Contains(verdict, "cannot allocate all claims") {
-		w("verdict-as-explained", fmt.Errorf("pending, but not for its claim: %s", verdict))
 		return
 	}
 	w("verdict-as-explained", nil)
 	if !boundNow {
 		return
 	}
-	claim, err := podClaim(ctx, admin, pod)
-	if !w("generated-claim", err) {
+	if claimErr == nil && claim.Status.Allocation == nil {
+		claimErr = fmt.Errorf("claim %s of bound pod %s has no allocation", claim.Name, pod.Name)
+	}
+	if !w("generated-claim", claimErr) {
 		return
 	}
 	var got []string
@@ -363,9 +361,7 @@ func runPodCase(ctx context.Context, repo string, a *kubelet.Agent, kube, node s
 		got = append(got, r.Request+"="+r.Device)
 		row.Devices = append(row.Devices, r.Device)
 	}
-	sort.Strings(got)
-	sort.Strings(predicted)
-	if strings.Join(got, ",") != strings.Join(predicted, ",") {
+	if !sameSet(got, predicted) {
 		w("same-devices-as-explained", fmt.Errorf("scheduler allocated %v, explain predicted %v", got, predicted))
 	} else {
 		w("same-devices-as-explained", nil)
@@ -379,9 +375,7 @@ func runPodCase(ctx context.Context, repo string, a *kubelet.Agent, kube, node s
 	for _, r := range claim.Status.Allocation.Devices.Results {
 		want = append(want, fmt.Sprintf("k8s.gpu.tessera.dev/claim=%s-%s", claim.UID, r.Device))
 	}
-	sort.Strings(want)
-	sort.Strings(ids)
-	if strings.Join(ids, ",") != strings.Join(want, ",") {
+	if !sameSet(ids, want) {
 		w("cdi-device-ids", fmt.Errorf("the container gets %v, want %v", ids, want))
 	} else {
 		w("cdi-device-ids", nil)
@@ -389,18 +383,28 @@ func runPodCase(ctx context.Context, repo string, a *kubelet.Agent, kube, node s
 	return
 }
 
+// claimUnschedulable is how the scheduler's DynamicResources plugin says a node cannot
+// allocate a pod's claims.
+const claimUnschedulable = "cannot allocate all claims"
+
 // awaitVerdict watches the pod until the scheduler binds it ("bound") or marks it
-// unschedulable ("Pending: <message>").
+// unschedulable for its claim ("Pending: <message>"). An unschedulable condition for another
+// reason (a taint, a claim not created yet) may be transient: it is remembered and named if
+// nothing else comes within the time limit.
 func awaitVerdict(ctx context.Context, client *kubernetes.Clientset, name string) (*v1.Pod, string, error) {
 	wctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	defer cancel()
+	last := ""
 	verdict := func(p *v1.Pod) string {
 		if p.Spec.NodeName != "" {
 			return "bound"
 		}
 		for _, c := range p.Status.Conditions {
 			if c.Type == v1.PodScheduled && c.Status == v1.ConditionFalse && c.Reason == v1.PodReasonUnschedulable {
-				return "Pending: " + c.Message
+				if strings.Contains(c.Message, claimUnschedulable) {
+					return "Pending: " + c.Message
+				}
+				last = c.Message
 			}
 		}
 		return ""
@@ -423,11 +427,14 @@ func awaitVerdict(ctx context.Context, client *kubernetes.Clientset, name string
 			return p, verdict(p), nil
 		}
 	}
+	if last != "" {
+		return nil, "", fmt.Errorf("not bound and not unschedulable for its claim within 60s; unschedulable: %s", last)
+	}
 	return nil, "", fmt.Errorf("neither bound nor unschedulable within 60s")
 }
 
-// podClaim is the ResourceClaim the controller generated for the pod's one claim, as the
-// scheduler left it (allocated, reserved for the pod).
+// podClaim is the ResourceClaim the ResourceClaim controller generated for the pod's one
+// claim, as the scheduler left it.
 func podClaim(ctx context.Context, client *kubernetes.Clientset, pod *v1.Pod) (*resourceapi.ResourceClaim, error) {
 	for _, s := range pod.Status.ResourceClaimStatuses {
 		if s.ResourceClaimName == nil {
@@ -437,16 +444,13 @@ func podClaim(ctx context.Context, client *kubernetes.Clientset, pod *v1.Pod) (*
 		if err != nil {
 			return nil, err
 		}
-		if c.Status.Allocation == nil {
-			return nil, fmt.Errorf("claim %s of bound pod %s has no allocation", c.Name, pod.Name)
-		}
 		return c, nil
 	}
-	return nil, fmt.Errorf("bound pod %s has no generated claim in status.resourceClaimStatuses", pod.Name)
+	return nil, fmt.Errorf("pod %s has no generated claim in status.resourceClaimStatuses", pod.Name)
 }
 
 func printPodTable(rows []podRow) {
-	fmt.Fprintf(os.Stderr, "tier4 pods:\n%-16s %-15s %-13s %-14s %s\n", "POD", "NODE", "SCHEDULER", "EXPLAIN", "DEVICES")
+	fmt.Fprintf(os.Stderr, "tier4 pods:\n%-16s %-26s %-15s %-10s %-13s %s\n", "POD", "CLAIM", "NODE", "SCHEDULER", "EXPLAIN", "DEVICES")
 	for _, r := range rows {
 		s := r.Scheduler
 		if strings.HasPrefix(s, "Pending") {
@@ -456,11 +460,22 @@ func printPodTable(rows []podRow) {
 		if devs == "" {
 			devs = "-"
 		}
-		fmt.Fprintf(os.Stderr, "%-16s %-15s %-13s %-14s %s\n", r.Pod, r.Node, s, r.Explain, devs)
+		claim := r.Claim
+		if claim == "" {
+			claim = "-"
+		}
+		fmt.Fprintf(os.Stderr, "%-16s %-26s %-15s %-10s %-13s %s\n", r.Pod, claim, r.Node, s, r.Explain, devs)
 	}
 	for _, r := range rows {
 		if strings.HasPrefix(r.Scheduler, "Pending: ") {
 			fmt.Fprintf(os.Stderr, "tier4: %s pending: %s\n", r.Pod, strings.TrimPrefix(r.Scheduler, "Pending: "))
 		}
 	}
+}
+
+// sameSet: the same strings, in any order (sorts both in place, so errors print them sorted).
+func sameSet(a, b []string) bool {
+	sort.Strings(a)
+	sort.Strings(b)
+	return strings.Join(a, "\n") == strings.Join(b, "\n")
 }
