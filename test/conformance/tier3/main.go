@@ -165,6 +165,7 @@ func run(ctx context.Context, repo, fixture string) (failed bool) {
 		return true
 	}
 	failed = validateFixtures(ctx, repo, kubeconfig, client, check) || failed
+	failed = taintedSlices(ctx, repo, kubeconfig, client, check) || failed
 	return runRBAC(ctx, repo, fixture, dir, server, filepath.Join(dir, "audit.log"), client, check) || failed
 }
 
