@@ -304,6 +304,7 @@ export const VERB_FLAGS = {
   "diag topology": NODE_OUT,
   "diag slices": NODE_OUT,
   "diag explain": [...NODE_OUT, ...CLAIM_FILE_FLAGS],
+  "diag health": NODE_OUT,
   "claims apply": [...NODE_OUT, ...CLAIM_FILE_FLAGS],
   "claims get": [KUBE_FLAG, OUTPUT_FLAG],
   "claims list": [KUBE_FLAG, OUTPUT_FLAG, NAMESPACE_FLAG],

@@ -60,7 +60,8 @@ export interface HealthFile {
 }
 
 export interface Transition {
-  kind: "tainted" | "cleared";
+  /** changed: the same taint key got another effect or value. */
+  kind: "tainted" | "changed" | "cleared";
   record: TaintRecord;
 }
 
@@ -116,8 +117,9 @@ export function createKeeper(opts: { now: () => Date; holdDownMs: number; initia
       const r = find(scope, "xid");
       if (r && EFFECT_SEVERITY[r.effect] > EFFECT_SEVERITY[e.effect]) return [];
       if (r) {
+        const changed = r.effect !== e.effect || r.value !== taintValue(String(e.code));
         Object.assign(r, { effect: e.effect, value: taintValue(String(e.code)), message: e.message, lastSeen: at });
-        return [];
+        return changed ? [{ kind: "changed", record: r }] : [];
       }
       const rec: TaintRecord = { scope, reason: "xid", effect: e.effect, value: taintValue(String(e.code)), message: e.message, source: "kmsg", timeAdded: at, lastSeen: at, active: false };
       records.push(rec);
@@ -128,8 +130,10 @@ export function createKeeper(opts: { now: () => Date; holdDownMs: number; initia
       const out: Transition[] = [];
       for (const c of conditions) {
         const r = find(scope, c.reason);
-        if (r) Object.assign(r, { effect: c.effect, value: taintValue(c.value), message: c.message, lastSeen: at, active: true, source });
-        else {
+        if (r) {
+          if (r.effect !== c.effect || r.value !== taintValue(c.value)) out.push({ kind: "changed", record: r });
+          Object.assign(r, { effect: c.effect, value: taintValue(c.value), message: c.message, lastSeen: at, active: true, source });
+        } else {
           const rec: TaintRecord = { scope, reason: c.reason, effect: c.effect, value: taintValue(c.value), message: c.message, source, timeAdded: at, lastSeen: at, active: true };
           records.push(rec);
           out.push({ kind: "tainted", record: rec });
@@ -174,6 +178,16 @@ export function createKeeper(opts: { now: () => Date; holdDownMs: number; initia
       kmsgSeq = seq;
     },
   };
+}
+
+/** Taints of every target that has any, by device name: what the slices publish. */
+export function taintsByDevice(keeper: Keeper, targets: readonly HealthTarget[]): Map<string, DeviceTaint[]> {
+  const out = new Map<string, DeviceTaint[]>();
+  for (const t of targets) {
+    const ts = keeper.taintsFor(t);
+    if (ts.length > 0) out.set(t.device, ts);
+  }
+  return out;
 }
 
 /** The kernel log sequence number already handled in this boot (records at or below it are skipped). */

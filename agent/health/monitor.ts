@@ -12,7 +12,7 @@ import type { ExecFn } from "../discovery/exec.js";
 import type { Gpu, Inventory } from "../discovery/model.js";
 import type { EventRecorder } from "../kube/events.js";
 import type { DeviceTaint } from "../kube/types.js";
-import { createKeeper, TAINT_KEY_PREFIX, type HealthFile, type Keeper, type Transition } from "./keeper.js";
+import { createKeeper, taintsByDevice, TAINT_KEY_PREFIX, type HealthFile, type Keeper, type Transition } from "./keeper.js";
 import { parseXid, pciDevicePart, startKmsgReader, type KmsgReader, type KmsgRecord } from "./kmsg.js";
 import { queryConditions, runHealthQuery } from "./query.js";
 import { createHealthWriter, readHealthFile } from "./store.js";
@@ -44,6 +44,8 @@ export interface HealthMonitorOptions {
   fs?: DurableFs;
   /** Milliseconds between hold-down sweeps; default 1000 (a cleared taint is republished within it). */
   sweepMs?: number;
+  /** Changes within this many milliseconds are republished and persisted together; default 100. */
+  coalesceMs?: number;
 }
 
 export interface HealthMonitor {
@@ -60,7 +62,7 @@ export interface HealthMonitor {
   sweep(): void;
   /** Resolves once the kernel log read everything readable when called. */
   kmsgDrained(): Promise<void>;
-  /** Resolves when every change so far is durable in health.json. */
+  /** Resolves when every change so far is durable in health.json and handed to the publisher. */
   flushed(): Promise<void>;
   keeper: Keeper;
   stop(): Promise<void>;
@@ -85,6 +87,24 @@ export async function startHealthMonitor(opts: HealthMonitorOptions): Promise<He
 
   const list = (): DeviceHealthEntry[] => opts.targets().map((t) => keeper.healthOf(t));
 
+  // A burst of changes (10,000 kernel log lines) becomes one republish and one durable write per
+  // coalescing window, so it never floods the file system the kubelet's prepares need.
+  let flushTimer: NodeJS.Timeout | undefined;
+  let republish = false;
+  let flushWaiters: (() => void)[] = [];
+  function flushSoon(taintsChanged: boolean): void {
+    republish ||= taintsChanged;
+    flushTimer ??= setTimeout(flushNow, opts.coalesceMs ?? 100);
+  }
+  function flushNow(): void {
+    if (flushTimer) clearTimeout(flushTimer);
+    flushTimer = undefined;
+    persist();
+    if (republish) opts.onTaintsChanged();
+    republish = false;
+    for (const f of flushWaiters.splice(0)) f();
+  }
+
   function persist(): void {
     const file: HealthFile = keeper.file();
     // Query timestamps alone are not worth an fsync every interval.
@@ -97,14 +117,14 @@ export async function startHealthMonitor(opts: HealthMonitorOptions): Promise<He
   function announce(transitions: readonly Transition[]): void {
     for (const { kind, record } of transitions) {
       const what = `${TAINT_KEY_PREFIX}${record.reason}=${record.value}:${record.effect}`;
-      const msg = kind === "tainted" ? `device ${record.scope} tainted ${what}: ${record.message}` : `device ${record.scope}: taint ${what} cleared after ${opts.holdDownMs / 1000} s healthy`;
-      log.info(kind === "tainted" ? "device tainted" : "device taint cleared", { scope: record.scope, taint: what, detail: record.message });
-      opts.events?.warn({ apiVersion: "v1", kind: "Node", name: opts.nodeName }, kind === "tainted" ? "DeviceTainted" : "DeviceTaintCleared", msg);
+      const cleared = kind === "cleared";
+      const msg = cleared ? `device ${record.scope}: taint ${what} cleared after ${opts.holdDownMs / 1000} s healthy` : `device ${record.scope} tainted ${what}: ${record.message}`;
+      log.info(cleared ? "device taint cleared" : "device tainted", { scope: record.scope, taint: what, detail: record.message });
+      opts.events?.warn({ apiVersion: "v1", kind: "Node", name: opts.nodeName }, cleared ? "DeviceTaintCleared" : "DeviceTainted", msg);
     }
-    persist();
+    flushSoon(transitions.length > 0);
     const entries = list();
     for (const e of entries) metrics.setDeviceHealth(e.device, e.health === "HEALTHY");
-    if (transitions.length > 0) opts.onTaintsChanged();
     const sig = JSON.stringify(entries.map((e) => [e.device, e.health, e.message]));
     if (sig !== lastSent) {
       lastSent = sig;
@@ -196,20 +216,16 @@ export async function startHealthMonitor(opts: HealthMonitorOptions): Promise<He
         return () => subscribers.delete(fn);
       },
     },
-    taints() {
-      const out = new Map<string, DeviceTaint[]>();
-      for (const t of opts.targets()) {
-        const ts = keeper.taintsFor(t);
-        if (ts.length > 0) out.set(t.device, ts);
-      }
-      return out;
-    },
+    taints: () => taintsByDevice(keeper, opts.targets()),
     inventoryChanged,
     ghosts: () => [...ghosts.values()],
     check,
     sweep,
     kmsgDrained: () => reader?.drained() ?? Promise.resolve(),
-    flushed: () => writer.idle(),
+    async flushed() {
+      if (flushTimer) await new Promise<void>((r) => flushWaiters.push(r));
+      await writer.idle();
+    },
     keeper,
     async stop() {
       stopped = true;
@@ -217,6 +233,7 @@ export async function startHealthMonitor(opts: HealthMonitorOptions): Promise<He
       clearInterval(queryTimer);
       clearInterval(sweepTimer);
       await checking?.catch(() => undefined);
+      if (flushTimer) flushNow();
       await writer.idle();
     },
   };

@@ -54,11 +54,17 @@ func StartAgent(repo, fixture, node string) (*Agent, error) {
 // StartAgentWithKube is StartAgent with another --kube source ("" = the standalone store)
 // and extra agent flags.
 func StartAgentWithKube(repo, fixture, node, kube string, extra ...string) (*Agent, error) {
+	return StartAgentEnv(repo, "fixture:"+fixture, node, kube, nil, extra...)
+}
+
+// StartAgentEnv is StartAgentWithKube with any --discovery value and extra environment
+// variables for the agent (the simulated nvidia-smi it runs reads its fixture from them).
+func StartAgentEnv(repo, discovery, node, kube string, env []string, extra ...string) (*Agent, error) {
 	a, err := NewTree(node)
 	if err != nil {
 		return nil, err
 	}
-	if err := a.start(repo, fixture, kube, extra); err != nil {
+	if err := a.start(repo, discovery, kube, env, extra); err != nil {
 		return nil, err
 	}
 	return a, nil
@@ -92,14 +98,14 @@ func StartPeer(repo, fixture string, tree *Agent, uid string, extra ...string) (
 		p.logPath = filepath.Join(tree.Root, "agent-"+uid+".log")
 		extra = append([]string{"--rolling-update-uid", uid}, extra...)
 	}
-	if err := p.start(repo, fixture, "", extra); err != nil {
+	if err := p.start(repo, "fixture:"+fixture, "", nil, extra); err != nil {
 		return nil, err
 	}
 	return p, nil
 }
 
 // start launches the agent in its own process group so Stop can end all of it.
-func (a *Agent) start(repo, fixture, kube string, extra []string) error {
+func (a *Agent) start(repo, discovery, kube string, env []string, extra []string) error {
 	var err error
 	a.log, err = os.Create(a.logPath)
 	if err != nil {
@@ -109,11 +115,14 @@ func (a *Agent) start(repo, fixture, kube string, extra []string) error {
 		kube = "standalone:" + a.StoreDir
 	}
 	a.cmd = exec.Command("node", filepath.Join(repo, "bin", "tessera.js"), "agent",
-		"--discovery", "fixture:"+fixture, "--node-name", a.Node,
+		"--discovery", discovery, "--node-name", a.Node,
 		"--kubelet-root", a.KubeletRoot, "--cdi-root", a.CDIRoot, "--state-dir", a.StateDir,
 		"--kube", kube, "--http-listen", "127.0.0.1:0") // an ephemeral port: agents of parallel runs never clash on 9477
 	a.cmd.Args = append(a.cmd.Args, extra...)
 	a.cmd.Dir = repo
+	if len(env) > 0 {
+		a.cmd.Env = append(os.Environ(), env...)
+	}
 	a.cmd.Stdout, a.cmd.Stderr = a.log, a.log
 	// Own process group so Stop ends all of it; SIGTERM from the kernel if the harness dies
 	// first (even by SIGKILL), so no agent outlives the run.
