@@ -9,9 +9,16 @@ import { join } from "node:path";
 import { ResourceSlice as ResourceSliceModel } from "kubernetes-models/resource.k8s.io/v1/ResourceSlice";
 import type { DeviceTaint, ResourceClaim } from "../agent/kube/types.js";
 import { checkSlice } from "../agent/slices/limits.js";
-import { loadKubeletProtos, watchHealth, type HealthApiVersion, type HealthMessage, type HealthWatch } from "../agent/plugin/protos.js";
+import { createDraClient, loadKubeletProtos, watchHealth, type HealthApiVersion, type HealthMessage, type HealthWatch } from "../agent/plugin/protos.js";
 import { clampMessage } from "../agent/plugin/health-service.js";
-import { claim, ref, startEnv, tempDir, uid, type Env } from "./support/kubelet-env.js";
+import { claim, nodeConfig, ref, startEnv, tempDir, uid, NODE, type Env } from "./support/kubelet-env.js";
+import { EventEmitter } from "node:events";
+import { startAgent } from "../agent/cli/agent.js";
+import { main } from "../agent/cli/main.js";
+import { captureIO } from "../agent/cli/io.js";
+import { createMemoryLogger } from "../agent/common/log.js";
+import { defaultFixturesDir, fixtureFaultsFile, resolveFixture } from "../agent/discovery/index.js";
+import { createStandaloneStore } from "../agent/kube/standalone-store.js";
 
 type Msg = HealthMessage;
 
@@ -281,4 +288,79 @@ t.test("burst: 10,000 kernel log lines do not stall prepare", async (t) => {
   t.ok(max < 1500, `prepare during the burst: max ${max.toFixed(0)} ms (idle ${idleMs.toFixed(0)} ms), bound 1500 ms`);
   t.equal(env.agent.health.keeper.file().kmsgSeq, seq - 1, "every record of the burst was handled");
   t.comment(`burst of 10,000 lines read in ${burstMs.toFixed(0)} ms; prepare latencies ms: ${latencies.map((x) => x.toFixed(1)).join(", ")}; idle ${idleMs.toFixed(1)}`);
+});
+
+t.test("fixture h100-sxm-8x-faulty: XID 79 on gpu-0 and ECC on gpu-1; a lost GPU; a GPU gone from discovery stays published, tainted; diag health and diag explain say so", async (t) => {
+  const root = tempDir("tessera-health-fx-");
+  const config = nodeConfig(root, ["--discovery", "fixture:h100-sxm-8x-faulty"]);
+  const signals = new EventEmitter();
+  const agent = await startAgent(config, { log: createMemoryLogger(), bootId: async () => "boot-fx", toolkitDirs: [config.cdiRoot], signals, rediscoverIntervalS: 0, health: { intervalS: 3600, holdDownS: 300, apiVersions: ["v1"] } });
+  t.teardown(() => agent.stop(2000));
+  const store = createStandaloneStore(join(root, "store"));
+  const published = async (): Promise<Record<string, DeviceTaint[]>> => {
+    await agent.health.flushed();
+    await agent.slicesSynced();
+    const out: Record<string, DeviceTaint[]> = {};
+    for (const s of await store.listSlices()) {
+      t.same(checkSlice(s), [], `${s.metadata.name} within the API limits`);
+      t.doesNotThrow(() => new ResourceSliceModel(s as never).validate(), `${s.metadata.name}: valid resource.k8s.io/v1`);
+      for (const d of s.spec.devices ?? []) out[d.name] = d.taints ?? [];
+    }
+    return out;
+  };
+  await agent.health.kmsgDrained();
+  await agent.health.check();
+  let taints = await published();
+  t.match(taints["gpu-0"], [{ key: "gpu.tessera.dev/xid", value: "79", effect: "NoExecute" }], "the fixture's kmsg.txt: XID 79 on gpu-0");
+  t.match(taints["gpu-1"], [{ key: "gpu.tessera.dev/ecc-uncorrectable", value: "2", effect: "NoExecute" }], "the fixture's XML: 2 uncorrectable ECC errors on gpu-1");
+  t.same(taints["gpu-2"], [], "gpu-2 healthy");
+
+  const faults = fixtureFaultsFile(config.stateDir, resolveFixture(config.discovery, defaultFixturesDir()));
+  writeFileSync(faults, JSON.stringify({ lost: ["0000:75:00.0"] }));
+  await agent.health.check();
+  taints = await published();
+  t.match(taints["gpu-2"], [{ key: "gpu.tessera.dev/gpu-lost", value: "lost", effect: "NoExecute" }], "nvidia-smi: GPU is lost -> NoExecute");
+  t.match(agent.health.keeper.evidence("gpu-2").query, { status: "lost", detail: /GPU is lost/ });
+
+  writeFileSync(faults, JSON.stringify({ removed: ["0000:86:00.0"] }));
+  signals.emit("SIGHUP");
+  const deadline = Date.now() + 10_000;
+  while (!agent.health.ghosts().some((g) => g.name === "gpu-3") && Date.now() < deadline) await new Promise((r) => setImmediate(r));
+  taints = await published();
+  t.match(taints["gpu-3"], [{ key: "gpu.tessera.dev/gone", effect: "NoExecute" }], "a GPU discovery no longer finds stays published with a NoExecute taint");
+  t.equal(agent.health.feed.list().find((e) => e.device === "gpu-3")?.health, "UNHEALTHY");
+
+  const c = claim({ name: "on-gpu-4", uid: uid(4242), results: [{ device: "gpu-4" }] });
+  c.spec.devices = { requests: [{ name: "gpu", exactly: { deviceClassName: "gpu.tessera.dev" } }] };
+  await store.putClaim({ ...c, status: { allocation: { devices: { results: [{ request: "gpu", driver: "gpu.tessera.dev", pool: NODE, device: "gpu-4" }], config: [] } } } });
+  const dra = createDraClient(agent.draSocket, "v1");
+  t.teardown(() => dra.close());
+  t.equal((await dra.prepare({ claims: [ref(c)] })).claims[uid(4242)]?.error, "", "a claim on gpu-4 prepared");
+
+  const flags = ["--discovery", "fixture:h100-sxm-8x-faulty", "--kubelet-root", join(root, "k"), "--cdi-root", join(root, "cdi"), "--node-name", NODE, "--kube", `standalone:${join(root, "store")}`];
+  const json = captureIO();
+  t.equal(await main(["diag", "health", ...flags, "-o", "json"], json), 0);
+  const report = JSON.parse(json.out.join("")) as { devices: { device: string; health: string; taints: DeviceTaint[]; evidence: { lastXid?: { code: number; at: string } }; claims: string[] }[] };
+  const row = (d: string) => report.devices.find((x) => x.device === d);
+  t.match(row("gpu-0"), { health: "UNHEALTHY", taints: [{ key: "gpu.tessera.dev/xid", value: "79" }], evidence: { lastXid: { code: 79 } } }, "diag health: gpu-0, its XID with time");
+  t.match(row("gpu-1"), { health: "UNHEALTHY", taints: [{ key: "gpu.tessera.dev/ecc-uncorrectable" }] });
+  t.match(row("gpu-3"), { health: "UNHEALTHY", taints: [{ key: "gpu.tessera.dev/gone" }] }, "diag health: the GPU gone from discovery is listed");
+  t.match(row("gpu-4"), { health: "HEALTHY", taints: [], claims: [/^default\/on-gpu-4/] }, "diag health: the prepared claim using gpu-4");
+  t.equal(report.devices.length, 8, "every device");
+  const table = captureIO();
+  t.equal(await main(["diag", "health", ...flags], table), 0);
+  const text = table.out.join("");
+  t.match(text, /gpu-0\s+UNHEALTHY\s+xid=79:NoExecute\s+XID 79 at /, "table: device, health, taint, evidence");
+  t.match(text, /gpu-1\s+UNHEALTHY\s+ecc-uncorrectable=2:NoExecute\s+nvidia-smi ok at .*ECC uncorrected 2/);
+  t.match(text, /gpu-4\s+HEALTHY\s+-\s+.*default\/on-gpu-4/);
+
+  const yaml = "apiVersion: resource.k8s.io/v1\nkind: ResourceClaim\nmetadata: {name: eight, namespace: default}\nspec:\n  devices:\n    requests:\n    - name: gpus\n      exactly: {deviceClassName: gpu.tessera.dev, count: 5}\n";
+  const explain = captureIO({}, yaml);
+  t.equal(await main(["diag", "explain", "-f", "-", ...flags], explain), 0);
+  const out = explain.out.join("");
+  t.match(out, /does not fit/);
+  t.match(out, /the device is tainted: gpu-0 \(gpu\.tessera\.dev\/xid=79:NoExecute\)/, "diag explain names the taint");
+  const tolerated = captureIO({}, yaml.replace("count: 5}", "count: 5, tolerations: [{operator: Exists}]}"));
+  await main(["diag", "explain", "-f", "-", ...flags], tolerated);
+  t.notMatch(tolerated.out.join(""), /tainted/, "a claim tolerating every taint is not stopped by them");
 });
