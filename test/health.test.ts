@@ -17,6 +17,10 @@ import { startAgent } from "../agent/cli/agent.js";
 import { main } from "../agent/cli/main.js";
 import { captureIO } from "../agent/cli/io.js";
 import { createMemoryLogger } from "../agent/common/log.js";
+import { HEALTH_FLAGS, parseFlags, resolveHealthConfig } from "../agent/common/config.js";
+import { classifyXid } from "../agent/health/xid.js";
+import { parseXid } from "../agent/health/kmsg.js";
+import { parseHealthQuery } from "../agent/health/query.js";
 import { defaultFixturesDir, fixtureFaultsFile, resolveFixture } from "../agent/discovery/index.js";
 import { createStandaloneStore } from "../agent/kube/standalone-store.js";
 
@@ -366,4 +370,20 @@ t.test("fixture h100-sxm-8x-faulty: XID 79 on gpu-0 and ECC on gpu-1; a lost GPU
   const tolerated = captureIO({}, yaml.replace("count: 5}", "count: 5, tolerations: [{operator: Exists}]}"));
   await main(["diag", "explain", "-f", "-", ...flags], tolerated);
   t.notMatch(tolerated.out.join(""), /tainted/, "a claim tolerating every taint is not stopped by them");
+});
+
+t.test("config: health flags with their env mirrors; bad values are one-line TESSERA_CONFIG errors", async (t) => {
+  const parse = (argv: string[], env: NodeJS.ProcessEnv = {}) => resolveHealthConfig(parseFlags(argv, HEALTH_FLAGS, env));
+  t.same(parse([]), { intervalS: 10, holdDownS: 300, apiVersions: ["v1", "v1alpha1"] }, "defaults; no --kmsg: the discovery backend's default");
+  t.same(parse([], { KMSG_PATH: "/var/log/k.txt", HEALTH_INTERVAL: "5", HEALTH_HOLD_DOWN: "0", HEALTH_API: "v1alpha1" }), { kmsg: "/var/log/k.txt", intervalS: 5, holdDownS: 0, apiVersions: ["v1alpha1"] }, "env mirrors");
+  t.same(parse(["--health-api", "off", "--kmsg", "off"]), { kmsg: "off", intervalS: 10, holdDownS: 300, apiVersions: [] });
+  for (const [argv, re] of [[["--health-api", "v2"], /^--health-api=v2: expected/], [["--health-interval", "0"], /--health-interval=0/], [["--health-hold-down", "-1"], /--health-hold-down=-1/]] as const) {
+    t.throws(() => parse([...argv]), { code: "TESSERA_CONFIG", message: re });
+  }
+  t.same(classifyXid(79), { effect: "NoExecute", known: true, message: "XID 79 GPU has fallen off the bus (fatal: the GPU is gone from PCIe: reboot the node)" });
+  t.equal(classifyXid(154, "GPU recovery action changed from 0x0 (None) to 0x2 (Node Reboot Required)").effect, "NoExecute", "XID 154 follows the driver's action");
+  t.equal(classifyXid(154, "to 0x4 (Drain P2P)").effect, "NoSchedule");
+  t.same(parseXid("NVRM: Xid (PCI:0000:3B:00.0 GPU-I:05): 94, pid=7194, Contained: CE"), { pci: "0000:3b:00", gi: 5, code: 94, detail: "pid=7194, Contained: CE" });
+  t.equal(parseXid("NVRM: GPU at PCI:0000:53:00: GPU-0000"), undefined);
+  t.same(parseHealthQuery("00000000:53:00.0, 0, [N/A], No, No, Not Active, Active, Not Active\n", "Unable to determine the device handle for GPU 0000:64:00.0: GPU is lost.  Reboot the system to recover this GPU\n", ["0000:53:00.0", "0000:64:00.0", "0000:75:00.0"]).map((r) => [r.pciBusId, r.status]), [["0000:53:00.0", "ok"], ["0000:64:00.0", "lost"], ["0000:75:00.0", "no-answer"]]);
 });
