@@ -9,9 +9,20 @@ import { join } from "node:path";
 import { ResourceSlice as ResourceSliceModel } from "kubernetes-models/resource.k8s.io/v1/ResourceSlice";
 import type { DeviceTaint, ResourceClaim } from "../agent/kube/types.js";
 import { checkSlice } from "../agent/slices/limits.js";
-import { loadKubeletProtos, watchHealth, type HealthApiVersion, type HealthMessage, type HealthWatch } from "../agent/plugin/protos.js";
+import { createDraClient, loadKubeletProtos, watchHealth, type HealthApiVersion, type HealthMessage, type HealthWatch } from "../agent/plugin/protos.js";
 import { clampMessage } from "../agent/plugin/health-service.js";
-import { claim, ref, startEnv, tempDir, uid, type Env } from "./support/kubelet-env.js";
+import { claim, nodeConfig, ref, startEnv, tempDir, uid, NODE, type Env } from "./support/kubelet-env.js";
+import { EventEmitter } from "node:events";
+import { startAgent } from "../agent/cli/agent.js";
+import { main } from "../agent/cli/main.js";
+import { captureIO } from "../agent/cli/io.js";
+import { createMemoryLogger } from "../agent/common/log.js";
+import { HEALTH_FLAGS, parseFlags, resolveHealthConfig } from "../agent/common/config.js";
+import { classifyXid } from "../agent/health/xid.js";
+import { parseXid } from "../agent/health/kmsg.js";
+import { parseHealthQuery } from "../agent/health/query.js";
+import { defaultFixturesDir, fixtureFaultsFile, resolveFixture } from "../agent/discovery/index.js";
+import { createStandaloneStore } from "../agent/kube/standalone-store.js";
 
 type Msg = HealthMessage;
 
@@ -225,11 +236,14 @@ t.test("recovery: a taint clears only after the hold-down, never before, and a f
   await env.agent.health.flushed();
   await env.close();
 
-  env = await startHealthEnv({ root, clock });
+  // A fresh kernel log (one record, seq 1): whatever the restarted agent knows of the XID comes from the state dir.
+  const fresh = join(root, "kmsg-after-restart.txt");
+  writeFileSync(fresh, "6,1,100,-;Linux version 6.8.0 (test)\n");
+  env = await startHealthEnv({ root, clock, kmsg: fresh });
   t.teardown(() => env.close());
   t.match((await env.published())["gpu-0"], [{ key: "gpu.tessera.dev/xid", value: "79", effect: "NoExecute" }], "restart: the taint is published again from the state dir");
   t.equal(env.agent.health.feed.list().find((e) => e.device === "gpu-0")?.health, "UNHEALTHY", "restart: the stream still says UNHEALTHY");
-  t.equal(env.agent.health.keeper.file().kmsgSeq, seq - 1, "restart: the kernel log records already handled are not handled again (same boot)");
+  t.equal(env.agent.health.keeper.file().kmsgSeq, seq - 1, "restart: the last handled kernel log sequence is kept (same boot): older records are not handled again");
   clock.ms += (HOLD_S - 3) * 1000; // 59 s after the last XID
   env.agent.health.sweep();
   t.ok((await env.published())["gpu-0"], "not yet");
@@ -281,4 +295,95 @@ t.test("burst: 10,000 kernel log lines do not stall prepare", async (t) => {
   t.ok(max < 1500, `prepare during the burst: max ${max.toFixed(0)} ms (idle ${idleMs.toFixed(0)} ms), bound 1500 ms`);
   t.equal(env.agent.health.keeper.file().kmsgSeq, seq - 1, "every record of the burst was handled");
   t.comment(`burst of 10,000 lines read in ${burstMs.toFixed(0)} ms; prepare latencies ms: ${latencies.map((x) => x.toFixed(1)).join(", ")}; idle ${idleMs.toFixed(1)}`);
+});
+
+t.test("fixture h100-sxm-8x-faulty: XID 79 on gpu-0 and ECC on gpu-1; a lost GPU; a GPU gone from discovery stays published, tainted; diag health and diag explain say so", async (t) => {
+  const root = tempDir("tessera-health-fx-");
+  const config = nodeConfig(root, ["--discovery", "fixture:h100-sxm-8x-faulty"]);
+  const signals = new EventEmitter();
+  const agent = await startAgent(config, { log: createMemoryLogger(), bootId: async () => "boot-fx", toolkitDirs: [config.cdiRoot], signals, rediscoverIntervalS: 0, health: { intervalS: 3600, holdDownS: 300, apiVersions: ["v1"] } });
+  t.teardown(() => agent.stop(2000));
+  const store = createStandaloneStore(join(root, "store"));
+  const published = async (): Promise<Record<string, DeviceTaint[]>> => {
+    await agent.health.flushed();
+    await agent.slicesSynced();
+    const out: Record<string, DeviceTaint[]> = {};
+    for (const s of await store.listSlices()) {
+      t.same(checkSlice(s), [], `${s.metadata.name} within the API limits`);
+      t.doesNotThrow(() => new ResourceSliceModel(s as never).validate(), `${s.metadata.name}: valid resource.k8s.io/v1`);
+      for (const d of s.spec.devices ?? []) out[d.name] = d.taints ?? [];
+    }
+    return out;
+  };
+  await agent.health.kmsgDrained();
+  await agent.health.check();
+  let taints = await published();
+  t.match(taints["gpu-0"], [{ key: "gpu.tessera.dev/xid", value: "79", effect: "NoExecute" }], "the fixture's kmsg.txt: XID 79 on gpu-0");
+  t.match(taints["gpu-1"], [{ key: "gpu.tessera.dev/ecc-uncorrectable", value: "2", effect: "NoExecute" }], "the fixture's XML: 2 uncorrectable ECC errors on gpu-1");
+  t.same(taints["gpu-2"], [], "gpu-2 healthy");
+
+  const faults = fixtureFaultsFile(config.stateDir, resolveFixture(config.discovery, defaultFixturesDir()));
+  writeFileSync(faults, JSON.stringify({ lost: ["0000:75:00.0"] }));
+  await agent.health.check();
+  taints = await published();
+  t.match(taints["gpu-2"], [{ key: "gpu.tessera.dev/gpu-lost", value: "lost", effect: "NoExecute" }], "nvidia-smi: GPU is lost -> NoExecute");
+  t.match(agent.health.keeper.evidence("gpu-2").query, { status: "lost", detail: /GPU is lost/ });
+
+  writeFileSync(faults, JSON.stringify({ removed: ["0000:86:00.0"] }));
+  signals.emit("SIGHUP");
+  const deadline = Date.now() + 10_000;
+  while (!agent.health.ghosts().some((g) => g.name === "gpu-3") && Date.now() < deadline) await new Promise((r) => setImmediate(r));
+  taints = await published();
+  t.match(taints["gpu-3"], [{ key: "gpu.tessera.dev/gone", effect: "NoExecute" }], "a GPU discovery no longer finds stays published with a NoExecute taint");
+  t.equal(agent.health.feed.list().find((e) => e.device === "gpu-3")?.health, "UNHEALTHY");
+
+  const c = claim({ name: "on-gpu-4", uid: uid(4242), results: [{ device: "gpu-4" }] });
+  c.spec.devices = { requests: [{ name: "gpu", exactly: { deviceClassName: "gpu.tessera.dev" } }] };
+  await store.putClaim({ ...c, status: { allocation: { devices: { results: [{ request: "gpu", driver: "gpu.tessera.dev", pool: NODE, device: "gpu-4" }], config: [] } } } });
+  const dra = createDraClient(agent.draSocket, "v1");
+  t.teardown(() => dra.close());
+  t.equal((await dra.prepare({ claims: [ref(c)] })).claims[uid(4242)]?.error, "", "a claim on gpu-4 prepared");
+
+  const flags = ["--discovery", "fixture:h100-sxm-8x-faulty", "--kubelet-root", join(root, "k"), "--cdi-root", join(root, "cdi"), "--node-name", NODE, "--kube", `standalone:${join(root, "store")}`];
+  const json = captureIO();
+  t.equal(await main(["diag", "health", ...flags, "-o", "json"], json), 0);
+  const report = JSON.parse(json.out.join("")) as { devices: { device: string; health: string; taints: DeviceTaint[]; evidence: { lastXid?: { code: number; at: string } }; claims: string[] }[] };
+  const row = (d: string) => report.devices.find((x) => x.device === d);
+  t.match(row("gpu-0"), { health: "UNHEALTHY", taints: [{ key: "gpu.tessera.dev/xid", value: "79" }], evidence: { lastXid: { code: 79 } } }, "diag health: gpu-0, its XID with time");
+  t.match(row("gpu-1"), { health: "UNHEALTHY", taints: [{ key: "gpu.tessera.dev/ecc-uncorrectable" }] });
+  t.match(row("gpu-3"), { health: "UNHEALTHY", taints: [{ key: "gpu.tessera.dev/gone" }] }, "diag health: the GPU gone from discovery is listed");
+  t.match(row("gpu-4"), { health: "HEALTHY", taints: [], claims: [/^default\/on-gpu-4/] }, "diag health: the prepared claim using gpu-4");
+  t.equal(report.devices.length, 8, "every device");
+  const table = captureIO();
+  t.equal(await main(["diag", "health", ...flags], table), 0);
+  const text = table.out.join("");
+  t.match(text, /gpu-0\s+UNHEALTHY\s+xid=79:NoExecute\s+XID 79 at /, "table: device, health, taint, evidence");
+  t.match(text, /gpu-1\s+UNHEALTHY\s+ecc-uncorrectable=2:NoExecute\s+nvidia-smi ok at .*ECC uncorrected 2/);
+  t.match(text, /gpu-4\s+HEALTHY\s+-\s+.*default\/on-gpu-4/);
+
+  const yaml = "apiVersion: resource.k8s.io/v1\nkind: ResourceClaim\nmetadata: {name: eight, namespace: default}\nspec:\n  devices:\n    requests:\n    - name: gpus\n      exactly: {deviceClassName: gpu.tessera.dev, count: 5}\n";
+  const explain = captureIO({}, yaml);
+  t.equal(await main(["diag", "explain", "-f", "-", ...flags], explain), 0);
+  const out = explain.out.join("");
+  t.match(out, /does not fit/);
+  t.match(out, /the device is tainted: gpu-0 \(gpu\.tessera\.dev\/xid=79:NoExecute\)/, "diag explain names the taint");
+  const tolerated = captureIO({}, yaml.replace("count: 5}", "count: 5, tolerations: [{operator: Exists}]}"));
+  await main(["diag", "explain", "-f", "-", ...flags], tolerated);
+  t.notMatch(tolerated.out.join(""), /tainted/, "a claim tolerating every taint is not stopped by them");
+});
+
+t.test("config: health flags with their env mirrors; bad values are one-line TESSERA_CONFIG errors", async (t) => {
+  const parse = (argv: string[], env: NodeJS.ProcessEnv = {}) => resolveHealthConfig(parseFlags(argv, HEALTH_FLAGS, env));
+  t.same(parse([]), { intervalS: 10, holdDownS: 300, apiVersions: ["v1", "v1alpha1"] }, "defaults; no --kmsg: the discovery backend's default");
+  t.same(parse([], { KMSG_PATH: "/var/log/k.txt", HEALTH_INTERVAL: "5", HEALTH_HOLD_DOWN: "0", HEALTH_API: "v1alpha1" }), { kmsg: "/var/log/k.txt", intervalS: 5, holdDownS: 0, apiVersions: ["v1alpha1"] }, "env mirrors");
+  t.same(parse(["--health-api", "off", "--kmsg", "off"]), { kmsg: "off", intervalS: 10, holdDownS: 300, apiVersions: [] });
+  for (const [argv, re] of [[["--health-api", "v2"], /^--health-api=v2: expected/], [["--health-interval", "0"], /--health-interval=0/], [["--health-hold-down", "-1"], /--health-hold-down=-1/]] as const) {
+    t.throws(() => parse([...argv]), { code: "TESSERA_CONFIG", message: re });
+  }
+  t.same(classifyXid(79), { effect: "NoExecute", known: true, message: "XID 79 GPU has fallen off the bus (fatal: the GPU is gone from PCIe: reboot the node)" });
+  t.equal(classifyXid(154, "GPU recovery action changed from 0x0 (None) to 0x2 (Node Reboot Required)").effect, "NoExecute", "XID 154 follows the driver's action");
+  t.equal(classifyXid(154, "to 0x4 (Drain P2P)").effect, "NoSchedule");
+  t.same(parseXid("NVRM: Xid (PCI:0000:3B:00.0 GPU-I:05): 94, pid=7194, Contained: CE"), { pci: "0000:3b:00", gi: 5, code: 94, detail: "pid=7194, Contained: CE" });
+  t.equal(parseXid("NVRM: GPU at PCI:0000:53:00: GPU-0000"), undefined);
+  t.same(parseHealthQuery("00000000:53:00.0, 0, [N/A], No, No, Not Active, Active, Not Active\n", "Unable to determine the device handle for GPU 0000:64:00.0: GPU is lost.  Reboot the system to recover this GPU\n", ["0000:53:00.0", "0000:64:00.0", "0000:75:00.0"]).map((r) => [r.pciBusId, r.status]), [["0000:53:00.0", "ok"], ["0000:64:00.0", "lost"], ["0000:75:00.0", "no-answer"]]);
 });

@@ -39,6 +39,7 @@ export const ERROR_CATALOGUE = {
   TESSERA_SYSFS: "a sysfs file could not be read; check --sysfs-root",
   TESSERA_SLICE_LIMIT: "a device does not fit the ResourceSlice limits (devices, attributes, counters)",
   TESSERA_PUBLISH: "ResourceSlices could not be published; the agent keeps retrying with backoff",
+  TESSERA_HEALTH: "a device health source (kernel log, nvidia-smi health query, health records in the state dir) could not be read or written; the agent keeps the taints it has and retries",
   TESSERA_CEL: "a CEL expression does not compile or does not evaluate to a bool",
   TESSERA_VALIDATION: "the ResourceClaim fails validation",
   TESSERA_UNSATISFIABLE: "the claim cannot be allocated on this node",

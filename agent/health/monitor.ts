@@ -15,7 +15,8 @@ import type { DeviceTaint } from "../kube/types.js";
 import { createKeeper, taintsByDevice, TAINT_KEY_PREFIX, type HealthFile, type Keeper, type Transition } from "./keeper.js";
 import { parseXid, pciDevicePart, startKmsgReader, type KmsgReader, type KmsgRecord } from "./kmsg.js";
 import { queryConditions, runHealthQuery } from "./query.js";
-import { createHealthWriter, readHealthFile } from "./store.js";
+import { createHealthWriter, HEALTH_FILE, readHealthFile } from "./store.js";
+import { removeStaleTempFiles } from "../common/stale-temp.js";
 import type { DeviceHealthEntry, HealthFeed, HealthTarget } from "./types.js";
 import { classifyXid } from "./xid.js";
 
@@ -72,6 +73,8 @@ export async function startHealthMonitor(opts: HealthMonitorOptions): Promise<He
   const now = opts.now ?? (() => new Date());
   const metrics = opts.metrics ?? noMetrics;
   const { log } = opts;
+  // A temp file a killed predecessor left half-written (before this monitor writes its own).
+  await removeStaleTempFiles(opts.stateDir, (target) => target === HEALTH_FILE).catch((err: unknown) => log.warn("cannot clean temp files of the health records", { code: "TESSERA_HEALTH", err: describeChain(err) }));
   const loaded = await readHealthFile(opts.stateDir, opts.fs);
   if (loaded.problem) log.warn("device health records", { code: "TESSERA_HEALTH", detail: loaded.problem });
   const keeper = createKeeper({ now, holdDownMs: opts.holdDownMs, bootId: opts.bootId, ...(loaded.file ? { initial: loaded.file } : {}) });
