@@ -335,6 +335,33 @@ t.test("startNodePublishing (what `tessera agent` calls): fixture node -> standa
   t.equal((await np.watcher.rediscover())?.gpus.length, 4);
 });
 
+t.test("Kubernetes version truth: a taint with effect None is left out of the slices below 1.35 (1.34 rejects it), kept from 1.35", async (t) => {
+  for (const [minor, want] of [["34", ["gpu.tessera.dev/xid=79:NoExecute"]], ["35", ["gpu.tessera.dev/xid=79:NoExecute", "gpu.tessera.dev/xid=999:None"]]] as const) {
+    const api = await startFakeApiServer();
+    const dir = mkdtempSync(join(tmpdir(), "tessera-taint-version-"));
+    const kubeconfig = join(dir, "kubeconfig");
+    await api.writeKubeconfig(kubeconfig);
+    const kmsg = join(dir, "kmsg.txt");
+    // gpu-0 (PCI 53) falls off the bus; gpu-1 (PCI 64) reports an XID no table knows: effect None.
+    writeFileSync(kmsg, "3,1,1000,-;NVRM: Xid (PCI:0000:53:00): 79, pid=0, name=x, GPU has fallen off the bus.\n3,2,2000,-;NVRM: Xid (PCI:0000:64:00): 999, pid=0, name=x, test\n");
+    api.serverVersion = { major: "1", minor, gitVersion: `v1.${minor}.4` };
+    api.seed("", "v1", "nodes", { apiVersion: "v1", kind: "Node", metadata: { name: "node-a" } });
+    const cfg = resolveNodeConfig(parseFlags(["--kubelet-root", join(dir, "k"), "--cdi-root", join(dir, "cdi"), "--node-name", "node-a", "--kube", `kubeconfig:${kubeconfig}`, "--discovery", "fixture:h100-sxm-8x"], NODE_FLAGS, {}));
+    const agent = await startAgent(cfg, { log: createMemoryLogger(), bootId: async () => "b", rediscoverIntervalS: 0, health: { kmsg, intervalS: 3600, holdDownS: 300, apiVersions: ["v1"] } });
+    await agent.health.kmsgDrained();
+    const taints = (): string[] => (api.objects("resource.k8s.io", "resourceslices") as unknown as ResourceSlice[]).flatMap((sl) => sl.spec.devices ?? []).flatMap((d) => (d.taints ?? []).map((x) => `${x.key}=${x.value}:${x.effect}`)).sort();
+    let seen = taints();
+    for (let i = 0; i < 100 && seen.length < want.length; i++) {
+      await new Promise((r) => setTimeout(r, 50));
+      seen = taints();
+    }
+    t.same(seen, want, `1.${minor}: published taints`);
+    t.ok(agent.health.keeper.evidence("gpu-1").lastXid?.code === 999, `1.${minor}: the unknown XID is still the device's evidence (diag health)`);
+    await agent.stop(2000);
+    await api.close();
+  }
+});
+
 t.test("Kubernetes version truth: dynamic MIG refused below 1.36 before anything is published; shared GPUs validate", async (t) => {
   const api = await startFakeApiServer();
   t.teardown(() => api.close());

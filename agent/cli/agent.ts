@@ -24,7 +24,7 @@ import { startHealthMonitor, type HealthMonitor, type HealthMonitorOptions } fro
 import { healthTargets } from "../slices/build.js";
 import { createMigManager } from "../mig/manager.js";
 import { openKube, parseKubeSpec, type KubeTarget } from "../kube/kube-source.js";
-import { assertModeSupported, readServerVersion } from "../kube/server-version.js";
+import { assertModeSupported, publishableTaints, readServerVersion, type ServerVersion } from "../kube/server-version.js";
 import { startNodePublishing } from "../slices/node-publishing.js";
 import { createKubeClaimSource, createStoreClaimSource, type ClaimSource } from "../plugin/claim-source.js";
 import { startKubeletPlugin, type KubeletPlugin } from "../plugin/plugin.js";
@@ -151,8 +151,9 @@ export async function startAgent(config: NodeConfig, deps: AgentDeps = {}): Prom
   await unlessAborted(signal, "checking directories", checkDirs(writableDirs(config)));
   const target: KubeTarget = openKube(parseKubeSpec(config.kube), deps.env);
   // Publish only what this API server validates: its minor decides the allowed layouts.
+  let version: ServerVersion | undefined;
   if (target.mode === "cluster") {
-    const version = await unlessAborted(signal, "reading the API server version", readServerVersion(target.config));
+    version = await unlessAborted(signal, "reading the API server version", readServerVersion(target.config));
     if (version) assertModeSupported(version, config);
     else log.warn("the API server's version is not a plain major.minor; publishing as for the newest minor");
   }
@@ -204,7 +205,7 @@ export async function startAgent(config: NodeConfig, deps: AgentDeps = {}): Prom
           monitor?.inventoryChanged(inv);
         },
         decorate: published,
-        taints: () => monitor?.taints() ?? new Map(),
+        taints: () => publishableTaints(monitor?.taints() ?? new Map(), version),
         onDiscovery: (s, code) => metrics.discovery(s, code),
         onSync: (o, s) => metrics.slicePublish(o, s),
       }),

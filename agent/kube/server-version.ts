@@ -5,6 +5,7 @@
 import { VersionApi, type KubeConfig } from "@kubernetes/client-node";
 import { TesseraError } from "../common/errors.js";
 import { kubeApiError } from "./api-error.js";
+import type { DeviceTaint } from "./types.js";
 
 /** Lowest supported minor of Kubernetes 1.x for everything (resource.k8s.io/v1 is GA in 1.34). */
 export const MIN_MINOR = 34;
@@ -14,6 +15,10 @@ export const MIN_MINOR = 34;
 export const MIN_MINOR_DYNAMIC_MIG = 36;
 /** `--gpu-sharing consumable`: allowMultipleAllocations and request policies, kept by default from this minor. */
 export const MIN_MINOR_CONSUMABLE = 36;
+
+/** Device taints with effect `None` (informational: an unknown XID) validate from this minor; 1.34
+ *  knows only NoSchedule and NoExecute and would reject the whole slice. */
+export const MIN_MINOR_TAINT_EFFECT_NONE = 35;
 
 export interface ServerVersion {
   major: number;
@@ -62,4 +67,16 @@ export function assertModeSupported(v: ServerVersion, mode: { migMode: "static" 
       `--gpu-sharing=consumable: the API server is ${v.gitVersion}, which drops shareable devices (allowMultipleAllocations) unless DRAConsumableCapacity is on; Tessera publishes them from Kubernetes 1.${MIN_MINOR_CONSUMABLE}; use --gpu-sharing none on this cluster or upgrade it`,
     );
   }
+}
+
+/** The taints this server's validation accepts: below 1.35, effect None is left out of the slices
+ *  (it stays in `diag health`, the health stream and metrics). Unknown version: the newest rules. */
+export function publishableTaints(taints: ReadonlyMap<string, readonly DeviceTaint[]>, v: ServerVersion | undefined): ReadonlyMap<string, readonly DeviceTaint[]> {
+  if (!v || v.minor >= MIN_MINOR_TAINT_EFFECT_NONE) return taints;
+  const out = new Map<string, readonly DeviceTaint[]>();
+  for (const [device, ts] of taints) {
+    const kept = ts.filter((t) => t.effect !== "None");
+    if (kept.length > 0) out.set(device, kept);
+  }
+  return out;
 }
