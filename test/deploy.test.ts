@@ -26,7 +26,7 @@ import { celDevice, compileSelector } from "../agent/allocator/cel-env.js";
 import { builtinDeviceClasses } from "../agent/allocator/builtin-classes.js";
 import { clusterSliceBackend } from "../agent/slices/backend.js";
 import { startSlicePublisher } from "../agent/slices/publisher.js";
-import { createInferencePoolSource } from "../agent/proxy/inference-pool.js";
+import { createInferencePoolSource } from "../agent/endpoints/inference-pool.js";
 import { PROXY_FLAGS, proxyOptionsFromArgs } from "../agent/cli/proxy.js";
 import type { Device } from "../agent/kube/types.js";
 import type { Inventory } from "../agent/discovery/model.js";
