@@ -6,6 +6,7 @@
 import * as http from "node:http";
 import type { AddressInfo } from "node:net";
 import * as grpc from "@grpc/grpc-js";
+import { Gauge } from "prom-client";
 import { parseHttpListen } from "../common/config.js";
 import { TesseraError } from "../common/errors.js";
 import { silentLogger, type Logger } from "../common/log.js";
@@ -40,6 +41,8 @@ export interface RunningEpp {
   router: WasmPrefixRouter;
   metrics: RouterMetrics;
   endpoints: EndpointTable;
+  /** Process streams open now. */
+  streams(): number;
   stop(): Promise<void>;
 }
 
@@ -104,12 +107,18 @@ export async function startEpp(opts: EppOptions): Promise<RunningEpp> {
     },
   };
 
+  let openStreams = 0;
+  new Gauge({ name: "tessera_epp_streams_open", help: "ext_proc Process streams open now", registers: [metrics.registry], collect() {
+    this.set(openStreams);
+  } });
   const onProcess = (call: grpc.ServerDuplexStream<ProcessingRequest, ProcessingResponse>): void => {
     const h = createStreamHandler(ctx);
     let over = false;
+    openStreams++;
     const finish = (aborted: boolean): void => {
       if (over) return;
       over = true;
+      openStreams--;
       const { decided } = h.onEnd();
       if (aborted && !decided) metrics.aborts.inc();
     };
@@ -128,8 +137,13 @@ export async function startEpp(opts: EppOptions): Promise<RunningEpp> {
       for (const r of out) call.write(r);
     });
     call.on("end", () => {
-      finish(false);
-      call.end();
+      // A cancelled call ends its readable side too, and grpc-js tells "cancelled" only after
+      // "end": one turn later, a clean half-close is answered and a cancel counted as one.
+      setImmediate(() => {
+        if (call.cancelled) return finish(true);
+        finish(false);
+        call.end();
+      });
     });
     call.on("cancelled", () => finish(true));
     call.on("error", () => finish(true));
@@ -215,6 +229,7 @@ export async function startEpp(opts: EppOptions): Promise<RunningEpp> {
     router,
     metrics,
     endpoints,
+    streams: () => openStreams,
     async stop() {
       if (stopped) return;
       stopped = true;
