@@ -12,7 +12,7 @@ import { TesseraError } from "../common/errors.js";
 import { silentLogger, type Logger } from "../common/log.js";
 import { createEndpointTable, type EndpointSource, type EndpointTable } from "../endpoints/table.js";
 import { createRouterMetrics, recordPick, type RouterMetrics } from "../endpoints/metrics.js";
-import type { RouterConfigInput } from "../routing/config.js";
+import { PICKER_COLD_SLACK, type RouterConfigInput } from "../routing/config.js";
 import { leastBusy, pickForBody, type PickResult } from "../routing/pick.js";
 import { createWasmPrefixRouter, type WasmPrefixRouter } from "../routing/wasm-router.js";
 import { EXT_PROC_SERVICE, loadEppProtos, type ProcessingRequest, type ProcessingResponse } from "./protos.js";
@@ -47,7 +47,7 @@ export interface RunningEpp {
 }
 
 /** Cold prefixes by rendezvous hash: the picker's default (replicas agree without shared state). */
-export const DEFAULT_EPP_COLD_SLACK = 4;
+export const DEFAULT_EPP_COLD_SLACK = PICKER_COLD_SLACK;
 export const MAX_EPP_BODY = 256 * 1024 * 1024;
 
 type HealthStatus = "SERVING" | "NOT_SERVING";

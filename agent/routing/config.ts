@@ -44,6 +44,9 @@ export const DEFAULT_ROUTER_CONFIG: RouterConfig = {
   coldSlack: 0,
 };
 
+/** coldSlack of `tessera epp` (several replicas behind one gateway must agree on new prefixes). */
+export const PICKER_COLD_SLACK = 4;
+
 export type RouterConfigInput = Partial<Omit<RouterConfig, "weights">> & { weights?: Partial<RouterWeights> };
 
 const INT_LIMITS: Record<string, [number, number]> = {
