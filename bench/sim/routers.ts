@@ -10,6 +10,8 @@ import { promptBytes, type RequestSpec } from "./workloads.js";
 export type RouterName = "random" | "round-robin" | "least-request" | "load-only" | "tessera" | "tessera-x2" | "epp" | "epp-x2" | "epp-x4" | "oracle";
 /** tessera-x2: two uncoordinated proxies; epp-xN: N uncoordinated `tessera epp` pickers (cold-prefix rendezvous). */
 export const ROUTER_NAMES: readonly RouterName[] = ["random", "round-robin", "least-request", "load-only", "tessera", "tessera-x2", "epp", "epp-x2", "epp-x4", "oracle"];
+/** What `bench routing` runs without --routers (epp-x4 only when named: it keeps --quick short). */
+export const DEFAULT_ROUTER_NAMES: readonly RouterName[] = ROUTER_NAMES.filter((r) => r !== "epp-x4");
 
 export interface RouteContext {
   now: number;
