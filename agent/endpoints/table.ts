@@ -163,3 +163,17 @@ export function createEndpointTable(opts: EndpointTableOptions): EndpointTable {
     },
   };
 }
+
+/** Fills the table from the static list and the source (which keeps it current), then scrapes
+ *  every endpoint once, so the first request finds ready ones. The proxy's and the picker's start. */
+export async function fillEndpoints(table: EndpointTable, urls: readonly string[], source: EndpointSource | undefined, log: Logger): Promise<void> {
+  table.setEndpoints(urls);
+  if (source) await source.start((list) => {
+    try {
+      table.setEndpoints(list);
+    } catch (err) {
+      log.error("endpoint list rejected", { error: err instanceof Error ? err.message : String(err) });
+    }
+  });
+  await table.scrapeAll();
+}

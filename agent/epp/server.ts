@@ -10,7 +10,7 @@ import { Gauge } from "prom-client";
 import { parseHttpListen } from "../common/config.js";
 import { TesseraError } from "../common/errors.js";
 import { silentLogger, type Logger } from "../common/log.js";
-import { createEndpointTable, type EndpointSource, type EndpointTable } from "../endpoints/table.js";
+import { createEndpointTable, fillEndpoints, type EndpointSource, type EndpointTable } from "../endpoints/table.js";
 import { createRouterMetrics, recordPick, type RouterMetrics } from "../endpoints/metrics.js";
 import { PICKER_COLD_SLACK, type RouterConfigInput } from "../routing/config.js";
 import { leastBusy, pickForBody, type PickResult } from "../routing/pick.js";
@@ -181,15 +181,7 @@ export async function startEpp(opts: EppOptions): Promise<RunningEpp> {
 
   let web: http.Server | undefined;
   try {
-    endpoints.setEndpoints(opts.endpoints ?? []);
-    if (opts.source) await opts.source.start((list) => {
-      try {
-        endpoints.setEndpoints(list);
-      } catch (err) {
-        log.error("endpoint list rejected", { error: err instanceof Error ? err.message : String(err) });
-      }
-    });
-    await endpoints.scrapeAll();
+    await fillEndpoints(endpoints, opts.endpoints ?? [], opts.source, log);
     const host = listen.host.includes(":") ? `[${listen.host}]` : listen.host;
     const port = await new Promise<number>((resolve, reject) => {
       server.bindAsync(`${host}:${listen.port}`, grpc.ServerCredentials.createInsecure(), (err, p) => (err ? reject(new TesseraError("TESSERA_EPP", `cannot listen on ${opts.listen}: ${err.message}`, { cause: err })) : resolve(p)));

@@ -14,7 +14,7 @@ import { createWasmPrefixRouter, type WasmPrefixRouter } from "../routing/wasm-r
 import type { RouterConfigInput } from "../routing/config.js";
 import { leastBusy, pickForBody, pickForRequest, routedKind, type RoutedKind } from "../routing/pick.js";
 import type { EndpointState } from "../routing/types.js";
-import { createEndpointTable, type Endpoint, type EndpointSource, type EndpointTable } from "../endpoints/table.js";
+import { createEndpointTable, fillEndpoints, type Endpoint, type EndpointSource, type EndpointTable } from "../endpoints/table.js";
 import { createRouterMetrics, recordPick, type RouterMetrics } from "../endpoints/metrics.js";
 import { DESTINATION_HEADER, declaredTooLarge, downstreamHeaders, isConnectFailure, isOriginForm, isRequestRefused, limitedBody, readBody, sendError, upstreamHeaders } from "./http-util.js";
 
@@ -293,15 +293,7 @@ export async function startProxy(opts: ProxyOptions): Promise<RunningProxy> {
   });
 
   try {
-    endpoints.setEndpoints(opts.endpoints ?? []);
-    if (opts.source) await opts.source.start((list) => {
-      try {
-        endpoints.setEndpoints(list);
-      } catch (err) {
-        log.error("endpoint list rejected", { error: err instanceof Error ? err.message : String(err) });
-      }
-    });
-    await endpoints.scrapeAll();
+    await fillEndpoints(endpoints, opts.endpoints ?? [], opts.source, log);
     await new Promise<void>((resolve, reject) => {
       server.once("error", (err) => reject(new TesseraError("TESSERA_PROXY", `cannot listen on ${opts.listen}: ${err.message}`, { cause: err })));
       server.listen(port, host, () => resolve());
