@@ -114,13 +114,21 @@ export async function startEpp(opts: EppOptions): Promise<RunningEpp> {
   const onProcess = (call: grpc.ServerDuplexStream<ProcessingRequest, ProcessingResponse>): void => {
     const h = createStreamHandler(ctx);
     let over = false;
+    let decided = false;
+    let abortCounted = false;
     openStreams++;
-    const finish = (aborted: boolean): void => {
+    const finish = (): void => {
       if (over) return;
       over = true;
       openStreams--;
-      const { decided } = h.onEnd();
-      if (aborted && !decided) metrics.aborts.inc();
+      decided = h.onEnd().decided;
+    };
+    // a stream cancelled before its decision is a client abort, whichever event came first
+    const aborted = (): void => {
+      finish();
+      if (decided || abortCounted) return;
+      abortCounted = true;
+      metrics.aborts.inc();
     };
     call.on("data", (m: ProcessingRequest) => {
       if (over) return;
@@ -128,7 +136,8 @@ export async function startEpp(opts: EppOptions): Promise<RunningEpp> {
       try {
         out = h.onMessage(m);
       } catch (err) {
-        finish(false);
+        finish();
+        abortCounted = true; // refused by us, not aborted by the client
         const refused = err instanceof StreamRefused;
         if (!refused) log.error("ext_proc message failed", { error: err instanceof Error ? err.message : String(err) });
         call.emit("error", { code: refused ? grpc.status.INVALID_ARGUMENT : grpc.status.INTERNAL, details: refused ? err.message : "internal picker error; see the picker log" });
@@ -137,16 +146,16 @@ export async function startEpp(opts: EppOptions): Promise<RunningEpp> {
       for (const r of out) call.write(r);
     });
     call.on("end", () => {
-      // A cancelled call ends its readable side too, and grpc-js tells "cancelled" only after
-      // "end": one turn later, a clean half-close is answered and a cancel counted as one.
+      // A cancelled call ends its readable side too, and grpc-js may tell "cancelled" only after
+      // "end": the abort is counted by the "cancelled" handler whenever it comes.
       setImmediate(() => {
-        if (call.cancelled) return finish(true);
-        finish(false);
+        if (call.cancelled) return aborted();
+        finish();
         call.end();
       });
     });
-    call.on("cancelled", () => finish(true));
-    call.on("error", () => finish(true));
+    call.on("cancelled", aborted);
+    call.on("error", aborted);
   };
 
   const readiness = (): HealthStatus => (endpoints.states().some((s) => s.ready) ? "SERVING" : "NOT_SERVING");
