@@ -18,6 +18,7 @@ import { startMockModelServer, type MockModelServer } from "../agent/proxy/index
 import { createInferencePoolSource } from "../agent/endpoints/inference-pool.js";
 import { parseFlags, EPP_FLAGS } from "../agent/common/config.js";
 import { eppOptionsFromArgs } from "../agent/cli/epp.js";
+import { until } from "./support/until.js";
 import { startFakeApiServer } from "./support/fake-apiserver.js";
 
 interface Rig {
@@ -77,15 +78,6 @@ async function duplex(client: ExtProcClient, path: string, body: string, chunk =
   return { stream: s, first, echoed: Buffer.concat(parts), chunks: sizes };
 }
 
-/** Bounded wait for a state the picker reaches when the cancellation arrives (another socket event). */
-async function until(cond: () => boolean, ms = 3000): Promise<boolean> {
-  const end = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > end) return false;
-    await new Promise((r) => setTimeout(r, 2));
-  }
-  return true;
-}
 
 async function finish(s: ExtProcStream): Promise<number> {
   s.end();
