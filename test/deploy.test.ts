@@ -14,11 +14,11 @@ import { run, parse as celParse, type CelInput } from "@bufbuild/cel";
 import * as k8s from "@kubernetes/client-node";
 import { KubeConfig } from "@kubernetes/client-node";
 import { Namespace, Service, ServiceAccount } from "kubernetes-models/v1";
-import { DaemonSet } from "kubernetes-models/apps/v1";
+import { DaemonSet, Deployment } from "kubernetes-models/apps/v1";
 import { ClusterRole, ClusterRoleBinding, Role, RoleBinding } from "kubernetes-models/rbac.authorization.k8s.io/v1";
 import { ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding } from "kubernetes-models/admissionregistration.k8s.io/v1";
 import { DeviceClass } from "kubernetes-models/resource.k8s.io/v1";
-import { AGENT_FLAGS, DEFAULT_HTTP_LISTEN, NODE_FLAGS, parseFlags, resolveNodeConfig } from "../agent/common/config.js";
+import { AGENT_FLAGS, DEFAULT_HTTP_LISTEN, EPP_FLAGS, NODE_FLAGS, parseFlags, resolveNodeConfig } from "../agent/common/config.js";
 import { SHUTDOWN_DEADLINE_MS } from "../agent/cli/agent.js";
 import { createKubeClaimSource } from "../agent/plugin/claim-source.js";
 import { createDiscovery } from "../agent/discovery/index.js";
@@ -26,8 +26,9 @@ import { celDevice, compileSelector } from "../agent/allocator/cel-env.js";
 import { builtinDeviceClasses } from "../agent/allocator/builtin-classes.js";
 import { clusterSliceBackend } from "../agent/slices/backend.js";
 import { startSlicePublisher } from "../agent/slices/publisher.js";
-import { createInferencePoolSource } from "../agent/proxy/inference-pool.js";
+import { createInferencePoolSource } from "../agent/endpoints/inference-pool.js";
 import { PROXY_FLAGS, proxyOptionsFromArgs } from "../agent/cli/proxy.js";
+import { eppOptionsFromArgs } from "../agent/cli/epp.js";
 import type { Device } from "../agent/kube/types.js";
 import type { Inventory } from "../agent/discovery/model.js";
 import { startFakeApiServer, type FakeApiServer, type RequestRecord } from "./support/fake-apiserver.js";
@@ -71,6 +72,7 @@ const MODELS: Record<string, (o: unknown) => void> = {
   "v1/ServiceAccount": model(ServiceAccount),
   "v1/Service": model(Service),
   "apps/v1/DaemonSet": model(DaemonSet),
+  "apps/v1/Deployment": model(Deployment),
   "rbac.authorization.k8s.io/v1/ClusterRole": model(ClusterRole),
   "rbac.authorization.k8s.io/v1/ClusterRoleBinding": model(ClusterRoleBinding),
   "rbac.authorization.k8s.io/v1/Role": model(Role),
@@ -943,4 +945,33 @@ t.test("the chart refuses bad values before rendering, naming the value", async 
     t.match(r.stderr, want, `${sets.join(" ")}: ${r.stderr.trim().split("\n").slice(-1)[0] ?? ""}`);
     t.notMatch(r.stderr, /goroutine|panic/, `${sets.join(" ")}: a message, not a crash`);
   }
+});
+
+t.test("epp: deploy/epp (kustomize) and the chart's epp.enabled=true render the same picker, pool and RBAC", async (t) => {
+  if ("missing" in helm) return t.fail(helm.missing);
+  if (typeof kustomize === "string") return t.fail(kustomize);
+  const kust = parseDocs(kustomize.render(join(ROOT, "deploy", "epp")), "deploy/epp");
+  const chart = withoutHelmLabels(t, helmTemplate(["--set", "epp.enabled=true"]));
+  const eppKeys = new Set(kust.map(objKey));
+  sameObjects(t, "epp: chart vs deploy/epp", chart.filter((o) => eppKeys.has(objKey(o)) || o.metadata.name === "tessera-epp" || o.kind === "InferencePool"), kust);
+  t.notOk(helmTemplate([]).some((o) => o.metadata.name === "tessera-epp" || o.kind === "InferencePool"), "off by default: the default chart still renders overlays/nvidia");
+  const pool = one(kust, "InferencePool");
+  const dep = one(kust, "Deployment", "tessera-epp");
+  const svc = one(kust, "Service", "tessera-epp");
+  const ns = pool.metadata.namespace as string;
+  validateObjects(t, "deploy/epp", kust.filter((o) => o.kind !== "InferencePool"), ns, ns); // no schema for inference.networking.k8s.io here: checked below
+  t.equal(pool.apiVersion, "inference.networking.k8s.io/v1");
+  t.same(at(pool, "spec", "endpointPickerRef"), { name: svc.metadata.name, port: { number: rec(arr(at(svc, "spec", "ports"))[0]).port } }, "the pool's endpointPickerRef names the picker's Service and port (a local reference: same namespace)");
+  const epp = container(dep, "epp");
+  const env = Object.fromEntries([...envOf(epp)].map(([k, v]) => [k, String(v.value)]));
+  t.equal(env.INFERENCE_POOL, `${ns}/${pool.metadata.name}`, "the picker serves that pool");
+  t.same(epp.args, ["epp"]);
+  const opts = eppOptionsFromArgs(parseFlags([], EPP_FLAGS, env));
+  t.equal(opts.listen, `0.0.0.0:${rec(arr(epp.ports).find((p) => rec(p).name === "grpc")).containerPort}`, "`tessera epp` accepts this env and listens on the grpc port");
+  t.same([rec(at(epp, "readinessProbe", "grpc")).service, rec(at(epp, "livenessProbe", "grpc")).service], ["readiness", "liveness"], "gRPC probes ask the picker's health services");
+  const podLabels = rec(at(dep, "spec", "template", "metadata", "labels"));
+  for (const [k, v] of Object.entries(rec(at(svc, "spec", "selector")))) t.equal(podLabels[k], v, `the Service selects the picker pods (${k})`);
+  t.ok(Number(at(dep, "spec", "replicas")) >= 2, "two replicas: active-active");
+  t.same([...roleTriples(one(kust, "Role", "tessera-epp"))].sort(), ["list core/pods", "list inference.networking.k8s.io/inferencepools", "watch core/pods", "watch inference.networking.k8s.io/inferencepools"], "the Role: list/watch of pools and pods, nothing else");
+  t.equal(at(dep, "spec", "template", "spec", "serviceAccountName"), rec(arr(at(one(kust, "RoleBinding", "tessera-epp"), "subjects"))[0]).name, "the Role is bound to the picker's ServiceAccount");
 });

@@ -13,6 +13,7 @@ import { KubeConfig } from "@kubernetes/client-node";
 import { startProxy, startMockModelServer, createInferencePoolSource, parseVllmMetrics, type MockModelServer, type ProxyOptions, type RunningProxy } from "../agent/proxy/index.js";
 import { parseFlags } from "../agent/common/config.js";
 import { PROXY_FLAGS, proxyOptionsFromArgs } from "../agent/cli/proxy.js";
+import { until } from "./support/until.js";
 import { startFakeApiServer } from "./support/fake-apiserver.js";
 
 interface Rig {
@@ -36,15 +37,6 @@ async function post(url: string, body: unknown, headers: Record<string, string> 
   return { status: res.statusCode, headers: res.headers, text, dest: res.headers["x-gateway-destination-endpoint"] as string | undefined };
 }
 
-/** Bounded wait on a condition the proxy reaches on its own timer (scrapes). */
-async function until(cond: () => boolean, ms = 3000): Promise<boolean> {
-  const end = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > end) return false;
-    await new Promise((r) => setTimeout(r, 5));
-  }
-  return true;
-}
 
 const completion = (prompt: string, stream = false) => ({ model: "m", prompt, stream, max_tokens: 4 });
 

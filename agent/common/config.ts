@@ -234,12 +234,12 @@ export interface HostPort {
 }
 
 /** `--http-listen`: host:port ([v6]:port accepted), or undefined for `off`. */
-export function parseHttpListen(text: string): HostPort | undefined {
+export function parseHttpListen(text: string, flag = "http-listen"): HostPort | undefined {
   if (text === "off") return undefined;
   const m = /^(?:\[([0-9a-fA-F:.]+)\]|([A-Za-z0-9.-]*)):(\d{1,5})$/.exec(text);
   const port = Number(m?.[3]);
   if (!m || !Number.isInteger(port) || port > 65535) {
-    throw new TesseraError("TESSERA_CONFIG", `--http-listen=${text}: expected <host>:<port> (e.g. ${DEFAULT_HTTP_LISTEN}) or off`);
+    throw new TesseraError("TESSERA_CONFIG", `--${flag}=${text}: expected <host>:<port> (e.g. ${DEFAULT_HTTP_LISTEN}) or off`);
   }
   return { host: m[1] ?? (m[2] || "0.0.0.0"), port };
 }
@@ -268,6 +268,21 @@ export const DEMO_FLAGS: readonly FlagSpec[] = [
   { name: "keep", type: "bool", env: "DEMO_KEEP", default: false, help: "keep the temporary directory" },
 ];
 
+/** The routing profile's flags (agent/routing/config.ts), the same for the proxy and the picker. */
+function routerFlags(env: "PROXY" | "EPP"): FlagSpec[] {
+  return [
+    { name: "block-size", type: "int", env: `${env}_BLOCK_SIZE`, default: 64, help: "bytes per hashed prompt block" },
+    { name: "max-blocks", type: "int", env: `${env}_MAX_BLOCKS`, default: 256, help: "blocks hashed per prompt at most" },
+    { name: "capacity-blocks", type: "int", env: `${env}_CAPACITY_BLOCKS`, default: 31_250, help: "index capacity per endpoint until cache_config_info says otherwise" },
+    { name: "weight-prefix", type: "string", env: `${env}_WEIGHT_PREFIX`, default: "3", help: "prefix scorer weight" },
+    { name: "weight-queue", type: "string", env: `${env}_WEIGHT_QUEUE`, default: "2", help: "queue scorer weight" },
+    { name: "weight-kv", type: "string", env: `${env}_WEIGHT_KV`, default: "2", help: "KV-cache scorer weight" },
+    { name: "weight-inflight", type: "string", env: `${env}_WEIGHT_INFLIGHT`, default: "1", help: "in-flight scorer weight" },
+    { name: "guard-threshold", type: "string", env: `${env}_GUARD_THRESHOLD`, default: "16", help: "queue excess (waiting + in-flight) over the least loaded that voids the prefix score" },
+    { name: "saturation-queue", type: "string", env: `${env}_SATURATION_QUEUE`, default: "128", help: "waiting + in-flight at which an endpoint is saturated (0: off); all saturated -> 429" },
+  ];
+}
+
 export const PROXY_FLAGS: readonly FlagSpec[] = [
   { name: "listen", type: "string", env: "PROXY_LISTEN", default: "0.0.0.0:8080", help: "address to serve on" },
   { name: "endpoints", type: "list", env: "PROXY_ENDPOINTS", help: "model server URLs, http://ip:port,..." },
@@ -280,15 +295,22 @@ export const PROXY_FLAGS: readonly FlagSpec[] = [
   { name: "request-timeout-ms", type: "int", env: "PROXY_REQUEST_TIMEOUT_MS", default: 30_000, help: "a client must send its whole request within" },
   { name: "upstream-connections", type: "int", env: "PROXY_UPSTREAM_CONNECTIONS", default: 128, help: "backend connections per endpoint at most (more requests wait for one)" },
   { name: "upstream-keepalive-ms", type: "int", env: "PROXY_UPSTREAM_KEEPALIVE_MS", default: 4000, help: "an idle backend connection is closed after this" },
-  { name: "block-size", type: "int", env: "PROXY_BLOCK_SIZE", default: 64, help: "bytes per hashed prompt block" },
-  { name: "max-blocks", type: "int", env: "PROXY_MAX_BLOCKS", default: 256, help: "blocks hashed per prompt at most" },
-  { name: "capacity-blocks", type: "int", env: "PROXY_CAPACITY_BLOCKS", default: 31_250, help: "index capacity per endpoint until cache_config_info says otherwise" },
-  { name: "weight-prefix", type: "string", env: "PROXY_WEIGHT_PREFIX", default: "3", help: "prefix scorer weight" },
-  { name: "weight-queue", type: "string", env: "PROXY_WEIGHT_QUEUE", default: "2", help: "queue scorer weight" },
-  { name: "weight-kv", type: "string", env: "PROXY_WEIGHT_KV", default: "2", help: "KV-cache scorer weight" },
-  { name: "weight-inflight", type: "string", env: "PROXY_WEIGHT_INFLIGHT", default: "1", help: "in-flight scorer weight" },
-  { name: "guard-threshold", type: "string", env: "PROXY_GUARD_THRESHOLD", default: "16", help: "queue excess (waiting + in-flight) over the least loaded that voids the prefix score" },
-  { name: "saturation-queue", type: "string", env: "PROXY_SATURATION_QUEUE", default: "128", help: "waiting + in-flight at which an endpoint is saturated (0: off); all saturated -> 429" },
+  ...routerFlags("PROXY"),
+  LOG_LEVEL_FLAG,
+];
+
+/** `tessera epp`: the same router (flags, defaults) behind Envoy's ext_proc instead of HTTP. */
+export const EPP_FLAGS: readonly FlagSpec[] = [
+  { name: "listen", type: "string", env: "EPP_LISTEN", default: "0.0.0.0:9002", help: "gRPC address of the ext_proc service and grpc.health.v1" },
+  { name: "metrics-listen", type: "string", env: "EPP_METRICS_LISTEN", default: "0.0.0.0:9090", help: "host:port of /metrics and /healthz; off disables" },
+  { name: "endpoints", type: "list", env: "EPP_ENDPOINTS", help: "model server URLs, http://ip:port,..." },
+  { name: "inference-pool", type: "string", env: "INFERENCE_POOL", help: "<namespace>/<name> of an inference.networking.k8s.io/v1 InferencePool (its ready pods on every node)" },
+  { name: "kube", type: "string", env: "KUBE", default: "auto", help: "auto | kubeconfig:<path>" },
+  { name: "body-mode", type: "string", env: "EPP_BODY_MODE", default: "full-duplex", help: "full-duplex | buffered: Envoy's request_body_mode when its stream does not say (protocol_config)" },
+  { name: "scrape-interval-ms", type: "int", env: "EPP_SCRAPE_INTERVAL_MS", default: 50, help: "endpoint /metrics scrape period" },
+  { name: "max-body-bytes", type: "int", env: "EPP_MAX_BODY_BYTES", default: 8 * 1024 * 1024, help: "request body limit (413 above)" },
+  ...routerFlags("EPP"),
+  { name: "cold-slack", type: "string", env: "EPP_COLD_SLACK", default: "4", help: "cold prefixes: rendezvous hash over endpoints within this many waiting requests of the least loaded (0: off)" },
   LOG_LEVEL_FLAG,
 ];
 
@@ -310,6 +332,7 @@ export const VERB_FLAGS = {
   "claims list": [KUBE_FLAG, OUTPUT_FLAG, NAMESPACE_FLAG],
   "claims delete": [KUBE_FLAG, OUTPUT_FLAG],
   proxy: PROXY_FLAGS,
+  epp: EPP_FLAGS,
   version: [OUTPUT_FLAG],
 } as const satisfies Record<string, readonly FlagSpec[]>;
 

@@ -47,6 +47,7 @@ export const ERROR_CATALOGUE = {
   TESSERA_ALLOCATION_LIMIT: "the allocation search gave up (too many results or too many combinations); simplify the claim",
   TESSERA_WASM: "the WebAssembly core could not be loaded",
   TESSERA_PROXY: "the proxy could not serve the request",
+  TESSERA_EPP: "the endpoint picker could not start (listen address taken or not local)",
   TESSERA_NO_ENDPOINT: "no model server endpoint is ready; check --endpoints / --inference-pool and each endpoint's /metrics",
   TESSERA_SATURATED: "every ready endpoint is saturated; retry after the Retry-After seconds",
   TESSERA_BAD_REQUEST: "the request body is not valid JSON for an OpenAI completions or chat completions request",

@@ -6,7 +6,9 @@ import { Transform, type TransformCallback } from "node:stream";
 import type { ErrorCode } from "../common/errors.js";
 import { ERROR_CATALOGUE } from "../common/errors.js";
 
-export const DESTINATION_HEADER = "x-gateway-destination-endpoint";
+import { DESTINATION_HEADER } from "../routing/pick.js";
+
+export { DESTINATION_HEADER };
 
 // `expect` is answered by this proxy (RFC 9110 §10.1.1: 100 Continue or a final status), never
 // forwarded: the backend hop has its own body already in hand, and undici refuses the header.

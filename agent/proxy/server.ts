@@ -8,21 +8,17 @@ import type { Duplex, Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { performance } from "node:perf_hooks";
 import type { AddressInfo } from "node:net";
-import { isTesseraError, TesseraError } from "../common/errors.js";
+import { TesseraError } from "../common/errors.js";
 import { silentLogger, type Logger } from "../common/log.js";
 import { createWasmPrefixRouter, type WasmPrefixRouter } from "../routing/wasm-router.js";
 import type { RouterConfigInput } from "../routing/config.js";
-import { routedRequest } from "../routing/prompt.js";
+import { leastBusy, pickForBody, pickForRequest, routedKind, type RoutedKind } from "../routing/pick.js";
 import type { EndpointState } from "../routing/types.js";
-import { createEndpointTable, type Endpoint, type EndpointTable } from "./endpoints.js";
-import { createProxyMetrics, type ProxyMetrics } from "./proxy-metrics.js";
+import { createEndpointTable, fillEndpoints, type Endpoint, type EndpointSource, type EndpointTable } from "../endpoints/table.js";
+import { createRouterMetrics, recordPick, type RouterMetrics } from "../endpoints/metrics.js";
 import { DESTINATION_HEADER, declaredTooLarge, downstreamHeaders, isConnectFailure, isOriginForm, isRequestRefused, limitedBody, readBody, sendError, upstreamHeaders } from "./http-util.js";
 
-/** Where endpoint URLs come from (static list, InferencePool watch); calls onChange with the full set. */
-export interface EndpointSource {
-  start(onChange: (urls: string[]) => void): Promise<void>;
-  stop(): Promise<void>;
-}
+export type { EndpointSource };
 
 export interface ProxyOptions {
   listen: string; // "host:port"; port 0 picks a free one
@@ -47,12 +43,10 @@ export interface ProxyOptions {
 export interface RunningProxy {
   url: string;
   router: WasmPrefixRouter;
-  metrics: ProxyMetrics;
+  metrics: RouterMetrics;
   endpoints: EndpointTable;
   stop(): Promise<void>;
 }
-
-type Routed = "completions" | "chat";
 
 export const DEFAULT_SATURATION_QUEUE = 128;
 /** Backend connections per endpoint: as many as the saturation guard lets be in flight. */
@@ -91,7 +85,7 @@ export async function startProxy(opts: ProxyOptions): Promise<RunningProxy> {
   const router = createWasmPrefixRouter({ saturationQueue: DEFAULT_SATURATION_QUEUE, ...opts.router });
   const stallMs = opts.upstreamBodyTimeoutMs ?? 300_000;
   let endpoints!: EndpointTable;
-  const metrics = createProxyMetrics(() => endpoints.states(), (id) => router.indexedBlocks(id));
+  const metrics = createRouterMetrics("tessera_proxy", () => endpoints.states(), (id) => router.indexedBlocks(id));
   endpoints = createEndpointTable({
     scrapeIntervalMs: opts.scrapeIntervalMs ?? 50,
     scrapeTimeoutMs: opts.scrapeTimeoutMs ?? 1000,
@@ -186,7 +180,7 @@ export async function startProxy(opts: ProxyOptions): Promise<RunningProxy> {
 
   const ready = (): EndpointState[] => endpoints.states().filter((s) => s.ready);
 
-  async function handleRouted(req: http.IncomingMessage, res: http.ServerResponse, kind: Routed, path: string): Promise<void> {
+  async function handleRouted(req: http.IncomingMessage, res: http.ServerResponse, kind: RoutedKind, path: string): Promise<void> {
     continueIfExpected(req, res);
     const got = await readBody(req, maxBody);
     if (got.kind === "aborted") return;
@@ -195,76 +189,28 @@ export async function startProxy(opts: ProxyOptions): Promise<RunningProxy> {
       return sendError(res, 413, "TESSERA_BODY_TOO_LARGE", `request body over ${maxBody} bytes; raise --max-body-bytes or send less`, {}, true);
     }
     const t0 = performance.now();
-    let parsed: unknown;
-    try {
-      parsed = JSON.parse(got.body.toString("utf8"));
-    } catch (err) {
-      count(path, 400);
-      return sendError(res, 400, "TESSERA_BAD_REQUEST", `invalid JSON: ${err instanceof Error ? err.message : String(err)}`);
-    }
-    let rr: ReturnType<typeof routedRequest>;
-    try {
-      rr = routedRequest(kind, parsed);
-    } catch {
-      // JSON.stringify of a non-text content part recurses: a deeply nested one overflows the stack
-      count(path, 400);
-      return sendError(res, 400, "TESSERA_BAD_REQUEST", "request JSON nests too deeply to route");
-    }
-    if (!rr) {
-      count(path, 400);
-      return sendError(res, 400, "TESSERA_BAD_REQUEST", kind === "chat" ? "expected a JSON object with a messages array" : "expected a JSON object with a prompt");
-    }
     const pinned = opts.trustEndpointHeader ? req.headers[DESTINATION_HEADER] : undefined;
-    const states = endpoints.states();
-    if (typeof pinned === "string") {
-      const ep = endpoints.byId.get(pinned.trim());
-      if (!ep || !ep.state.ready) {
-        count(path, 503);
-        return sendError(res, 503, "TESSERA_NO_ENDPOINT", `endpoint ${pinned} named by ${DESTINATION_HEADER} is not a ready endpoint`);
-      }
-      metrics.decisions.inc({ reason: "header" });
-      return forward(req, res, ep, path, got.body, t0, undefined);
-    }
-    let chosen: Endpoint | undefined;
-    try {
-      const d = router.route(rr.prompt, rr.model, states, rr.salt);
-      metrics.decisions.inc({ reason: d.reason });
-      metrics.prefixHitBlocks.inc(d.matchedBlocks);
-      metrics.promptBlocks.inc(d.totalBlocks);
-      chosen = endpoints.byId.get(d.endpoint);
-    } catch (err) {
-      if (isTesseraError(err) && err.code === "TESSERA_SATURATED") {
-        count(path, 429);
-        return sendError(res, 429, "TESSERA_SATURATED", undefined, { "retry-after": retryAfter });
-      }
-      if (isTesseraError(err) && err.code === "TESSERA_NO_ENDPOINT") {
-        count(path, 503);
-        return sendError(res, 503, "TESSERA_NO_ENDPOINT");
-      }
-      throw err;
-    }
-    if (!chosen) {
-      count(path, 503);
+    const picked = pickForBody(router, kind, got.body, endpoints.states(), { pinned: typeof pinned === "string" ? pinned : undefined });
+    recordPick(metrics, picked);
+    const chosen = picked.kind === "picked" ? endpoints.byId.get(picked.endpoint) : undefined;
+    if (picked.kind === "refused" || !chosen) {
+      const status = picked.kind === "refused" ? picked.status : 503;
+      count(path, status);
+      if (picked.kind === "refused") return sendError(res, status, picked.code, picked.message, status === 429 ? { "retry-after": retryAfter } : {});
       return sendError(res, 503, "TESSERA_NO_ENDPOINT");
     }
     const first = chosen;
-    const retry = (): Endpoint | undefined => {
-      const others = endpoints.states().filter((s) => s.id !== first.state.id);
-      try {
-        return endpoints.byId.get(router.route(rr.prompt, rr.model, others, rr.salt).endpoint);
-      } catch {
-        return undefined;
-      }
+    const rr = picked.request;
+    const retry = picked.reason === "header" ? undefined : (): Endpoint | undefined => {
+      const next = pickForRequest(router, rr, endpoints.states().filter((s) => s.id !== first.state.id));
+      return next.kind === "picked" ? endpoints.byId.get(next.endpoint) : undefined;
     };
     await forward(req, res, chosen, path, got.body, t0, retry);
   }
 
   async function handlePassthrough(req: http.IncomingMessage, res: http.ServerResponse, path: string): Promise<void> {
-    let best: Endpoint | undefined;
-    for (const s of ready()) {
-      const ep = endpoints.byId.get(s.id);
-      if (ep && (!best || s.inFlight < best.state.inFlight)) best = ep;
-    }
+    const least = leastBusy(endpoints.states());
+    const best = least ? endpoints.byId.get(least.id) : undefined;
     if (!best) {
       count("other", 503);
       return sendError(res, 503, "TESSERA_NO_ENDPOINT", undefined, {}, true);
@@ -296,7 +242,7 @@ export async function startProxy(opts: ProxyOptions): Promise<RunningProxy> {
       res.writeHead(200, { "content-type": metrics.registry.contentType }).end(text);
       return;
     }
-    const kind: Routed | undefined = req.method !== "POST" ? undefined : path === "/v1/completions" ? "completions" : path === "/v1/chat/completions" ? "chat" : undefined;
+    const kind = routedKind(req.method, path);
     if (kind) await handleRouted(req, res, kind, path);
     else await handlePassthrough(req, res, path);
   }
@@ -347,15 +293,7 @@ export async function startProxy(opts: ProxyOptions): Promise<RunningProxy> {
   });
 
   try {
-    endpoints.setEndpoints(opts.endpoints ?? []);
-    if (opts.source) await opts.source.start((list) => {
-      try {
-        endpoints.setEndpoints(list);
-      } catch (err) {
-        log.error("endpoint list rejected", { error: err instanceof Error ? err.message : String(err) });
-      }
-    });
-    await endpoints.scrapeAll();
+    await fillEndpoints(endpoints, opts.endpoints ?? [], opts.source, log);
     await new Promise<void>((resolve, reject) => {
       server.once("error", (err) => reject(new TesseraError("TESSERA_PROXY", `cannot listen on ${opts.listen}: ${err.message}`, { cause: err })));
       server.listen(port, host, () => resolve());

@@ -25,6 +25,12 @@ export interface RouterConfig {
   guardThreshold: number;
   /** Filter: endpoints with (waiting + in-flight) >= this are saturated; 0 turns the filter off. */
   saturationQueue: number;
+  /**
+   * Cold prefixes (no endpoint holds a block of the prompt): > 0 picks by rendezvous hash of the
+   * prompt's first block among the endpoints within this many waiting requests of the shortest
+   * queue, so uncoordinated routers (several `tessera epp` replicas) agree; 0 scores them by load.
+   */
+  coldSlack: number;
 }
 
 export const DEFAULT_ROUTER_CONFIG: RouterConfig = {
@@ -35,7 +41,11 @@ export const DEFAULT_ROUTER_CONFIG: RouterConfig = {
   weights: { prefix: 3, queue: 2, kv: 2, inflight: 1 },
   guardThreshold: 16,
   saturationQueue: 0,
+  coldSlack: 0,
 };
+
+/** coldSlack of `tessera epp` (several replicas behind one gateway must agree on new prefixes). */
+export const PICKER_COLD_SLACK = 4;
 
 export type RouterConfigInput = Partial<Omit<RouterConfig, "weights">> & { weights?: Partial<RouterWeights> };
 
@@ -59,7 +69,7 @@ function num(where: string, v: unknown, lo: number, hi: number, integer: boolean
 
 /** Defaults filled in, every value checked; throws TESSERA_CONFIG naming the bad key. */
 export function resolveRouterConfig(input: RouterConfigInput = {}): RouterConfig {
-  const known = new Set(["blockSize", "maxBlocks", "maxEndpoints", "capacityBlocks", "weights", "guardThreshold", "saturationQueue"]);
+  const known = new Set(["blockSize", "maxBlocks", "maxEndpoints", "capacityBlocks", "weights", "guardThreshold", "saturationQueue", "coldSlack"]);
   for (const k of Object.keys(input)) if (!known.has(k)) fail(k, `unknown key; expected one of ${[...known].join(", ")}`);
   const out: RouterConfig = { ...DEFAULT_ROUTER_CONFIG, weights: { ...DEFAULT_ROUTER_CONFIG.weights } };
   for (const [k, [lo, hi]] of Object.entries(INT_LIMITS)) {
@@ -68,6 +78,7 @@ export function resolveRouterConfig(input: RouterConfigInput = {}): RouterConfig
   }
   if (input.guardThreshold !== undefined) out.guardThreshold = num("guardThreshold", input.guardThreshold, 0, 1e9, false);
   if (input.saturationQueue !== undefined) out.saturationQueue = num("saturationQueue", input.saturationQueue, 0, 1e9, false);
+  if (input.coldSlack !== undefined) out.coldSlack = num("coldSlack", input.coldSlack, 0, 1e9, false);
   if (input.weights !== undefined) {
     if (input.weights === null || typeof input.weights !== "object") fail("weights", "expected an object");
     for (const [k, v] of Object.entries(input.weights)) {

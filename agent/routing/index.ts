@@ -1,7 +1,7 @@
 // Public face of prefix routing: the contract (types.ts), the profile (config.ts), the request
 // canonicalization (prompt.ts) and the WASM-backed router (wasm-router.ts).
 export type { EndpointState, PrefixRouter, RouteDecision } from "./types.js";
-export { DEFAULT_ROUTER_CONFIG, resolveRouterConfig, type RouterConfig, type RouterConfigInput, type RouterWeights } from "./config.js";
+export { DEFAULT_ROUTER_CONFIG, PICKER_COLD_SLACK, resolveRouterConfig, type RouterConfig, type RouterConfigInput, type RouterWeights } from "./config.js";
 export { canonicalChat, completionPrompt, routedRequest, type RoutedRequest } from "./prompt.js";
 export {
   createWasmPrefixRouter, routingExports, ROUTING_ABI_VERSION,

@@ -16,7 +16,8 @@ export interface RouteDecision {
   /** Blocks of the prompt already indexed on the chosen endpoint. */
   matchedBlocks: number;
   totalBlocks: number;
-  reason: "prefix" | "load" | "guard" | "tie" | "only";
+  /** cold: no endpoint held a block, rendezvous hash among the least waiting (coldSlack > 0). */
+  reason: "prefix" | "load" | "guard" | "tie" | "only" | "cold";
 }
 
 export interface PrefixRouter {

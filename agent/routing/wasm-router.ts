@@ -11,7 +11,7 @@ import type { EndpointState, PrefixRouter, RouteDecision } from "./types.js";
 
 export const ROUTING_ABI_VERSION = 1;
 const STATE_STRIDE = 5;
-const REASONS: readonly RouteDecision["reason"][] = ["only", "prefix", "load", "guard", "tie"];
+const REASONS: readonly RouteDecision["reason"][] = ["only", "prefix", "load", "guard", "tie", "cold"];
 
 interface RoutingExports {
   routingVersion(): number;
@@ -19,6 +19,7 @@ interface RoutingExports {
   routeOut(): number;
   routeInit(maxEndpoints: number, blockSize: number, maxBlocks: number): number;
   routeConfigure(h: number, wp: number, wq: number, wk: number, wf: number, guard: number, sat: number): void;
+  routeSetColdSlack(h: number, slack: number): void;
   routeStatePtr(h: number): number;
   routeAddEndpoint(h: number, capacity: number, key: bigint): number;
   routeSetCapacity(h: number, slot: number, capacity: number): void;
@@ -78,6 +79,7 @@ export function createWasmPrefixRouter(options: WasmPrefixRouterOptions = {}): W
   if (h === 0) throw new TesseraError("TESSERA_CONFIG", "the WASM core refused the router config");
   const w = config.weights;
   x.routeConfigure(h, w.prefix, w.queue, w.kv, w.inflight, config.guardThreshold, config.saturationQueue);
+  x.routeSetColdSlack(h, config.coldSlack);
   const statePtr = x.routeStatePtr(h);
   const outPtr = x.routeOut();
   const slots = new Map<string, number>();

@@ -15,7 +15,7 @@ export interface SimOptions {
   scrapeInterval?: number;
   /** Extra delay before a snapshot is visible to routers, s. */
   staleness?: number;
-  makePrefixRouter: () => PrefixRouter;
+  makePrefixRouter: (profile?: "proxy" | "picker") => PrefixRouter;
   model?: string;
 }
 

@@ -7,8 +7,11 @@ import type { EngineConfig, LiveRequest, SimServer } from "./server.js";
 import { BLOCK_TOKENS } from "./kv-cache.js";
 import { promptBytes, type RequestSpec } from "./workloads.js";
 
-export type RouterName = "random" | "round-robin" | "least-request" | "load-only" | "tessera" | "tessera-x2" | "oracle";
-export const ROUTER_NAMES: readonly RouterName[] = ["random", "round-robin", "least-request", "load-only", "tessera", "tessera-x2", "oracle"];
+export type RouterName = "random" | "round-robin" | "least-request" | "load-only" | "tessera" | "tessera-x2" | "epp" | "epp-x2" | "epp-x4" | "oracle";
+/** tessera-x2: two uncoordinated proxies; epp-xN: N uncoordinated `tessera epp` pickers (cold-prefix rendezvous). */
+export const ROUTER_NAMES: readonly RouterName[] = ["random", "round-robin", "least-request", "load-only", "tessera", "tessera-x2", "epp", "epp-x2", "epp-x4", "oracle"];
+/** What `bench routing` runs without --routers (epp-x4 only when named: it keeps --quick short). */
+export const DEFAULT_ROUTER_NAMES: readonly RouterName[] = ROUTER_NAMES.filter((r) => r !== "epp-x4");
 
 export interface RouteContext {
   now: number;
@@ -33,8 +36,8 @@ export interface RouterEnv {
   capacityBlocks: number;
   seed: number;
   model: string;
-  /** Builds one independent Tessera routing core (one per proxy replica). */
-  makePrefixRouter: () => PrefixRouter;
+  /** Builds one independent Tessera routing core (one per proxy or picker replica). */
+  makePrefixRouter: (profile?: "proxy" | "picker") => PrefixRouter;
 }
 
 export function createRouter(name: RouterName, env: RouterEnv): SimRouter {
@@ -79,11 +82,15 @@ export function createRouter(name: RouterName, env: RouterEnv): SimRouter {
         },
       };
     case "tessera":
-    case "tessera-x2": {
-      const replicas = name === "tessera" ? 1 : 2;
+    case "tessera-x2":
+    case "epp":
+    case "epp-x2":
+    case "epp-x4": {
+      const replicas = name.endsWith("-x4") ? 4 : name.endsWith("-x2") ? 2 : 1;
+      const profile = name.startsWith("epp") ? "picker" : "proxy";
       const cores: PrefixRouter[] = [];
       for (let r = 0; r < replicas; r++) {
-        const core = env.makePrefixRouter();
+        const core = env.makePrefixRouter(profile);
         for (const id of env.endpoints) core.addEndpoint(id, env.capacityBlocks);
         cores.push(core);
       }

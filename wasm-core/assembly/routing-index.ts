@@ -46,6 +46,7 @@ import { mix64 } from "./routing-xxh64";
   wInflight: f64 = 0;
   guardThreshold: f64 = 0;
   saturationQueue: f64 = 0;
+  coldSlack: f64 = 0; // > 0: cold prefixes go by rendezvous hash among endpoints within this many waiting of the least
 }
 
 // @ts-ignore: decorator

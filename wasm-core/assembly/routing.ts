@@ -7,6 +7,7 @@
 //   routeOut(): usize                           decision out-buffer (layout OUT_* below) · bridge, once
 //   routeInit(maxEndpoints, blockSize, maxBlocks): usize   new router, returns its handle · bridge, once per router
 //   routeConfigure(h, wPrefix, wQueue, wKv, wInflight, guardThreshold, saturationQueue)  weights, guard (requests), saturation (requests, 0 = off) · bridge, at setup
+//   routeSetColdSlack(h, slack)                 cold-prefix rendezvous (waiting requests of slack, 0 = off) · bridge, at setup
 //   routeStatePtr(h): usize                     f64[maxEndpoints*5] per-endpoint state (seq, waiting, running, kv 0..1, in-flight) · bridge, once
 //   routeAddEndpoint(h, capacityBlocks, key): i32 slot for a new endpoint (-1 when full); key = id hash · bridge, per endpoint added
 //   routeSetCapacity(h, slot, capacityBlocks)   resize one endpoint's LRU (evicts oldest) · bridge, when cache_config_info arrives
@@ -42,6 +43,8 @@ import {
 @inline const R_GUARD: u32 = 3;
 // @ts-ignore: decorator
 @inline const R_TIE: u32 = 4;
+// @ts-ignore: decorator
+@inline const R_COLD: u32 = 5;
 
 let stagePtr: usize = 0;
 let stageCap: usize = 0;
@@ -100,6 +103,10 @@ export function routeConfigure(h: usize, wPrefix: f64, wQueue: f64, wKv: f64, wI
   r.wInflight = wInflight;
   r.guardThreshold = guardThreshold;
   r.saturationQueue = saturationQueue;
+}
+
+export function routeSetColdSlack(h: usize, slack: f64): void {
+  changetype<Router>(h).coldSlack = slack;
 }
 
 export function routeStatePtr(h: usize): usize {
@@ -222,7 +229,17 @@ export function routeDecide(h: usize, seedLen: usize, promptLen: usize, seq: f64
   let bestS: f64 = -Infinity;
   let bestW: u64 = 0;
   let tied: u32 = 0;
-  for (let i: u32 = 0; i < maxEp; i++) {
+  // Cold prefix (no endpoint holds a block of it): the highest rendezvous weight among endpoints
+  // whose waiting queue is within coldSlack of the shortest. Waiting is scraped, so every picker
+  // of a pool sees about the same; in-flight is each picker's own and is left out, so several
+  // uncoordinated pickers send a new prefix to the same endpoint.
+  const cold = r.coldSlack > 0 && bestPM == 0 && open > 1;
+  for (let i: u32 = 0; cold && i < maxEp; i++) {
+    if (load<u32>(r.matched + (<usize>i << 2)) == NIL || st(r, i, 1) > minW + r.coldSlack) continue;
+    const rw = mix64(tieKey ^ endpointAt(r, i).key);
+    if (best < 0 || rw > bestW) { best = <i32>i; bestW = rw; }
+  }
+  for (let i: u32 = 0; !cold && i < maxEp; i++) {
     const mb = load<u32>(r.matched + (<usize>i << 2));
     if (mb == NIL) continue;
     const w = st(r, i, 1);
@@ -244,6 +261,7 @@ export function routeDecide(h: usize, seedLen: usize, promptLen: usize, seq: f64
   const bm = load<u32>(r.matched + (<usize>best << 2));
   let reason = R_LOAD;
   if (open == 1) reason = R_ONLY;
+  else if (cold) reason = R_COLD;
   else if (guard) reason = R_GUARD;
   else if (tied > 1) reason = R_TIE;
   else if (bm > 0 && bm == bestPM) reason = R_PREFIX;

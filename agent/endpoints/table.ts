@@ -1,12 +1,19 @@
-// The proxy's view of its endpoints: one undici keep-alive Pool per endpoint for traffic, one
-// single-connection Client per endpoint for /metrics (so scrapes never queue behind streams),
-// the scraped load, and our in-flight count. An endpoint is ready only after a successful scrape
+// The router's view of its endpoints, shared by `tessera proxy` and `tessera epp`: one undici
+// keep-alive Pool per endpoint for traffic (the proxy's; created idle, so the picker, which
+// forwards nothing, pays no connection), one single-connection Client per endpoint for /metrics
+// (so scrapes never queue behind streams), the scraped load, and our in-flight count. An endpoint is ready only after a successful scrape
 // and stops being ready as soon as one fails. Endpoints come and go with setEndpoints().
 import { Client, Pool } from "undici";
 import { TesseraError } from "../common/errors.js";
 import type { Logger } from "../common/log.js";
 import type { EndpointState } from "../routing/types.js";
 import { parseVllmMetrics } from "./scrape.js";
+
+/** Where endpoint URLs come from (static list, InferencePool watch); calls onChange with the full set. */
+export interface EndpointSource {
+  start(onChange: (urls: string[]) => void): Promise<void>;
+  stop(): Promise<void>;
+}
 
 export interface Endpoint {
   state: EndpointState; // handed to the router as is
@@ -155,4 +162,18 @@ export function createEndpointTable(opts: EndpointTableOptions): EndpointTable {
       list = [];
     },
   };
+}
+
+/** Fills the table from the static list and the source (which keeps it current), then scrapes
+ *  every endpoint once, so the first request finds ready ones. The proxy's and the picker's start. */
+export async function fillEndpoints(table: EndpointTable, urls: readonly string[], source: EndpointSource | undefined, log: Logger): Promise<void> {
+  table.setEndpoints(urls);
+  if (source) await source.start((list) => {
+    try {
+      table.setEndpoints(list);
+    } catch (err) {
+      log.error("endpoint list rejected", { error: err instanceof Error ? err.message : String(err) });
+    }
+  });
+  await table.scrapeAll();
 }

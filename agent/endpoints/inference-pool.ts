@@ -1,6 +1,7 @@
 // `--inference-pool <ns>/<name>`: endpoints from an inference.networking.k8s.io/v1 InferencePool.
 // Two list+watch caches (client-node ListWatch): the pool itself (its selector and target port)
-// and the pods it selects on this node only (fieldSelector spec.nodeName). Every change
+// and the pods it selects: on this node only (fieldSelector spec.nodeName) for the in-node proxy,
+// on every node for the endpoint picker (no nodeName). Every change
 // recomputes the endpoint set: ready pods with an IP, http://<podIP>:<targetPort>. A watch that
 // fails is restarted after a short backoff. The KubeConfig is injected (tests point it at
 // test/support/fake-apiserver.ts).
@@ -8,7 +9,7 @@ import { kubeApiError } from "../kube/api-error.js";
 import { CoreV1Api, CustomObjectsApi, ListWatch, Watch, type KubeConfig, type KubernetesListObject, type KubernetesObject, type V1Pod } from "@kubernetes/client-node";
 import { TesseraError } from "../common/errors.js";
 import { silentLogger, type Logger } from "../common/log.js";
-import type { EndpointSource } from "./server.js";
+import type { EndpointSource } from "./table.js";
 
 export const POOL_GROUP = "inference.networking.k8s.io";
 export const POOL_VERSION = "v1";
@@ -16,7 +17,8 @@ export const POOL_VERSION = "v1";
 export interface InferencePoolSourceOptions {
   kube: KubeConfig;
   pool: string; // "<namespace>/<name>"
-  nodeName: string;
+  /** Only pods on this node (the proxy); undefined: every node (the endpoint picker). */
+  nodeName: string | undefined;
   restartDelayMs?: number; // default 1000
   log?: Logger;
 }
@@ -81,7 +83,7 @@ export function createInferencePoolSource(opts: InferencePoolSourceOptions): End
     podCache = undefined;
     if (!target) return publish();
     const selector = target.selector;
-    const fieldSelector = `spec.nodeName=${opts.nodeName}`;
+    const fieldSelector = opts.nodeName === undefined ? undefined : `spec.nodeName=${opts.nodeName}`;
     const list = () => core.listNamespacedPod({ namespace, labelSelector: selector, fieldSelector }) as Promise<KubernetesListObject<V1Pod>>;
     const lw = new ListWatch<V1Pod>(`/api/v1/namespaces/${namespace}/pods`, new Watch(opts.kube), list, false, selector, fieldSelector);
     for (const ev of ["add", "update", "delete"] as const) lw.on(ev, publish);

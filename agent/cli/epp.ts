@@ -1,0 +1,48 @@
+// `tessera epp --listen <host:port> --endpoints <url,...> | --inference-pool <ns>/<name>`: the
+// prefix router as an Envoy ext_proc endpoint picker for gateways (docs/epp.md). Runs until
+// SIGTERM/SIGINT, then lets open streams finish (2 s deadline) and exits 0.
+import { int, logLevelOf, parseFlags, str, VERB_FLAGS, type ParsedArgs } from "../common/config.js";
+import { TesseraError } from "../common/errors.js";
+import { createLogger } from "../common/log.js";
+import type { EppOptions } from "../epp/server.js";
+import { endpointSourceFlags, inferencePoolSource, routerOptionsFromArgs, untilSignal } from "./proxy.js";
+import type { CliIO } from "./io.js";
+
+/** Flags -> EppOptions (without the InferencePool source, which needs the cluster). */
+export function eppOptionsFromArgs(args: ParsedArgs): EppOptions {
+  const { endpoints } = endpointSourceFlags(args, "epp");
+  for (const name of ["scrape-interval-ms", "max-body-bytes"]) {
+    if (int(args, name) <= 0) throw new TesseraError("TESSERA_CONFIG", `--${name}=${int(args, name)}: expected a positive number`);
+  }
+  const bodyMode = str(args, "body-mode");
+  if (bodyMode !== "full-duplex" && bodyMode !== "buffered") throw new TesseraError("TESSERA_CONFIG", `--body-mode=${bodyMode.slice(0, 64)}: expected full-duplex or buffered`);
+  const slackText = str(args, "cold-slack");
+  const coldSlack = Number(slackText);
+  if (slackText.trim() === "" || !Number.isFinite(coldSlack)) throw new TesseraError("TESSERA_CONFIG", `--cold-slack=${slackText.slice(0, 64)}: expected a number`);
+  return {
+    listen: str(args, "listen"),
+    metricsListen: str(args, "metrics-listen"),
+    endpoints,
+    bodyMode,
+    scrapeIntervalMs: int(args, "scrape-interval-ms"),
+    maxBodyBytes: int(args, "max-body-bytes"),
+    router: { ...routerOptionsFromArgs(args), coldSlack },
+  };
+}
+
+export async function runEpp(argv: string[], io: CliIO): Promise<number> {
+  const args = parseFlags(argv, VERB_FLAGS.epp, io.env);
+  const options = eppOptionsFromArgs(args);
+  const log = createLogger({ level: logLevelOf(args), write: (line) => io.stderr(line + "\n") });
+  options.log = log;
+  const { resolveRouterConfig } = await import("../routing/config.js");
+  resolveRouterConfig(options.router); // flag errors before anything starts
+  // every ready pod of the pool, on every node: the gateway reaches them all
+  options.source = await inferencePoolSource(args, io, log, undefined);
+  const { startEpp } = await import("../epp/server.js");
+  const epp = await startEpp(options);
+  io.stdout(`tessera epp listening on ${epp.target} (ext_proc gRPC)${epp.metricsUrl ? `, metrics on ${epp.metricsUrl}/metrics` : ""}\n`);
+  await untilSignal();
+  await epp.stop();
+  return 0;
+}
