@@ -20,6 +20,9 @@ import { preparableFacts } from "../discovery/device-facts.js";
 import { nvidiaSmiSeam } from "../discovery/index.js";
 import { DEFAULT_EXEC_OPTIONS } from "../discovery/exec.js";
 import { createMigManager } from "../mig/manager.js";
+import { execFile } from "../discovery/exec.js";
+import { createMpsControl, mpsDirs, type MpsControl } from "../sharing/mps.js";
+import { createTimeSlicer } from "../sharing/timeslice.js";
 import { openKube, parseKubeSpec, type KubeTarget } from "../kube/kube-source.js";
 import { assertModeSupported, readServerVersion } from "../kube/server-version.js";
 import { startNodePublishing } from "../slices/node-publishing.js";
@@ -51,12 +54,16 @@ export interface AgentDeps {
   registrationGraceMs?: number;
   /** With --rolling-update-uid: how long the previous pod may take to hand over; default 30 s. */
   handoverTimeoutMs?: number;
+  /** Seconds between MPS daemon liveness checks (--mps-check-interval); 0 or absent: only `mps.check()`. */
+  mpsCheckIntervalS?: number;
 }
 
 export interface AgentHandle {
   draSocket: string;
   registrationSocket: string;
   plugin: KubeletPlugin;
+  /** The claims' MPS control daemons (status for diag; check() runs one supervision round). */
+  mps: MpsControl;
   lock: StateLock;
   metrics: AgentMetricsRegistry;
   http?: AgentHttp;
@@ -178,6 +185,17 @@ export async function startAgent(config: NodeConfig, deps: AgentDeps = {}): Prom
     facts = preparableFacts(inventory, config.migMode);
     log.info("discovered devices", { node: config.nodeName, gpus: inventory.gpus.length, devices: facts.size });
 
+    const mps = createMpsControl({
+      exec: execFile,
+      bin: config.mpsControl,
+      stateDir: config.stateDir,
+      execOptions: DEFAULT_EXEC_OPTIONS,
+      log,
+      onRestart: () => metrics.mpsRestart(),
+      intervalMs: (deps.mpsCheckIntervalS ?? 0) * 1000,
+    });
+    cleanups.push(async () => mps.close());
+    const sharing = { timeSlicer: createTimeSlicer({ ...nvidiaSmiSeam(config), execOptions: DEFAULT_EXEC_OPTIONS, log }), mps, mpsDirs: (uid: string) => mpsDirs(config.stateDir, uid) };
     const plugin = await unlessAborted(
       signal,
       "starting the kubelet plugin",
@@ -188,6 +206,7 @@ export async function startAgent(config: NodeConfig, deps: AgentDeps = {}): Prom
         bootId: async () => bootId,
         metrics,
         events,
+        sharing,
         ...(deps.toolkitDirs ? { toolkitDirs: deps.toolkitDirs } : {}),
         // Dynamic MIG: instances are created through the same nvidia-smi seam discovery reads, and
         // read back by a fresh rediscovery (which also republishes the slices).
@@ -236,6 +255,7 @@ export async function startAgent(config: NodeConfig, deps: AgentDeps = {}): Prom
       draSocket: plugin.draSocket,
       registrationSocket: plugin.registrationSocket,
       plugin,
+      mps,
       lock,
       metrics,
       ...(http ? { http } : {}),
@@ -246,6 +266,7 @@ export async function startAgent(config: NodeConfig, deps: AgentDeps = {}): Prom
         stopping ??= (async () => {
           await stopPublishing();
           await plugin.stop(deadlineMs);
+          mps.close();
           await events.idle();
           await http?.close();
           await lock.release();
@@ -282,7 +303,7 @@ export async function runAgent(argv: string[], io: CliIO): Promise<number> {
   });
   let agent: AgentHandle;
   try {
-    agent = await startAgent(config, { log, env: io.env, rediscoverIntervalS: int(args, "rediscover-interval"), signals: process, signal: abort.signal, ...(httpListen ? { httpListen } : {}) });
+    agent = await startAgent(config, { log, env: io.env, rediscoverIntervalS: int(args, "rediscover-interval"), mpsCheckIntervalS: int(args, "mps-check-interval"), signals: process, signal: abort.signal, ...(httpListen ? { httpListen } : {}) });
   } catch (err) {
     if (!abort.signal.aborted) throw err;
     const signal = await signalled;
