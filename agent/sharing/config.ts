@@ -189,3 +189,22 @@ export function mpsPlanOf(devices: readonly { deviceName: string; uuid: string; 
   }
   return plan;
 }
+
+/**
+ * The sharing setting of every allocated device of this driver, from an allocation result (diag
+ * explain, claims apply). Tessera device names say the kind (`gpu-N-mig-…` is a MIG device).
+ */
+export function allocationSharing(
+  allocation: { devices?: { results?: readonly { request: string; driver: string; device: string }[]; config?: readonly DeviceAllocationConfiguration[] } },
+  driverName: string,
+  claim: string,
+): { request: string; device: string; sharing: DeviceSharing }[] {
+  const ordered = driverConfigs(allocation.devices?.config, driverName);
+  const out: { request: string; device: string; sharing: DeviceSharing }[] = [];
+  for (const r of allocation.devices?.results ?? []) {
+    if (r.driver !== driverName) continue;
+    const sharing = sharingForDevice(ordered, { request: r.request, deviceName: r.device, kind: /-mig-/.test(r.device) ? "mig" : "gpu" }, claim);
+    if (sharing) out.push({ request: r.request, device: r.device, sharing });
+  }
+  return out;
+}

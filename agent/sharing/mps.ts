@@ -26,6 +26,8 @@ const BACKOFF_BASE_MS = 1000;
 const BACKOFF_MAX_MS = 60_000;
 /** A daemon alive this long after a restart counts as stable again (backoff reset). */
 const STABLE_MS = 60_000;
+/** How long a daemon may take to exit after `quit`. */
+const QUIT_WAIT_MS = 5000;
 
 export interface MpsDirs {
   pipeDir: string;
@@ -152,6 +154,15 @@ export function createMpsControl(deps: MpsControlDeps): MpsControl {
     return Number.isSafeInteger(pid) && pid > 0 && alive(pid) ? pid : undefined;
   }
 
+  async function gone(pid: number): Promise<boolean> {
+    const until = now() + QUIT_WAIT_MS;
+    while (alive(pid)) {
+      if (now() >= until) return false;
+      await new Promise((res) => setTimeout(res, 10));
+    }
+    return true;
+  }
+
   async function run(spec: MpsDaemonSpec, dirs: MpsDirs, args: string[], input: string | undefined, what: string): Promise<void> {
     const cmd = [deps.bin, ...args].join(" ");
     const r = await deps.exec(deps.bin, args, { ...deps.execOptions, env: daemonEnv(spec, dirs), ...(input !== undefined ? { input } : {}) }).catch((err: unknown) => {
@@ -233,14 +244,18 @@ export function createMpsControl(deps: MpsControlDeps): MpsControl {
         const known = daemons.get(uid);
         daemons.delete(uid);
         const spec = known?.spec ?? { uid, uuids: [] };
-        if ((await pidOf(dirs)) !== undefined) {
+        const pid = await pidOf(dirs);
+        if (pid !== undefined) {
+          const keep = (err: unknown): never => {
+            if (known) daemons.set(uid, known); // still running: keep supervising, the next unprepare retries
+            throw err;
+          };
           await run(spec, dirs, [], "quit\n", "stop the MPS control daemon").catch(async (err: unknown) => {
-            if ((await pidOf(dirs)) !== undefined) {
-              if (known) daemons.set(uid, known); // still running: keep supervising, the next unprepare retries
-              throw err;
-            }
+            if ((await pidOf(dirs)) !== undefined) keep(err);
           });
-          deps.log.info("stopped MPS control daemon", { claim: uid });
+          // `quit` is answered before the daemon is gone: its directories go only after it.
+          if (!(await gone(pid))) keep(new TesseraError("TESSERA_SHARING", `claim ${uid}: the MPS control daemon (pid ${pid}) did not exit within ${QUIT_WAIT_MS} ms of \`quit\`; MPS clients may still hold it (see ${dirs.logDir}/control.log); the kubelet retries the unprepare`));
+          deps.log.info("stopped MPS control daemon", { claim: uid, pid });
         }
         await fsp.rm(path.dirname(dirs.pipeDir), { recursive: true, force: true });
       }),
