@@ -163,6 +163,7 @@ const timeslice = (dir: string, gpu: string): number | undefined => (existsSync(
 
 t.test("time-slicing through the real seam: set on prepare, kept while a claim holds it, Default after the last; conflicts refused", async (t) => {
   const dir = tempDir("tsh-");
+  reapDaemons(t, dir); // only if the conflict check failed and the MPS claim started one
   const s = await seamAgent(t, dir);
   const st = createStandaloneStore(join(dir, "store"));
   const a = claim({ name: "ts-a", uid: uid(1), results: [{ device: "gpu-4", shareID: uid(901) }], config: [{ parameters: timeSliced("Long") }] });

@@ -1,11 +1,13 @@
 // The ordered steps of prepare and unprepare, one claim at a time per UID (claims in parallel).
 //   prepare:   checkpoint hit? -> ensure CDI (and its MIG instances), answer | read claim -> same
-//              UID -> computePrepared -> conflict check + PrepareStarted (one synchronous step)
-//              -> save (the intent: which placements this claim will create) -> per dynamic MIG
-//              placement: create the instance, read it back, save its GI/CI -> CDI spec
-//              -> PrepareCompleted -> save -> answer
-//   unprepare: destroy the MIG instances this claim created (CI, then GI) -> remove CDI spec
-//              -> drop entry -> save (unknown UIDs succeed)
+//              UID -> computePrepared (GpuConfig decoded per device) -> conflict check (devices,
+//              sharing strategies) + PrepareStarted (one synchronous step) -> save (the intent:
+//              which placements this claim will create, which sharing it sets) -> per dynamic MIG
+//              placement: create the instance, read it back, save its GI/CI -> time-slice policy,
+//              MPS daemon -> CDI spec (MPS mounts/env) -> PrepareCompleted -> save -> answer
+//   unprepare: stop the MPS daemon, time-slice policy back to Default if no other claim holds one
+//              on the GPU -> destroy the MIG instances this claim created (CI, then GI) -> remove
+//              CDI spec -> drop entry -> save (unknown UIDs succeed)
 //   restore:   re-create CDI specs after a reboot; a claim that crashed mid-prepare and no longer
 //              exists has the instances it created destroyed; instances Tessera did not create
 //              are never touched.
