@@ -277,6 +277,10 @@ t.test("MPS through the real seam: a daemon per claim with its limits, CDI mount
   t.same(s.agent.mps.status().map((x) => [x.uid, x.state, x.restarts, x.pid]), [[uid(11), "running", 1, pid2]], "status: running, one restart");
   t.match(await s.agent.metrics.text(), /tessera_mps_daemon_restarts_total 1\n/, "metrics count the restart");
   t.match(await s.agent.metrics.text(), /tessera_mps_daemons\{state="running"\} 1\n/, "and the running daemon");
+  const io = captureIO({});
+  const diagCode = await main(["diag", "prepare", "default/mps-a", "--kubelet-root", join(dir, "k"), "--state-dir", join(dir, "s"), "--node-name", "node-a", "--kube", `standalone:${join(dir, "store")}`, "-o", "json"], io);
+  t.equal(diagCode, 0, io.err.join(""));
+  t.same((JSON.parse(io.out.join("")) as { mps?: unknown }).mps, { uid: uid(11), pipeDir: pipe, state: "running", restarts: 1, pid: pid2 }, "diag prepare shows the claim's daemon: running, one restart, its pid");
   t.same(lines(join(dir, "mps-calls.jsonl")).filter((x) => "command" in x).slice(-2).map((x) => x.command), ["set_default_active_thread_percentage 50", "set_default_device_pinned_mem_limit 0 10240M"], "the restarted daemon gets the limits again");
 
   // Agent restart: the running daemon of the prepared claim is adopted, not started twice.

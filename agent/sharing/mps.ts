@@ -12,12 +12,15 @@
 // socket path must fit a unix socket.
 import { promises as fsp } from "node:fs";
 import * as path from "node:path";
+import { writeFileAtomic } from "../common/atomic-file.js";
 import { describeChain, TesseraError } from "../common/errors.js";
 import type { Logger } from "../common/log.js";
 import type { ExecFn, ExecOptions } from "../discovery/exec.js";
 import { toolMessage } from "../mig/commands.js";
 
 export const MPS_PID_FILE = "nvidia-cuda-mps-control.pid";
+/** <state-dir>/mps/<uid>/status.json: the supervisor's view of the daemon, for `diag prepare`. */
+export const MPS_STATUS_FILE = "status.json";
 /** Where the CDI spec mounts the claim's pipe and log directories in the container. */
 export const MPS_CONTAINER_PIPE_DIR = "/tmp/nvidia-mps";
 export const MPS_CONTAINER_LOG_DIR = "/tmp/nvidia-mps-log";
@@ -115,6 +118,19 @@ export function clientEnv(spec: MpsDaemonSpec): string[] {
   return env;
 }
 
+/** The supervisor's last recorded status of a claim's daemon (written by the agent), if any. */
+export async function readMpsStatus(stateDir: string, uid: string): Promise<MpsStatus | undefined> {
+  const dirs = mpsDirs(stateDir, uid);
+  const text = await fsp.readFile(path.join(path.dirname(dirs.pipeDir), MPS_STATUS_FILE), "utf8").catch(() => undefined);
+  if (text === undefined) return undefined;
+  try {
+    const s = JSON.parse(text) as MpsStatus;
+    return typeof s === "object" && s !== null && typeof s.state === "string" ? s : undefined;
+  } catch {
+    return undefined; // torn or foreign: no status to show
+  }
+}
+
 const defaultAlive = (pid: number): boolean => {
   try {
     process.kill(pid, 0);
@@ -188,7 +204,26 @@ export function createMpsControl(deps: MpsControlDeps): MpsControl {
     return { how, pid };
   }
 
+  const written = new Map<string, string>();
+  const statusOf = (d: Supervised): MpsStatus => ({ uid: d.spec.uid, pipeDir: d.dirs.pipeDir, state: d.state, restarts: d.restarts, ...(d.pid !== undefined ? { pid: d.pid } : {}), ...(d.lastError ? { lastError: d.lastError } : {}) });
+  /** Records the daemon's status for diag when it changed; a failure to write is only logged. */
+  async function publish(d: Supervised): Promise<void> {
+    const text = JSON.stringify(statusOf(d)) + "\n";
+    if (written.get(d.spec.uid) === text) return;
+    try {
+      await writeFileAtomic(path.join(path.dirname(d.dirs.pipeDir), MPS_STATUS_FILE), text, 0o644);
+      written.set(d.spec.uid, text);
+    } catch (err) {
+      deps.log.warn("cannot record the MPS daemon status for diag", { claim: d.spec.uid, err: describeChain(err) });
+    }
+  }
+
   async function checkOne(d: Supervised): Promise<void> {
+    await checkState(d);
+    if (daemons.get(d.spec.uid) === d) await publish(d);
+  }
+
+  async function checkState(d: Supervised): Promise<void> {
     const pid = await pidOf(d.dirs);
     if (pid !== undefined) {
       d.pid = pid;
@@ -234,7 +269,9 @@ export function createMpsControl(deps: MpsControlDeps): MpsControl {
         const dirs = mpsDirs(deps.stateDir, spec.uid);
         const r = await startOrAdopt(spec, dirs);
         const prev = daemons.get(spec.uid);
-        daemons.set(spec.uid, { spec, dirs, state: "running", restarts: prev?.restarts ?? 0, crashes: 0, startedAt: now(), nextAttemptAt: 0, ...(r.pid !== undefined ? { pid: r.pid } : {}) });
+        const d: Supervised = { spec, dirs, state: "running", restarts: prev?.restarts ?? 0, crashes: 0, startedAt: now(), nextAttemptAt: 0, ...(r.pid !== undefined ? { pid: r.pid } : {}) };
+        daemons.set(spec.uid, d);
+        await publish(d);
         deps.log.info(r.how === "started" ? "started MPS control daemon" : "adopted running MPS control daemon", { claim: spec.uid, pid: r.pid, devices: spec.uuids });
         return r.how;
       }),
@@ -243,6 +280,7 @@ export function createMpsControl(deps: MpsControlDeps): MpsControl {
         const dirs = mpsDirs(deps.stateDir, uid);
         const known = daemons.get(uid);
         daemons.delete(uid);
+        written.delete(uid);
         const spec = known?.spec ?? { uid, uuids: [] };
         const pid = await pidOf(dirs);
         if (pid !== undefined) {
@@ -263,8 +301,7 @@ export function createMpsControl(deps: MpsControlDeps): MpsControl {
       serial(async () => {
         for (const d of daemons.values()) await checkOne(d);
       }),
-    status: () =>
-      [...daemons.values()].map((d) => ({ uid: d.spec.uid, pipeDir: d.dirs.pipeDir, state: d.state, restarts: d.restarts, ...(d.pid !== undefined ? { pid: d.pid } : {}), ...(d.lastError ? { lastError: d.lastError } : {}) })),
+    status: () => [...daemons.values()].map(statusOf),
     close() {
       if (timer) clearInterval(timer);
     },
