@@ -19,6 +19,7 @@ import { createStandaloneStore } from "../agent/kube/standalone-store.js";
 import type { DeviceAllocationConfiguration } from "../agent/kube/types.js";
 import { createDraClient } from "../agent/plugin/protos.js";
 import { decodeGpuConfig, driverConfigs, sharingForDevice } from "../agent/sharing/config.js";
+import { agentProcess } from "./support/agent-process.js";
 import { claim, nodeConfig, ref, startEnv, tempDir, uid, DRIVER } from "./support/kubelet-env.js";
 
 const ROOT = join(fileURLToPath(new URL(".", import.meta.url)), "..", "..");
@@ -139,11 +140,11 @@ function simEnv(dir: string): Record<string, string> {
 }
 
 /** An in-process agent on the seams; its children (nvidia-smi, mps-control) inherit the sim env. */
-async function seamAgent(t: Test, dir: string): Promise<Seam> {
+async function seamAgent(t: Test, dir: string, bootId = "boot-1"): Promise<Seam> {
   const saved = { ...process.env };
   Object.assign(process.env, simEnv(dir));
   const config = nodeConfig(dir, seamFlags(dir));
-  const agent = await startAgent(config, { log: createMemoryLogger(), bootId: async () => "boot-1", toolkitDirs: [config.cdiRoot], rediscoverIntervalS: 0 });
+  const agent = await startAgent(config, { log: createMemoryLogger(), bootId: async () => bootId, toolkitDirs: [config.cdiRoot], rediscoverIntervalS: 0 });
   const v1 = createDraClient(agent.draSocket, "v1", { deadlineMs: 90_000 });
   let closed: Promise<void> | undefined;
   const close = (): Promise<void> =>
@@ -164,7 +165,7 @@ const timeslice = (dir: string, gpu: string): number | undefined => (existsSync(
 t.test("time-slicing through the real seam: set on prepare, kept while a claim holds it, Default after the last; conflicts refused", async (t) => {
   const dir = tempDir("tsh-");
   reapDaemons(t, dir); // only if the conflict check failed and the MPS claim started one
-  const s = await seamAgent(t, dir);
+  let s = await seamAgent(t, dir);
   const st = createStandaloneStore(join(dir, "store"));
   const a = claim({ name: "ts-a", uid: uid(1), results: [{ device: "gpu-4", shareID: uid(901) }], config: [{ parameters: timeSliced("Long") }] });
   const b = claim({ name: "ts-b", uid: uid(2), results: [{ device: "gpu-4", shareID: uid(902) }], config: [{ parameters: timeSliced("Long") }] });
@@ -187,12 +188,48 @@ t.test("time-slicing through the real seam: set on prepare, kept while a claim h
   t.notOk(r2.claims?.[uid(5)]?.error, "a claim without sharing config shares the GPU as before");
   t.same(lines(join(dir, "mps-calls.jsonl")), [], "the refused MPS claim started no daemon");
 
+  // A reboot (the driver forgets the policy): the restarted agent sets it again for the prepared claims.
+  await s.close();
+  const sim = JSON.parse(readFileSync(join(dir, "sim-state.json"), "utf8")) as SimState;
+  writeFileSync(join(dir, "sim-state.json"), JSON.stringify({ ...sim, timeslice: {} }));
+  s = await seamAgent(t, dir, "boot-2");
+  t.equal(timeslice(dir, GPU(4)), 3, "after a reboot the prepared claims' policy is set again");
+  t.equal(smiCalls(dir).length, 4, "once per prepared claim (a, b)");
+
   t.notOk((await s.v1.unprepare({ claims: [ref(a)] })).claims?.[uid(1)]?.error);
   t.equal(timeslice(dir, GPU(4)), 3, "unprepare of one of two time-sliced claims keeps the policy");
   t.notOk((await s.v1.unprepare({ claims: [ref(b)] })).claims?.[uid(2)]?.error);
   t.equal(timeslice(dir, GPU(4)), 0, "the last one sets DEFAULT again");
   t.equal(smiCalls(dir).at(-1), `compute-policy -i ${GPU(4)} --set-timeslice 0`, "with --set-timeslice 0");
-  t.equal(smiCalls(dir).length, 3, "set, set (b), reset: nothing for the refused or plain claims");
+  t.equal(smiCalls(dir).length, 5, "set (a), set (b), set again after the reboot (a, b), reset: nothing for the refused or plain claims");
+});
+
+t.test("SIGKILL between setting a time-slice policy and recording the claim done: the restarted agent sets Default once the claim is gone", async (t) => {
+  const dir = tempDir("tsh-");
+  const st = createStandaloneStore(join(dir, "store"));
+  const c = claim({ name: "ts-kill", uid: uid(21), results: [{ device: "gpu-6" }], config: [{ parameters: timeSliced("Medium") }] });
+  await st.putClaim(c);
+  const flags = ["--kubelet-root", join(dir, "k"), "--cdi-root", join(dir, "cdi"), "--node-name", "node-a", "--kube", `standalone:${join(dir, "store")}`, "--rediscover-interval", "0", "--http-listen", "127.0.0.1:0", ...seamFlags(dir)];
+  const env = { ...process.env, ...simEnv(dir) };
+  const first = await agentProcess(flags, { ...env, TESSERA_SIM_KILL_PARENT_AFTER_TIMESLICE: "1" });
+  const v1 = createDraClient(join(dir, "k", "plugins", "gpu.tessera.dev", "dra.sock"), "v1", { deadlineMs: 90_000 });
+  await v1.prepare({ claims: [ref(c)] }).then(
+    () => t.fail("the agent answered although it was killed"),
+    () => undefined,
+  );
+  v1.close();
+  await first.exited;
+  t.equal(first.proc.signalCode, "SIGKILL", "the agent died right after setting the policy");
+  t.equal(timeslice(dir, GPU(6)), 2, "the GPU runs the Medium policy of a claim not recorded done");
+  await st.deleteClaim("default", "ts-kill");
+  const second = await agentProcess(flags, env);
+  t.teardown(async () => {
+    second.proc.kill("SIGTERM");
+    await second.exited;
+  });
+  t.equal(timeslice(dir, GPU(6)), 0, "restart: the policy of a claim that no longer exists is set back to Default");
+  const ck = JSON.parse(readFileSync(join(dir, "s", "checkpoint.json"), "utf8")) as { data: { claims: Record<string, unknown> } };
+  t.notOk(uid(21) in ck.data.claims, "and its entry is dropped");
 });
 
 t.test("simulated nvidia-smi compute-policy: the real syntax and numbering, refusals on MIG", async (t) => {
