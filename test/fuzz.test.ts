@@ -1,6 +1,6 @@
 // Every registered fuzz surface (test/support/fuzz-surfaces.ts) for a small fixed budget: seeded,
 // so a failure here names the seed and case index and reruns with `npm run bench -- fuzz`.
-// The long budget is `npm run bench -- fuzz` (docs/reliability-proxy-discovery.md has its figures).
+// The long budget is `npm run bench -- fuzz` (docs/reliability.md has the figures of the last one).
 import t from "tap";
 import { mkdtempSync, readFileSync } from "node:fs";
 import { tmpdir } from "node:os";

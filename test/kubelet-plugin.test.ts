@@ -69,7 +69,7 @@ t.test("registration: GetInfo answers fast; NotifyRegistrationStatus is kept; so
   const t0 = Date.now();
   const info = await env.reg.getInfo({}, 1000);
   t.ok(Date.now() - t0 < 1000, "within the kubelet's 1 s");
-  t.same(info, { type: "DRAPlugin", name: "gpu.tessera.dev", endpoint: env.config.draSocket, supported_versions: ["v1.DRAPlugin", "v1beta1.DRAPlugin"] });
+  t.same(info, { type: "DRAPlugin", name: "gpu.tessera.dev", endpoint: env.config.draSocket, supported_versions: ["v1.DRAPlugin", "v1beta1.DRAPlugin", "v1.DRAResourceHealth", "v1alpha1.DRAResourceHealth"] });
   t.equal(env.agent.plugin.registration.last(), undefined);
   await env.reg.notify({ plugin_registered: false, error: "version mismatch" });
   t.match(env.agent.plugin.registration.last(), { plugin_registered: false, error: "version mismatch" });

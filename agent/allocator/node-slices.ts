@@ -2,12 +2,17 @@
 // buildResourceSlices. What `claims apply` and `diag explain` allocate against without a cluster.
 import { NODE_FLAGS, parseFlags, resolveNodeConfig, type NodeConfig } from "../common/config.js";
 import { createDiscovery } from "../discovery/index.js";
-import type { ResourceSlice } from "../kube/types.js";
-import { buildResourceSlices } from "../slices/build.js";
+import type { DeviceTaint, ResourceSlice } from "../kube/types.js";
+import { buildResourceSlices, healthTargets } from "../slices/build.js";
+import { createKeeper, taintsByDevice } from "../health/keeper.js";
+import { readHealthFile } from "../health/store.js";
 
+/** With the taints the agent keeps in the state dir (health.json), as it would publish them. */
 export async function discoverNodeSlices(config: NodeConfig): Promise<ResourceSlice[]> {
   const inv = await createDiscovery(config).discover();
-  return buildResourceSlices(inv, { driverName: config.driverName, nodeName: config.nodeName, migMode: config.migMode, gpuSharing: config.gpuSharing });
+  const { file } = await readHealthFile(config.stateDir);
+  const taints = file ? taintsByDevice(createKeeper({ now: () => new Date(), holdDownMs: Number.MAX_SAFE_INTEGER, initial: file }), healthTargets(inv, config.migMode, config.gpuSharing)) : new Map<string, DeviceTaint[]>();
+  return buildResourceSlices(inv, { driverName: config.driverName, nodeName: config.nodeName, migMode: config.migMode, gpuSharing: config.gpuSharing, taints });
 }
 
 /** Slices of a fixture node (tests, bench): `fixture:<name>`, node name = fixture name. */

@@ -7,7 +7,7 @@
 import * as os from "node:os";
 import * as path from "node:path";
 import { createAgentMetrics, type AgentMetricsRegistry } from "../common/agent-metrics.js";
-import { assertSocketPath, int, parseFlags, parseHttpListen, resolveNodeConfig, str, VERB_FLAGS, type HostPort, type NodeConfig } from "../common/config.js";
+import { assertSocketPath, DEFAULT_KMSG_PATH, int, parseFlags, parseHttpListen, resolveHealthConfig, resolveNodeConfig, str, VERB_FLAGS, type HealthConfig, type HostPort, type NodeConfig } from "../common/config.js";
 import { TesseraError } from "../common/errors.js";
 import { checkDirs } from "../common/preflight.js";
 import { clusterEventSink, createEventRecorder, type EventSink } from "../kube/events.js";
@@ -17,8 +17,11 @@ import { startAgentHttp, type AgentHttp } from "./agent-http.js";
 import { createLogger, type Logger } from "../common/log.js";
 import type { DeviceFacts, Inventory } from "../discovery/model.js";
 import { preparableFacts } from "../discovery/device-facts.js";
-import { nvidiaSmiSeam } from "../discovery/index.js";
-import { DEFAULT_EXEC_OPTIONS } from "../discovery/exec.js";
+import { defaultFixturesDir, nvidiaSmiSeam, resolveFixture } from "../discovery/index.js";
+import { DEFAULT_EXEC_OPTIONS, type ExecFn } from "../discovery/exec.js";
+import { existsSync } from "node:fs";
+import { startHealthMonitor, type HealthMonitor, type HealthMonitorOptions } from "../health/monitor.js";
+import { healthTargets } from "../slices/build.js";
 import { createMigManager } from "../mig/manager.js";
 import { execFile } from "../discovery/exec.js";
 import { createMpsControl, mpsDirs, type MpsControl } from "../sharing/mps.js";
@@ -56,7 +59,31 @@ export interface AgentDeps {
   handoverTimeoutMs?: number;
   /** Seconds between MPS daemon liveness checks (--mps-check-interval); 0 or absent: only `mps.check()`. */
   mpsCheckIntervalS?: number;
+  /** Device health settings (HEALTH_FLAGS); default: their flag defaults. */
+  health?: HealthConfig;
+  /** Seams of device health (tests): the clock, the sweep period, the nvidia-smi exec, the kmsg poll. */
+  healthDeps?: { now?: () => Date; sweepMs?: number; exec?: ExecFn; kmsgPollMs?: number };
 }
+
+/** Where XIDs and health queries come from: --kmsg (a fixture: its kmsg.txt), the nvidia-smi seam.
+ *  An injected inventory (tests, demo) has no nvidia-smi and reads a kernel log only when named. */
+function healthSources(config: NodeConfig, health: HealthConfig, injected: boolean, seams: AgentDeps["healthDeps"]): Pick<HealthMonitorOptions, "kmsgPath" | "query" | "kmsgPollMs"> {
+  const out: Pick<HealthMonitorOptions, "kmsgPath" | "query" | "kmsgPollMs"> = {};
+  if (seams?.kmsgPollMs) out.kmsgPollMs = seams.kmsgPollMs;
+  const fixture = config.discovery.startsWith("fixture:") ? resolveFixture(config.discovery, defaultFixturesDir()) : undefined;
+  if (health.kmsg !== undefined) {
+    if (health.kmsg !== "off") out.kmsgPath = health.kmsg;
+  } else if (fixture) {
+    if (existsSync(path.join(fixture, "kmsg.txt"))) out.kmsgPath = path.join(fixture, "kmsg.txt");
+  } else if (!injected) out.kmsgPath = DEFAULT_KMSG_PATH;
+  if (!injected || seams?.exec) {
+    const seam = nvidiaSmiSeam(config, seams?.exec ? { exec: seams.exec } : {});
+    out.query = { exec: seam.exec, bin: seam.bin, timeoutMs: Math.min(DEFAULT_EXEC_OPTIONS.timeoutMs, health.intervalS * 1000) };
+  }
+  return out;
+}
+
+export const DEFAULT_HEALTH_CONFIG: HealthConfig = { intervalS: 10, holdDownS: 300, apiVersions: ["v1", "v1alpha1"] };
 
 export interface AgentHandle {
   draSocket: string;
@@ -66,6 +93,8 @@ export interface AgentHandle {
   mps: MpsControl;
   lock: StateLock;
   metrics: AgentMetricsRegistry;
+  /** Device health: taints, evidence, the kubelet's health feed. */
+  health: HealthMonitor;
   http?: AgentHttp;
   /** Resolves after the next ResourceSlice sync that left the backend as desired. */
   slicesSynced(): Promise<void>;
@@ -121,6 +150,7 @@ export async function startAgent(config: NodeConfig, deps: AgentDeps = {}): Prom
   const log = deps.log ?? createLogger({ level: config.logLevel });
   const signal = deps.signal;
   const metrics = deps.metrics ?? createAgentMetrics();
+  const healthConfig = deps.health ?? DEFAULT_HEALTH_CONFIG;
   // Refuse a path the kernel would truncate, or a directory we could not write, before
   // discovering, locking, publishing or creating anything else.
   assertSocketPath(config.draSocket);
@@ -159,6 +189,12 @@ export async function startAgent(config: NodeConfig, deps: AgentDeps = {}): Prom
     // keeps the last good inventory on failure, and republishes on every change. An injected
     // inventory (demo, tests) is a discovery that always answers it, with no timer.
     const fixed = deps.inventory;
+    // Device health: started once the first inventory is known; until then nothing is tainted.
+    let monitor: HealthMonitor | undefined;
+    const published = (inv: Inventory): Inventory => {
+      const ghosts = monitor?.ghosts() ?? [];
+      return ghosts.length === 0 ? inv : { ...inv, gpus: [...inv.gpus, ...ghosts.filter((g) => !inv.gpus.some((x) => x.name === g.name))] };
+    };
     const publishing = await unlessAborted(
       signal,
       "discovering GPUs",
@@ -172,7 +208,10 @@ export async function startAgent(config: NodeConfig, deps: AgentDeps = {}): Prom
         ...(signal ? { discoveryDeps: { execOptions: { signal } } } : {}),
         onInventory: (inv) => {
           facts = preparableFacts(inv, config.migMode);
+          monitor?.inventoryChanged(inv);
         },
+        decorate: published,
+        taints: () => monitor?.taints() ?? new Map(),
         onDiscovery: (s, code) => metrics.discovery(s, code),
         onSync: (o, s) => metrics.slicePublish(o, s),
       }),
@@ -184,6 +223,26 @@ export async function startAgent(config: NodeConfig, deps: AgentDeps = {}): Prom
     const inventory = publishing.watcher.current() as Inventory;
     facts = preparableFacts(inventory, config.migMode);
     log.info("discovered devices", { node: config.nodeName, gpus: inventory.gpus.length, devices: facts.size });
+    const healthMonitor = await startHealthMonitor({
+      nodeName: config.nodeName,
+      stateDir: config.stateDir,
+      bootId,
+      holdDownMs: healthConfig.holdDownS * 1000,
+      intervalMs: healthConfig.intervalS * 1000,
+      log,
+      metrics,
+      events,
+      inventory,
+      targets: () => healthTargets(published(publishing.watcher.current() as Inventory), config.migMode, config.gpuSharing),
+      onTaintsChanged: () => publishing.republish(),
+      ...healthSources(config, healthConfig, fixed !== undefined, deps.healthDeps),
+      ...(deps.healthDeps?.now ? { now: deps.healthDeps.now } : {}),
+      ...(deps.healthDeps?.sweepMs ? { sweepMs: deps.healthDeps.sweepMs } : {}),
+    });
+    monitor = healthMonitor;
+    cleanups.push(() => healthMonitor.stop());
+    publishing.republish(); // taints restored from the state dir
+    void healthMonitor.check().catch(() => undefined);
 
     const mps = createMpsControl({
       exec: execFile,
@@ -200,6 +259,7 @@ export async function startAgent(config: NodeConfig, deps: AgentDeps = {}): Prom
       signal,
       "starting the kubelet plugin",
       startKubeletPlugin(config, {
+        // (device health feeds the kubelet's DRAResourceHealth stream)
         log,
         devices: () => facts,
         claims: deps.claims ?? claimSourceOf(target),
@@ -207,6 +267,12 @@ export async function startAgent(config: NodeConfig, deps: AgentDeps = {}): Prom
         metrics,
         events,
         sharing,
+        health: {
+          feed: healthMonitor.feed,
+          versions: healthConfig.apiVersions,
+          heartbeatMs: healthConfig.intervalS * 1000,
+          timeoutSeconds: healthConfig.intervalS * 3,
+        },
         ...(deps.toolkitDirs ? { toolkitDirs: deps.toolkitDirs } : {}),
         // Dynamic MIG: instances are created through the same nvidia-smi seam discovery reads, and
         // read back by a fresh rediscovery (which also republishes the slices).
@@ -258,6 +324,7 @@ export async function startAgent(config: NodeConfig, deps: AgentDeps = {}): Prom
       mps,
       lock,
       metrics,
+      health: healthMonitor,
       ...(http ? { http } : {}),
       slicesSynced: () => publishing.publisher.synced(),
       // Slices stay published on shutdown: deleting them on every rolling update would make pods
@@ -265,6 +332,7 @@ export async function startAgent(config: NodeConfig, deps: AgentDeps = {}): Prom
       stop(deadlineMs) {
         stopping ??= (async () => {
           await stopPublishing();
+          await healthMonitor.stop();
           await plugin.stop(deadlineMs);
           mps.close();
           await events.idle();
@@ -288,6 +356,7 @@ export async function runAgent(argv: string[], io: CliIO): Promise<number> {
   if (args.positionals.length > 0) throw new TesseraError("TESSERA_USAGE", `tessera agent takes no arguments, got "${args.positionals.join(" ")}"`);
   const config = resolveNodeConfig(args, os.hostname);
   const httpListen = parseHttpListen(str(args, "http-listen"));
+  const health = resolveHealthConfig(args);
   const log = createLogger({ level: config.logLevel, write: (line) => io.stderr(line + "\n") });
   // Listen before starting: a SIGTERM during startup aborts whatever stage is running.
   const abort = new AbortController();
@@ -303,7 +372,7 @@ export async function runAgent(argv: string[], io: CliIO): Promise<number> {
   });
   let agent: AgentHandle;
   try {
-    agent = await startAgent(config, { log, env: io.env, rediscoverIntervalS: int(args, "rediscover-interval"), mpsCheckIntervalS: int(args, "mps-check-interval"), signals: process, signal: abort.signal, ...(httpListen ? { httpListen } : {}) });
+    agent = await startAgent(config, { log, env: io.env, rediscoverIntervalS: int(args, "rediscover-interval"), mpsCheckIntervalS: int(args, "mps-check-interval"), signals: process, signal: abort.signal, health, ...(httpListen ? { httpListen } : {}) });
   } catch (err) {
     if (!abort.signal.aborted) throw err;
     const signal = await signalled;

@@ -131,6 +131,21 @@ async function prepare(argv: string[], io: CliIO, verb: "claims apply" | "diag e
   return { config, format, strategy, docs: await readClaimDocs(file, io) };
 }
 
+/** Which of this node's devices are tainted, and by what: the words for a claim stopped at the taints stage. */
+export function taintNote(slices: readonly ResourceSlice[], config: NodeConfig): string {
+  const tainted: string[] = [];
+  for (const s of slices) {
+    if (s.spec?.nodeName !== config.nodeName || s.spec.driver !== config.driverName) continue;
+    for (const d of s.spec.devices ?? []) {
+      const ts = (d.taints ?? []).filter((t) => t.effect === "NoSchedule" || t.effect === "NoExecute");
+      if (ts.length > 0) tainted.push(`${d.name} (${ts.map((t) => `${t.key}${t.value ? `=${t.value}` : ""}:${t.effect}`).join(", ")})`);
+    }
+  }
+  if (tainted.length === 0) return "";
+  const shown = tainted.slice(0, 8).join(", ") + (tainted.length > 8 ? ` and ${tainted.length - 8} more` : "");
+  return `; the device is tainted: ${shown}; see \`tessera diag health\`, or add a toleration to the request to use it anyway`;
+}
+
 /** Which error code a failed allocation maps to. */
 function failureError(out: Extract<AllocateOutput, { ok: false }>): TesseraError {
   const e = out.explanation;
@@ -145,6 +160,7 @@ export async function runExplain(argv: string[], io: CliIO): Promise<number> {
     const out = allocateClaim({ ...world, claim, strategy, nodeName: config.nodeName });
     checkClaimConfigs(claim.spec?.devices?.config, config.driverName, claimRef(claim));
     if (!out.ok && out.explanation.reason === "cel-error") throw failureError(out);
+    if (!out.ok && out.explanation.stage === "taints") out.explanation.message += taintNote(world.slices, config);
     return report(claim, config, strategy, out, { slices: world.source });
   });
 }

@@ -14,7 +14,7 @@ import { table } from "./view.js";
 /** Tests inject discovery deps (fake exec, fixtures dir) here. */
 export const diagDeps: { discovery: DiscoveryDeps } = { discovery: {} };
 
-async function discover(argv: string[], io: CliIO, verb: "diag topology" | "diag slices"): Promise<{ cfg: NodeConfig; inv: Inventory; format: "table" | "json"; args: ParsedArgs }> {
+export async function discover(argv: string[], io: CliIO, verb: "diag topology" | "diag slices" | "diag health"): Promise<{ cfg: NodeConfig; inv: Inventory; format: "table" | "json"; args: ParsedArgs }> {
   const args = parseFlags(argv, VERB_FLAGS[verb], io.env);
   if (args.positionals.length > 0) throw new TesseraError("TESSERA_USAGE", `unexpected argument ${args.positionals[0]}; run \`tessera ${verb} --help\``);
   const cfg = resolveNodeConfig(args);

@@ -195,6 +195,41 @@ export const AGENT_FLAGS: readonly FlagSpec[] = [
   { name: "mps-check-interval", type: "int", env: "MPS_CHECK_INTERVAL", default: 5, help: "seconds between liveness checks of the MPS control daemons (dead ones are restarted with backoff; 0: never)" },
 ];
 
+export const DEFAULT_KMSG_PATH = "/dev/kmsg";
+
+/** Device health (agent only): XID events, nvidia-smi queries, taints, the kubelet's health stream. */
+export const HEALTH_FLAGS: readonly FlagSpec[] = [
+  { name: "kmsg", type: "string", env: "KMSG_PATH", help: `kernel log to read XID events from, /dev/kmsg records (default ${DEFAULT_KMSG_PATH}; a fixture node: its kmsg.txt if present; off disables)` },
+  { name: "health-interval", type: "int", env: "HEALTH_INTERVAL", default: 10, help: "seconds between nvidia-smi health queries, and between health stream heartbeats" },
+  { name: "health-hold-down", type: "int", env: "HEALTH_HOLD_DOWN", default: 300, help: "seconds a device must stay healthy before its taint is cleared" },
+  { name: "health-api", type: "list", env: "HEALTH_API", default: ["v1", "v1alpha1"], help: "DRAResourceHealth versions served and advertised: v1,v1alpha1 | v1 | v1alpha1 | off" },
+];
+
+export interface HealthConfig {
+  /** Explicit --kmsg path; undefined: the default for the discovery backend; "off": none. */
+  kmsg?: string;
+  intervalS: number;
+  holdDownS: number;
+  apiVersions: ("v1" | "v1alpha1")[];
+}
+
+export function resolveHealthConfig(args: ParsedArgs): HealthConfig {
+  const intervalS = int(args, "health-interval");
+  if (intervalS < 1 || intervalS > 3600) throw new TesseraError("TESSERA_CONFIG", `--health-interval=${intervalS}: expected 1 to 3600 seconds`);
+  const holdDownS = int(args, "health-hold-down");
+  if (holdDownS < 0 || holdDownS > 7 * 86400) throw new TesseraError("TESSERA_CONFIG", `--health-hold-down=${holdDownS}: expected 0 to 604800 seconds`);
+  const api = list(args, "health-api");
+  const apiVersions: ("v1" | "v1alpha1")[] = [];
+  for (const v of api) {
+    if (v === "off" && api.length === 1) break;
+    if (v !== "v1" && v !== "v1alpha1") throw new TesseraError("TESSERA_CONFIG", `--health-api=${api.join(",")}: expected a list of v1 and v1alpha1, or off`);
+    if (!apiVersions.includes(v)) apiVersions.push(v);
+  }
+  const kmsg = optStr(args, "kmsg");
+  if (kmsg !== undefined && (kmsg === "" || kmsg.includes("\0"))) throw new TesseraError("TESSERA_CONFIG", `--kmsg: expected a file path or off`);
+  return { ...(kmsg !== undefined ? { kmsg: kmsg === "off" ? "off" : path.resolve(kmsg) } : {}), intervalS, holdDownS, apiVersions };
+}
+
 export interface HostPort {
   host: string;
   port: number;
@@ -263,7 +298,7 @@ const NODE_OUT: readonly FlagSpec[] = [...NODE_FLAGS, OUTPUT_FLAG];
 
 /** The flags of every verb, by verb. A verb parses with its entry; help and usage print it. */
 export const VERB_FLAGS = {
-  agent: [...NODE_FLAGS, ...AGENT_FLAGS, ...DISCOVERY_FLAGS],
+  agent: [...NODE_FLAGS, ...AGENT_FLAGS, ...DISCOVERY_FLAGS, ...HEALTH_FLAGS],
   demo: DEMO_FLAGS,
   "diag ping": NODE_OUT,
   "diag prepare": NODE_OUT,
@@ -271,6 +306,7 @@ export const VERB_FLAGS = {
   "diag topology": NODE_OUT,
   "diag slices": NODE_OUT,
   "diag explain": [...NODE_OUT, ...CLAIM_FILE_FLAGS],
+  "diag health": NODE_OUT,
   "claims apply": [...NODE_OUT, ...CLAIM_FILE_FLAGS],
   "claims get": [KUBE_FLAG, OUTPUT_FLAG],
   "claims list": [KUBE_FLAG, OUTPUT_FLAG, NAMESPACE_FLAG],

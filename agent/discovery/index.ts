@@ -87,9 +87,14 @@ export function fixtureStateFile(stateDir: string, fixtureDir: string): string {
   return path.join(stateDir, `fixture-${path.basename(fixtureDir)}-mig-state.json`);
 }
 
+/** Faults injected into a fixture's simulated nvidia-smi (a GPU lost, removed, ECC errors). */
+export function fixtureFaultsFile(stateDir: string, fixtureDir: string): string {
+  return path.join(stateDir, `fixture-${path.basename(fixtureDir)}-faults.json`);
+}
+
 /** The fixture's simulated nvidia-smi as an ExecFn: the same seam the real executable sits behind. */
-export function simulatedExec(fixtureDir: string, stateFile: string): ExecFn {
-  const sim = createSimulatedNvidiaSmi({ fixtureDir, stateFile });
+export function simulatedExec(fixtureDir: string, stateFile: string, faultsFile?: string): ExecFn {
+  const sim = createSimulatedNvidiaSmi({ fixtureDir, stateFile, ...(faultsFile ? { faultsFile } : {}) });
   return async (_file, args) => sim.run(args);
 }
 
@@ -97,7 +102,7 @@ export function simulatedExec(fixtureDir: string, stateFile: string): ExecFn {
 export function nvidiaSmiSeam(config: NodeConfig, deps: Pick<DiscoveryDeps, "exec" | "fixturesDir" | "fixtureStateFile"> = {}): { exec: ExecFn; bin: string } {
   if (!config.discovery.startsWith("fixture:")) return { exec: deps.exec ?? execFile, bin: config.nvidiaSmi };
   const dir = resolveFixture(config.discovery, deps.fixturesDir ?? defaultFixturesDir());
-  return { exec: deps.exec ?? simulatedExec(dir, deps.fixtureStateFile ?? fixtureStateFile(config.stateDir, dir)), bin: "nvidia-smi" };
+  return { exec: deps.exec ?? simulatedExec(dir, deps.fixtureStateFile ?? fixtureStateFile(config.stateDir, dir), fixtureFaultsFile(config.stateDir, dir)), bin: "nvidia-smi" };
 }
 
 async function fromFixture(config: NodeConfig, dir: string, deps: DiscoveryDeps): Promise<Sources> {
@@ -118,7 +123,7 @@ async function fromFixture(config: NodeConfig, dir: string, deps: DiscoveryDeps)
   }
   // The fixture's own captures, answered by the simulated nvidia-smi (MIG changes the agent made
   // are kept in the state dir), read by exactly the code path of the real tool.
-  const exec = deps.exec ?? simulatedExec(dir, deps.fixtureStateFile ?? fixtureStateFile(config.stateDir, dir));
+  const exec = deps.exec ?? simulatedExec(dir, deps.fixtureStateFile ?? fixtureStateFile(config.stateDir, dir), fixtureFaultsFile(config.stateDir, dir));
   const src = await fromNvidiaSmi(config, { ...deps, exec, nvidiaSmi: `fixture ${path.basename(dir)}: nvidia-smi`, procRoot: path.join(dir, "proc") }, async () => host);
   src.sysRoot = path.join(dir, "sys");
   src.conditions.unshift(...conditions);

@@ -21,6 +21,7 @@ import { migFamilyFor, profileMemoryBytes, type MigProfile } from "./mig-profile
 import { enginesOf, type MigEngines } from "./model.js";
 import { parseListGpus, parseMigLgi } from "./nvsmi-text.js";
 import { parseNvidiaSmiXml, type XmlGpu } from "./nvsmi-xml.js";
+import { answerQuery, readFaults, withoutRemoved } from "./nvsmi-sim-health.js";
 
 export interface SimInstance extends MigEngines {
   gi: number;
@@ -262,6 +263,8 @@ export interface SimOptions {
   fixtureDir: string;
   /** MIG state file; absent file = the fixture's own state. Only commands that change MIG write it. */
   stateFile?: string;
+  /** Injected faults (a GPU lost, removed, ECC errors; see nvsmi-sim-health.ts), re-read on every call. */
+  faultsFile?: string;
 }
 
 export function createSimulatedNvidiaSmi(opts: SimOptions): SimulatedNvidiaSmi {
@@ -455,6 +458,15 @@ export function createSimulatedNvidiaSmi(opts: SimOptions): SimulatedNvidiaSmi {
 
   return {
     run(args) {
+      const faults = readFaults(opts.faultsFile);
+      const health = answerQuery(args, files.xml, gpus, faults);
+      if (health) return health;
+      return withoutRemoved(args, runCommand(args), gpus, faults);
+    },
+  };
+
+  function runCommand(args: readonly string[]): SimResult {
+    {
       const a = [...args];
       const has = (...names: string[]): boolean => names.some((n) => a.includes(n));
       const value = (...names: string[]): string | undefined => {
@@ -489,6 +501,6 @@ export function createSimulatedNvidiaSmi(opts: SimOptions): SimulatedNvidiaSmi {
       if (has("-dci", "--destroy-compute-instance")) return destroy(sel, "ci", value("-gi", "--gpu-instance-id"), value("-ci", "--compute-instance-id"));
       if (has("-dgi", "--destroy-gpu-instance")) return destroy(sel, "gi", value("-gi", "--gpu-instance-id"), undefined);
       return usage();
-    },
-  };
+    }
+  }
 }

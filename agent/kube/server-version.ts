@@ -10,7 +10,7 @@ import { kubeApiError } from "./api-error.js";
 export const MIN_MINOR = 34;
 /** `--mig-mode dynamic`: counter sets in their own slices (the KEP-4815 layout of 1.35+), accepted
  *  by the default gates of 1.36+ (1.35 drops them unless DRAPartitionableDevices is switched on,
- *  which the version does not tell). Conformance Tier 4 checks this against each minor. */
+ *  which the version does not tell). Conformance Tier 5 checks this against each minor. */
 export const MIN_MINOR_DYNAMIC_MIG = 36;
 /** `--gpu-sharing consumable`: allowMultipleAllocations and request policies, kept by default from this minor. */
 export const MIN_MINOR_CONSUMABLE = 36;

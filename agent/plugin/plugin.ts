@@ -13,7 +13,9 @@ import { loadCheckpoint, readBootId } from "./checkpoint.js";
 import type { ClaimSource } from "./claim-source.js";
 import { createDraHandlers, DRA_LIMITS, draServiceImpl } from "./dra-service.js";
 import { createSwitchableHandlers } from "./handover.js";
-import { loadKubeletProtos, type NodePrepareResourcesRequest, type NodePrepareResourcesResponse } from "./protos.js";
+import { createHealthService, type HealthService } from "./health-service.js";
+import type { HealthFeed } from "../health/types.js";
+import { loadKubeletProtos, type HealthApiVersion, type NodePrepareResourcesRequest, type NodePrepareResourcesResponse } from "./protos.js";
 import { clearRegistrationStatus, createRegistration, REGISTRATION_STATUS_FILE, type RegistrationState } from "./registration.js";
 import * as path from "node:path";
 import { describeChain } from "../common/errors.js";
@@ -45,6 +47,14 @@ export interface PluginDeps {
   sharing?: SharingDeps;
   /** How the checkpoint is written (default writeFileAtomic); tests inject EPERM/EROFS. */
   checkpointWrite?: (file: string, text: string, mode: number) => Promise<void>;
+  /** Device health for the kubelet's DRAResourceHealth stream; absent: the service is not served (nor advertised). */
+  health?: {
+    feed: HealthFeed;
+    /** Versions served on the DRA socket and advertised in supported_versions. */
+    versions: readonly HealthApiVersion[];
+    heartbeatMs: number;
+    timeoutSeconds: number;
+  };
 }
 
 export interface KubeletPlugin {
@@ -52,6 +62,8 @@ export interface KubeletPlugin {
   registrationSocket: string;
   registration: RegistrationState;
   state: DeviceState;
+  /** The DRAResourceHealth stream, when served. */
+  health?: HealthService;
   /** Surge upgrade: forward every later DRA call to the new pod's socket, let local calls in
    *  flight finish and flush the checkpoint; after it resolves this agent writes nothing. */
   handOver(draSocket: string): Promise<void>;
@@ -155,11 +167,17 @@ export async function startKubeletPlugin(config: NodeConfig, deps: PluginDeps): 
   const protos = loadKubeletProtos();
   const switchable = createSwitchableHandlers(createDraHandlers(state, log), log);
   const handlers = switchable.handlers;
+  const healthVersions = deps.health?.versions ?? [];
+  const health = deps.health && healthVersions.length > 0
+    ? createHealthService({ poolName: config.nodeName, feed: deps.health.feed, heartbeatMs: deps.health.heartbeatMs, timeoutSeconds: deps.health.timeoutSeconds, log })
+    : undefined;
   const dra = await startSocketServer(config.draSocket, [
     { definition: protos.v1, impl: instrument(draServiceImpl(handlers, "v1"), metrics, reportPrepareErrors(metrics, deps.events)) },
     { definition: protos.v1beta1, impl: instrument(draServiceImpl(handlers, "v1beta1"), metrics, reportPrepareErrors(metrics, deps.events)) },
+    // A server stream is not instrumented per call: it lives as long as the kubelet watches.
+    ...(health ? healthVersions.map((v) => ({ definition: protos.health[v], impl: health.impl })) : []),
   ], { maxMessageBytes: DRA_LIMITS.maxMessageBytes });
-  const registration = createRegistration({ driverName: config.driverName, draSocket: config.draSocket, log, stateDir: config.stateDir, ...(deps.now ? { now: deps.now } : {}) });
+  const registration = createRegistration({ driverName: config.driverName, draSocket: config.draSocket, log, stateDir: config.stateDir, ...(health ? { healthVersions } : {}), ...(deps.now ? { now: deps.now } : {}) });
   let reg;
   try {
     await clearRegistrationStatus(config.stateDir);
@@ -176,6 +194,7 @@ export async function startKubeletPlugin(config: NodeConfig, deps: PluginDeps): 
     registrationSocket: reg.socket,
     registration,
     state,
+    ...(health ? { health } : {}),
     async handOver(draSocket) {
       await switchable.forwardTo(draSocket);
       await checkpoint.flush();
@@ -183,6 +202,7 @@ export async function startKubeletPlugin(config: NodeConfig, deps: PluginDeps): 
     stop(deadlineMs = 10_000) {
       stopping ??= (async () => {
         await reg.stop(Math.min(deadlineMs, 1000));
+        health?.close(); // open streams would hold the server's graceful shutdown to its deadline
         await dra.stop(deadlineMs);
         await checkpoint.flush();
         switchable.close();

@@ -10,6 +10,9 @@ import * as protoLoader from "@grpc/proto-loader";
 export const DRA_V1_SERVICE = "k8s.io.kubelet.pkg.apis.dra.v1.DRAPlugin";
 export const DRA_V1BETA1_SERVICE = "k8s.io.kubelet.pkg.apis.dra.v1beta1.DRAPlugin";
 export const REGISTRATION_SERVICE = "pluginregistration.Registration";
+/** DRAResourceHealth services by API version; the names are also what registration advertises. */
+export const HEALTH_SERVICES = { v1: "v1.DRAResourceHealth", v1alpha1: "v1alpha1.DRAResourceHealth" } as const;
+export type HealthApiVersion = keyof typeof HEALTH_SERVICES;
 
 // ---- wire message shapes (snake_case as on the wire) -------------------------------------------
 
@@ -64,7 +67,13 @@ export function protosDir(): string {
   throw new Error("protos/ directory not found next to the installed package");
 }
 
-export const PROTO_FILES = { registration: "pluginregistration.proto", v1: "dra-v1.proto", v1beta1: "dra-v1beta1.proto" } as const;
+export const PROTO_FILES = {
+  registration: "pluginregistration.proto",
+  v1: "dra-v1.proto",
+  v1beta1: "dra-v1beta1.proto",
+  healthV1: "dra-health-v1.proto",
+  healthV1alpha1: "dra-health-v1alpha1.proto",
+} as const;
 
 /**
  * Server side decodes with defaults (missing repeated fields become []). `defaults: false` is for
@@ -85,13 +94,14 @@ export interface KubeletProtos {
   registration: grpc.ServiceDefinition;
   v1: grpc.ServiceDefinition;
   v1beta1: grpc.ServiceDefinition;
+  health: Record<HealthApiVersion, grpc.ServiceDefinition>;
   /** The raw package definitions (for clients and the field-number test). */
   packages: Record<keyof typeof PROTO_FILES, protoLoader.PackageDefinition>;
 }
 
 function service(pkg: protoLoader.PackageDefinition, name: string): grpc.ServiceDefinition {
   const def = pkg[name];
-  if (!def || !("NodePrepareResources" in def || "GetInfo" in def)) throw new Error(`service ${name} missing from protos`);
+  if (!def || !("NodePrepareResources" in def || "GetInfo" in def || "NodeWatchResources" in def)) throw new Error(`service ${name} missing from protos`);
   return def as grpc.ServiceDefinition;
 }
 
@@ -110,12 +120,15 @@ function parseKubeletProtos(opts: { defaults: boolean }): KubeletProtos {
     registration: loadProto(PROTO_FILES.registration, opts),
     v1: loadProto(PROTO_FILES.v1, opts),
     v1beta1: loadProto(PROTO_FILES.v1beta1, opts),
+    healthV1: loadProto(PROTO_FILES.healthV1, opts),
+    healthV1alpha1: loadProto(PROTO_FILES.healthV1alpha1, opts),
   };
   return {
     packages,
     registration: service(packages.registration, REGISTRATION_SERVICE),
     v1: service(packages.v1, DRA_V1_SERVICE),
     v1beta1: service(packages.v1beta1, DRA_V1BETA1_SERVICE),
+    health: { v1: service(packages.healthV1, HEALTH_SERVICES.v1), v1alpha1: service(packages.healthV1alpha1, HEALTH_SERVICES.v1alpha1) },
   };
 }
 
@@ -164,4 +177,27 @@ export function createRegistrationClient(socket: string, opts: { deadlineMs?: nu
   const client = new Ctor(`unix:${socket}`, grpc.credentials.createInsecure());
   const d = opts.deadlineMs ?? 10_000;
   return { getInfo: unary(client, "GetInfo", d), notify: unary(client, "NotifyRegistrationStatus", d), close: () => client.close() };
+}
+
+export interface HealthMessage {
+  devices: { device: { pool_name: string; device_name: string }; health: string; last_updated_time: string; health_check_timeout_seconds: string; message: string }[];
+}
+
+export interface HealthWatch {
+  /** Every message of the stream, in order (decoded with defaults: enums as their names). */
+  messages: AsyncIterable<HealthMessage>;
+  /** Cancels the stream, as the kubelet does when it drops a plugin. */
+  cancel(): void;
+  close(): void;
+}
+
+/** NodeWatchResources as the kubelet calls it (tests, diag). */
+export function watchHealth(socket: string, version: HealthApiVersion = "v1"): HealthWatch {
+  const def = loadKubeletProtos().health[version];
+  const Ctor = grpc.makeGenericClientConstructor(def, `DRAResourceHealth${version}`);
+  const client = new Ctor(`unix:${socket}`, grpc.credentials.createInsecure());
+  const fn = (client as unknown as Record<string, (req: unknown) => grpc.ClientReadableStream<never>>).NodeWatchResources as (req: unknown) => grpc.ClientReadableStream<never>;
+  const call = fn.call(client, {});
+  call.on("error", () => undefined); // a cancel ends the iteration; the status is not an error to the reader
+  return { messages: call, cancel: () => call.cancel(), close: () => client.close() };
 }

@@ -8,7 +8,7 @@ import type * as grpc from "@grpc/grpc-js";
 import { writeFileAtomic } from "../common/atomic-file.js";
 import { describeChain, echoInput } from "../common/errors.js";
 import type { Logger } from "../common/log.js";
-import type { PluginInfo, RegistrationStatus } from "./protos.js";
+import { HEALTH_SERVICES, type HealthApiVersion, type PluginInfo, type RegistrationStatus } from "./protos.js";
 
 export const SUPPORTED_VERSIONS = ["v1.DRAPlugin", "v1beta1.DRAPlugin"] as const;
 
@@ -40,8 +40,13 @@ export async function clearRegistrationStatus(stateDir: string): Promise<void> {
   await fsp.rm(path.join(stateDir, REGISTRATION_STATUS_FILE), { force: true });
 }
 
-export function createRegistration(opts: { driverName: string; draSocket: string; log: Logger; now?: () => Date; stateDir?: string }): RegistrationState {
-  const info: PluginInfo = { type: "DRAPlugin", name: opts.driverName, endpoint: opts.draSocket, supported_versions: [...SUPPORTED_VERSIONS] };
+/** What GetInfo advertises: the DRAPlugin versions, plus each DRAResourceHealth version served. */
+export function supportedVersions(health: readonly HealthApiVersion[] = []): string[] {
+  return [...SUPPORTED_VERSIONS, ...health.map((v) => HEALTH_SERVICES[v])];
+}
+
+export function createRegistration(opts: { driverName: string; draSocket: string; log: Logger; now?: () => Date; stateDir?: string; healthVersions?: readonly HealthApiVersion[] }): RegistrationState {
+  const info: PluginInfo = { type: "DRAPlugin", name: opts.driverName, endpoint: opts.draSocket, supported_versions: supportedVersions(opts.healthVersions) };
   const now = opts.now ?? (() => new Date());
   let last: LastRegistrationStatus | undefined;
   return {

@@ -12,7 +12,8 @@ import type { Gpu, Inventory, MigDevice, MigEngines } from "../discovery/model.j
 import { enginesOf, gpuDeviceName, migDeviceName } from "../discovery/model.js";
 import { migFamilyFor, placementsOf, profileMemoryBytes, type MigProfile } from "../discovery/mig-profiles.js";
 import { TesseraError } from "../common/errors.js";
-import type { CounterSet, Device, DeviceAttribute, DeviceCapacity, OwnerReference, ResourceSlice } from "../kube/types.js";
+import type { CounterSet, Device, DeviceAttribute, DeviceCapacity, DeviceTaint, OwnerReference, ResourceSlice } from "../kube/types.js";
+import type { HealthTarget } from "../health/types.js";
 import { RESOURCE_API_VERSION } from "../kube/types.js";
 import { bytesQuantity, decimalQuantity, semver } from "./quantity.js";
 import { MAX_COUNTER_SETS_PER_SLICE, MAX_DEVICES_PER_SLICE, MAX_DEVICES_PER_SLICE_WITH_COUNTERS, checkSlice } from "./limits.js";
@@ -29,6 +30,8 @@ export interface BuildOptions {
   /** Lower the per-slice device limits (tests of the splitting); never above the API limits. */
   maxDevicesPerSlice?: number;
   maxDevicesPerSliceWithCounters?: number;
+  /** Device taints by device name (device health); devices not in it are published untainted. */
+  taints?: ReadonlyMap<string, readonly DeviceTaint[]>;
 }
 
 export const STANDARD_PCI_BUS_ID = "resource.kubernetes.io/pciBusID";
@@ -245,6 +248,10 @@ export function buildResourceSlices(inv: Inventory, opts: BuildOptions): Resourc
   const sets: CounterSet[] = [];
   for (const gpu of [...inv.gpus].sort((a, b) => a.minor - b.minor)) {
     const { devices, counterSet } = gpuDevices(inv, gpu, opts.migMode, opts.gpuSharing ?? "none");
+    for (const d of devices) {
+      const taints = opts.taints?.get(d.name);
+      if (taints && taints.length > 0) d.taints = taints.map((x) => ({ ...x }));
+    }
     groups.push(devices);
     if (counterSet) sets.push(counterSet);
   }
@@ -271,4 +278,18 @@ export function buildResourceSlices(inv: Inventory, opts: BuildOptions): Resourc
     if (problems.length > 0) throw new TesseraError("TESSERA_SLICE_LIMIT", `ResourceSlice ${s.metadata.name}: ${problems.slice(0, 3).join("; ")}`);
   }
   return slices;
+}
+
+/** Every device the slices of `inv` publish, with the GPU it lives on and, for a live MIG device,
+ *  its GPU instance id: what device health reports on and what a GPU's taints cover. */
+export function healthTargets(inv: Inventory, migMode: "static" | "dynamic", sharing: GpuSharing = "none"): HealthTarget[] {
+  const out: HealthTarget[] = [];
+  for (const gpu of [...inv.gpus].sort((a, b) => a.minor - b.minor)) {
+    const gis = new Map(gpu.migDevices.map((m) => [m.name, m.gpuInstanceId]));
+    for (const d of gpuDevices(inv, gpu, migMode, sharing).devices) {
+      const gi = gis.get(d.name);
+      out.push({ device: d.name, gpu: gpu.name, ...(gi !== undefined ? { gi } : {}) });
+    }
+  }
+  return out;
 }

@@ -7,6 +7,7 @@ import { createDiscovery, type Discovery, type DiscoveryDeps } from "../discover
 import type { Inventory } from "../discovery/model.js";
 import { createInventoryWatcher, type InventoryWatcher } from "../discovery/watcher.js";
 import type { KubeTarget } from "../kube/kube-source.js";
+import type { DeviceTaint } from "../kube/types.js";
 import { sliceBackendFor, type SliceBackend } from "./backend.js";
 import { startSlicePublisher, type SlicePublisher } from "./publisher.js";
 
@@ -25,11 +26,17 @@ export interface NodePublishingOptions {
   /** Metrics hooks: each discovery run and each slice sync. */
   onDiscovery?: (seconds: number, code?: string) => void;
   onSync?: (outcome: "ok" | "error", seconds: number) => void;
+  /** What is published of each discovered inventory (device health adds the GPUs discovery lost). */
+  decorate?: (inv: Inventory) => Inventory;
+  /** Device taints, read at every build (call `republish()` after they change). */
+  taints?: () => ReadonlyMap<string, readonly DeviceTaint[]>;
 }
 
 export interface NodePublishing {
   watcher: InventoryWatcher;
   publisher: SlicePublisher;
+  /** Publishes the current inventory again through `decorate` and with the current taints. */
+  republish(): void;
   stop(): Promise<void>;
 }
 
@@ -37,6 +44,7 @@ export interface NodePublishing {
 export async function startNodePublishing(opts: NodePublishingOptions): Promise<NodePublishing> {
   const { config, logger } = opts;
   let publisher: SlicePublisher | undefined;
+  const decorate = opts.decorate ?? ((inv: Inventory) => inv);
   const watcher = createInventoryWatcher({
     discovery: opts.discovery ?? createDiscovery(config, { logger, ...opts.discoveryDeps }),
     intervalMs: opts.rediscoverIntervalS * 1000,
@@ -45,25 +53,30 @@ export async function startNodePublishing(opts: NodePublishingOptions): Promise<
     ...(opts.onDiscovery ? { onRun: opts.onDiscovery } : {}),
     onChange: (inv) => {
       opts.onInventory?.(inv);
-      publisher?.update(inv);
+      publisher?.update(decorate(inv));
     },
   });
   const inv = await watcher.start();
   publisher = startSlicePublisher({
     backend: opts.backend ?? sliceBackendFor(opts.target, config.nodeName, config.driverName),
-    inventory: inv,
+    inventory: decorate(inv),
     driverName: config.driverName,
     nodeName: config.nodeName,
     migMode: config.migMode,
     gpuSharing: config.gpuSharing,
     logger,
     ...(opts.onSync ? { onSync: opts.onSync } : {}),
+    ...(opts.taints ? { taints: opts.taints } : {}),
   });
   logger.info("discovered GPUs; publishing ResourceSlices", { gpus: inv.gpus.length, migMode: config.migMode, kube: config.kube });
   const pub = publisher;
   return {
     watcher,
     publisher: pub,
+    republish() {
+      const current = watcher.current();
+      if (current) pub.update(decorate(current));
+    },
     async stop() {
       watcher.stop();
       await pub.stop();

@@ -10,11 +10,13 @@ import { describeChain } from "../common/errors.js";
 import type { Logger } from "../common/log.js";
 import { silentLogger } from "../common/log.js";
 import type { Inventory } from "../discovery/model.js";
-import type { OwnerReference, ResourceSlice } from "../kube/types.js";
+import type { DeviceTaint, OwnerReference, ResourceSlice } from "../kube/types.js";
 import { statusOf, type SliceBackend } from "./backend.js";
 import { buildResourceSlices, type BuildOptions } from "./build.js";
 
-export interface PublisherOptions extends Omit<BuildOptions, "generation" | "ownerReference"> {
+export interface PublisherOptions extends Omit<BuildOptions, "generation" | "ownerReference" | "taints"> {
+  /** Device taints read at every build (device health); resync() after they change. */
+  taints?: () => ReadonlyMap<string, readonly DeviceTaint[]>;
   backend: SliceBackend;
   inventory: Inventory;
   logger?: Logger;
@@ -134,6 +136,7 @@ export function startSlicePublisher(opts: PublisherOptions): SlicePublisher {
     if (owner) o.ownerReference = owner;
     if (opts.maxDevicesPerSlice !== undefined) o.maxDevicesPerSlice = opts.maxDevicesPerSlice;
     if (opts.maxDevicesPerSliceWithCounters !== undefined) o.maxDevicesPerSliceWithCounters = opts.maxDevicesPerSliceWithCounters;
+    if (opts.taints) o.taints = opts.taints();
     return buildResourceSlices(inventory, o);
   };
   const remember = (s: ResourceSlice): void => {

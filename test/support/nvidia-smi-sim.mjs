@@ -4,6 +4,7 @@
 // (agent/discovery/nvsmi-sim.ts, from dist/), printing the real tool's formats.
 //   TESSERA_SIM_FIXTURE  fixture node folder whose captures it answers from (required)
 //   TESSERA_SIM_STATE    MIG state file (required for MIG changes)
+//   TESSERA_SIM_FAULTS   optional: injected faults (GPU lost / removed, ECC errors), see nvsmi-sim-health.ts
 //   TESSERA_SIM_LOG      optional: each call's argv appended as one JSON line
 //   TESSERA_SIM_KILL_PARENT_AFTER_CREATE=1  after a successful `mig -cgi`, SIGKILL the caller
 //                        before answering: a crash between creating an instance and recording it
@@ -19,7 +20,7 @@ if (!fixtureDir) {
   process.exit(9);
 }
 if (process.env.TESSERA_SIM_LOG) appendFileSync(process.env.TESSERA_SIM_LOG, JSON.stringify(args) + "\n");
-const sim = createSimulatedNvidiaSmi({ fixtureDir, ...(process.env.TESSERA_SIM_STATE ? { stateFile: process.env.TESSERA_SIM_STATE } : {}) });
+const sim = createSimulatedNvidiaSmi({ fixtureDir, ...(process.env.TESSERA_SIM_STATE ? { stateFile: process.env.TESSERA_SIM_STATE } : {}), ...(process.env.TESSERA_SIM_FAULTS ? { faultsFile: process.env.TESSERA_SIM_FAULTS } : {}) });
 const r = sim.run(args);
 if (r.code === 0 && args.includes("-cgi") && process.env.TESSERA_SIM_KILL_PARENT_AFTER_CREATE === "1") process.kill(process.ppid, "SIGKILL");
 if (r.code === 0 && args[0] === "compute-policy" && args.at(-1) !== "0" && process.env.TESSERA_SIM_KILL_PARENT_AFTER_TIMESLICE === "1") process.kill(process.ppid, "SIGKILL");

@@ -17,18 +17,31 @@ import (
 	resourceapi "k8s.io/api/resource/v1"
 )
 
-// Agent is one running `tessera agent` and the directories it owns.
+// Agent is one running `tessera agent` and the directories it owns. The two pods of a surge
+// rolling update are two Agents on one tree (StartPeer), each with its own RollingUID.
 type Agent struct {
 	Root, KubeletRoot, CDIRoot, StoreDir, StateDir, Node, Driver string
-	cmd                                                          *exec.Cmd
-	exited                                                       chan error
-	log                                                          *os.File
+	// RollingUID is the pod UID given as --rolling-update-uid ("" = the default socket names).
+	RollingUID string
+	logPath    string
+	cmd        *exec.Cmd
+	exited     chan error
+	log        *os.File
 }
 
+// RegSocket is the registration socket the agent serves: with a rolling-update UID the name
+// the kubelet plugin helper gives a pod (kubeletplugin.RollingUpdateRegistrarSocketFile: the
+// full UID while the path fits, which it does in the harness's short temp paths).
 func (a *Agent) RegSocket() string {
+	if a.RollingUID != "" {
+		return filepath.Join(a.KubeletRoot, "plugins_registry", a.Driver+"-"+a.RollingUID+"-reg.sock")
+	}
 	return filepath.Join(a.KubeletRoot, "plugins_registry", a.Driver+"-reg.sock")
 }
 func (a *Agent) DRASocket() string {
+	if a.RollingUID != "" {
+		return filepath.Join(a.KubeletRoot, "plugins", a.Driver, "dra-"+a.RollingUID+".sock")
+	}
 	return filepath.Join(a.KubeletRoot, "plugins", a.Driver, "dra.sock")
 }
 
@@ -41,40 +54,85 @@ func StartAgent(repo, fixture, node string) (*Agent, error) {
 // StartAgentWithKube is StartAgent with another --kube source ("" = the standalone store)
 // and extra agent flags.
 func StartAgentWithKube(repo, fixture, node, kube string, extra ...string) (*Agent, error) {
+	return StartAgentEnv(repo, "fixture:"+fixture, node, kube, nil, extra...)
+}
+
+// StartAgentEnv is StartAgentWithKube with any --discovery value and extra environment
+// variables for the agent (the simulated nvidia-smi it runs reads its fixture from them).
+func StartAgentEnv(repo, discovery, node, kube string, env []string, extra ...string) (*Agent, error) {
+	a, err := NewTree(node)
+	if err != nil {
+		return nil, err
+	}
+	if err := a.start(repo, discovery, kube, env, extra); err != nil {
+		return nil, err
+	}
+	return a, nil
+}
+
+// NewTree makes the temporary tree (kubelet root, CDI root, store, state dir) an agent runs on,
+// without starting one. Cleanup of the tree removes it.
+func NewTree(node string) (*Agent, error) {
 	root, err := os.MkdirTemp("", "tessera-conf-")
 	if err != nil {
 		return nil, err
 	}
 	a := &Agent{Root: root, KubeletRoot: filepath.Join(root, "kubelet"), CDIRoot: filepath.Join(root, "cdi"),
-		StoreDir: filepath.Join(root, "store"), StateDir: filepath.Join(root, "state"), Node: node, Driver: "gpu.tessera.dev"}
+		StoreDir: filepath.Join(root, "store"), StateDir: filepath.Join(root, "state"), Node: node, Driver: "gpu.tessera.dev",
+		logPath: filepath.Join(root, "agent.log")}
 	for _, d := range []string{a.KubeletRoot, a.CDIRoot, a.StoreDir, a.StateDir} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
 			return nil, err
 		}
 	}
-	a.log, err = os.Create(filepath.Join(root, "agent.log"))
-	if err != nil {
+	return a, nil
+}
+
+// StartPeer starts an agent on tree's directories (kubelet root, CDI root, store, state dir);
+// with a uid, one pod of a surge rolling update: `--rolling-update-uid uid`, a log of its own.
+// Stop it like any agent; the tree's Cleanup removes what the peers share.
+func StartPeer(repo, fixture string, tree *Agent, uid string, extra ...string) (*Agent, error) {
+	p := &Agent{Root: tree.Root, KubeletRoot: tree.KubeletRoot, CDIRoot: tree.CDIRoot, StoreDir: tree.StoreDir, StateDir: tree.StateDir,
+		Node: tree.Node, Driver: tree.Driver, RollingUID: uid, logPath: filepath.Join(tree.Root, "agent.log")}
+	if uid != "" {
+		p.logPath = filepath.Join(tree.Root, "agent-"+uid+".log")
+		extra = append([]string{"--rolling-update-uid", uid}, extra...)
+	}
+	if err := p.start(repo, "fixture:"+fixture, "", nil, extra); err != nil {
 		return nil, err
+	}
+	return p, nil
+}
+
+// start launches the agent in its own process group so Stop can end all of it.
+func (a *Agent) start(repo, discovery, kube string, env []string, extra []string) error {
+	var err error
+	a.log, err = os.Create(a.logPath)
+	if err != nil {
+		return err
 	}
 	if kube == "" {
 		kube = "standalone:" + a.StoreDir
 	}
 	a.cmd = exec.Command("node", filepath.Join(repo, "bin", "tessera.js"), "agent",
-		"--discovery", "fixture:"+fixture, "--node-name", node,
+		"--discovery", discovery, "--node-name", a.Node,
 		"--kubelet-root", a.KubeletRoot, "--cdi-root", a.CDIRoot, "--state-dir", a.StateDir,
 		"--kube", kube, "--http-listen", "127.0.0.1:0") // an ephemeral port: agents of parallel runs never clash on 9477
 	a.cmd.Args = append(a.cmd.Args, extra...)
 	a.cmd.Dir = repo
+	if len(env) > 0 {
+		a.cmd.Env = append(os.Environ(), env...)
+	}
 	a.cmd.Stdout, a.cmd.Stderr = a.log, a.log
 	// Own process group so Stop ends all of it; SIGTERM from the kernel if the harness dies
 	// first (even by SIGKILL), so no agent outlives the run.
 	a.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
 	if err := a.cmd.Start(); err != nil {
-		return nil, fmt.Errorf("start tessera agent: %w", err)
+		return fmt.Errorf("start tessera agent: %w", err)
 	}
 	a.exited = make(chan error, 1)
 	go func() { a.exited <- a.cmd.Wait() }()
-	return a, nil
+	return nil
 }
 
 // WaitSockets waits until both sockets exist or the agent exits.
@@ -98,7 +156,7 @@ func (a *Agent) WaitSockets(timeout time.Duration) error {
 
 // Tail returns the end of the agent's log for error messages.
 func (a *Agent) Tail() string {
-	b, _ := os.ReadFile(filepath.Join(a.Root, "agent.log"))
+	b, _ := os.ReadFile(a.logPath)
 	s := strings.TrimSpace(string(b))
 	if len(s) > 1500 {
 		s = "…" + s[len(s)-1500:]
@@ -115,10 +173,11 @@ func (a *Agent) Stop(timeout time.Duration) (exitErr error, socketsGone bool) {
 	_ = syscall.Kill(-a.cmd.Process.Pid, syscall.SIGTERM)
 	select {
 	case exitErr = <-a.exited:
+		a.exited <- exitErr // a second Stop answers the same
 	case <-time.After(timeout):
 		_ = syscall.Kill(-a.cmd.Process.Pid, syscall.SIGKILL)
 		exitErr = fmt.Errorf("agent did not exit within %s of SIGTERM (killed)", timeout)
-		<-a.exited
+		a.exited <- <-a.exited
 	}
 	_ = syscall.Kill(-a.cmd.Process.Pid, syscall.SIGKILL) // anything left in the group
 	_, e1 := os.Stat(a.RegSocket())
@@ -261,7 +320,7 @@ func WithAgent(ctx context.Context, repo, fixture, node string, keep bool, check
 func AllocateAndStore(ctx context.Context, a *Agent, slices []resourceapi.ResourceSlice, claims ...*resourceapi.ResourceClaim) error {
 	var prior []resourceapi.ResourceClaim
 	for _, c := range claims {
-		if err := allocate(ctx, a, slices, prior, c); err != nil {
+		if err := Allocate(ctx, a, slices, prior, c); err != nil {
 			return err
 		}
 		if err := a.WriteClaim(c); err != nil {

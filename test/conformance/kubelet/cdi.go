@@ -153,9 +153,9 @@ func cdiMultiClaim(ctx context.Context, a *Agent, slicesOnStore []resourceapi.Re
 		return resourceapi.DeviceRequest{Name: name, Exactly: &resourceapi.ExactDeviceRequest{DeviceClassName: "mig.tessera.dev", AllocationMode: resourceapi.DeviceAllocationModeExactCount, Count: 1}}
 	}
 	claims := []*resourceapi.ResourceClaim{
-		newClaim("cdi-gpu", gpus("gpu", 1)),
-		newClaim("cdi-mig", mig("mig")),
-		newClaim("cdi-gpu-and-mig", gpus("gpu", 1), mig("mig")),
+		NewClaim("cdi-gpu", GPUs("gpu", 1)),
+		NewClaim("cdi-mig", mig("mig")),
+		NewClaim("cdi-gpu-and-mig", GPUs("gpu", 1), mig("mig")),
 	}
 	if err := AllocateAndStore(ctx, a, slicesOnStore, claims...); err != nil {
 		fail("cdi-multi-claim", err)

@@ -132,14 +132,17 @@ func checkRegistration(ctx context.Context, a *Agent, check func(string, error))
 		problems = append(problems, fmt.Sprintf("endpoint %q, want %q", info.Endpoint, a.DRASocket()))
 	}
 	check("getinfo-fields", joinProblems(problems))
-	// The kubelet's DRA handler takes the first entry it supports; v1 must come first.
+	// The kubelet's DRA handler takes the first entry it supports; v1 must come first. The
+	// optional health service follows, v1 before v1alpha1 (the kubelet picks the first it knows).
 	want := []string{"v1.DRAPlugin", "v1beta1.DRAPlugin"}
 	got := info.SupportedVersions
-	if len(got) == 3 && got[2] == "v1alpha1.DRAResourceHealth" {
-		got = got[:2]
+	for _, h := range []string{"v1.DRAResourceHealth", "v1alpha1.DRAResourceHealth"} {
+		if len(got) > 2 && got[2] == h {
+			got = append(got[:2:2], got[3:]...)
+		}
 	}
 	if !reflect.DeepEqual(got, want) {
-		check("getinfo-supported-versions", fmt.Errorf("supported_versions %q, want %q (in this order)", info.SupportedVersions, want))
+		check("getinfo-supported-versions", fmt.Errorf("supported_versions %q, want %q (in this order), then optionally v1.DRAResourceHealth, v1alpha1.DRAResourceHealth", info.SupportedVersions, want))
 	} else {
 		check("getinfo-supported-versions", nil)
 	}
@@ -160,8 +163,8 @@ func joinProblems(p []string) error {
 	return fmt.Errorf("%s", strings.Join(p, "; "))
 }
 
-// allocate uses the scheduler's allocator (Tier 2 oracle) to fill status.allocation.
-func allocate(ctx context.Context, a *Agent, slicesOnStore []resourceapi.ResourceSlice, prior []resourceapi.ResourceClaim, c *resourceapi.ResourceClaim) error {
+// Allocate uses the scheduler's allocator (Tier 2 oracle) to fill status.allocation.
+func Allocate(ctx context.Context, a *Agent, slicesOnStore []resourceapi.ResourceSlice, prior []resourceapi.ResourceClaim, c *resourceapi.ResourceClaim) error {
 	res := oracle.Allocate(ctx, &oracle.Case{Node: a.Node, Slices: slicesOnStore, DeviceClasses: gen.DeviceClasses(), AllocatedClaims: prior, Claim: *c})
 	if res.Error != "" || !res.Fits {
 		return fmt.Errorf("scheduler allocator cannot allocate %s on the agent's slices: fits=%v %s", c.Name, res.Fits, res.Error)
@@ -182,22 +185,24 @@ func allocate(ctx context.Context, a *Agent, slicesOnStore []resourceapi.Resourc
 	return nil
 }
 
-func newClaim(name string, reqs ...resourceapi.DeviceRequest) *resourceapi.ResourceClaim {
+// NewClaim is a claim in namespace "conformance" with a UID from its name.
+func NewClaim(name string, reqs ...resourceapi.DeviceRequest) *resourceapi.ResourceClaim {
 	return &resourceapi.ResourceClaim{
 		TypeMeta:   metav1.TypeMeta{APIVersion: "resource.k8s.io/v1", Kind: "ResourceClaim"},
-		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "conformance", UID: uidFor(name)},
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "conformance", UID: UIDFor(name)},
 		Spec:       resourceapi.ResourceClaimSpec{Devices: resourceapi.DeviceClaim{Requests: reqs}},
 	}
 }
 
-// uidFor gives each test claim a stable, distinct UUID-shaped UID.
-func uidFor(name string) types.UID {
+// UIDFor gives each test claim a stable, distinct UUID-shaped UID.
+func UIDFor(name string) types.UID {
 	h := fnv.New64a()
 	_, _ = h.Write([]byte(name))
 	return types.UID(fmt.Sprintf("c0ffee00-0000-4000-8000-%012x", h.Sum64()&0xffffffffffff))
 }
 
-func gpus(name string, n int64) resourceapi.DeviceRequest {
+// GPUs is a request for n whole GPUs of the gpu.tessera.dev class.
+func GPUs(name string, n int64) resourceapi.DeviceRequest {
 	return resourceapi.DeviceRequest{Name: name, Exactly: &resourceapi.ExactDeviceRequest{DeviceClassName: "gpu.tessera.dev", AllocationMode: resourceapi.DeviceAllocationModeExactCount, Count: n}}
 }
 

@@ -25,15 +25,15 @@ func checkPrepare(ctx context.Context, a *Agent, slicesOnStore []resourceapi.Res
 	}
 	check("v1-prepare-empty", err)
 
-	one := newClaim("one-gpu", gpus("gpu", 1))
-	two := newClaim("two-gpus", gpus("gpus", 2))
-	prio := newClaim("prioritized", resourceapi.DeviceRequest{Name: "gpu", FirstAvailable: []resourceapi.DeviceSubRequest{
+	one := NewClaim("one-gpu", GPUs("gpu", 1))
+	two := NewClaim("two-gpus", GPUs("gpus", 2))
+	prio := NewClaim("prioritized", resourceapi.DeviceRequest{Name: "gpu", FirstAvailable: []resourceapi.DeviceSubRequest{
 		{Name: "big", DeviceClassName: "gpu.tessera.dev", AllocationMode: resourceapi.DeviceAllocationModeExactCount, Count: 64},
 		{Name: "one", DeviceClassName: "gpu.tessera.dev", AllocationMode: resourceapi.DeviceAllocationModeExactCount, Count: 1},
 	}})
 	var prior []resourceapi.ResourceClaim
 	for _, c := range []*resourceapi.ResourceClaim{one, two, prio} {
-		if err := allocate(ctx, a, slicesOnStore, prior, c); err != nil {
+		if err := Allocate(ctx, a, slicesOnStore, prior, c); err != nil {
 			check("allocate-"+c.Name, err)
 			return
 		}
@@ -46,7 +46,7 @@ func checkPrepare(ctx context.Context, a *Agent, slicesOnStore []resourceapi.Res
 	// Wrong UID: the store holds the name, but the kubelet asks for another incarnation.
 	stale := &drav1.Claim{Namespace: one.Namespace, Name: one.Name, Uid: "00000000-dead-4000-8000-000000000000"}
 	missing := &drav1.Claim{Namespace: "conformance", Name: "no-such-claim", Uid: "00000000-0000-4000-8000-00000000beef"}
-	unallocated := newClaim("not-allocated", gpus("gpu", 1))
+	unallocated := NewClaim("not-allocated", GPUs("gpu", 1))
 	if err := a.WriteClaim(unallocated); err != nil {
 		check("store-not-allocated", err)
 		return

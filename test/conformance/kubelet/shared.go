@@ -44,7 +44,7 @@ func sharedGPU(ctx context.Context, a *Agent, slicesOnStore []resourceapi.Resour
 		DeviceClassName: "gpu.tessera.dev", AllocationMode: resourceapi.DeviceAllocationModeExactCount, Count: 1,
 		Selectors: []resourceapi.DeviceSelector{{CEL: &resourceapi.CELDeviceSelector{Expression: fmt.Sprintf(
 			`device.allowMultipleAllocations == true && device.attributes["gpu.tessera.dev"].uuid == %q`, uuid)}}}}}
-	claims := []*resourceapi.ResourceClaim{newClaim("shared-a", req), newClaim("shared-b", req)}
+	claims := []*resourceapi.ResourceClaim{NewClaim("shared-a", req), NewClaim("shared-b", req)}
 	if err := AllocateAndStore(ctx, a, slicesOnStore, claims...); err != nil {
 		fail(err)
 		return

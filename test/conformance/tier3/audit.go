@@ -20,12 +20,13 @@ rules:
 `
 
 // unusedRules are rules the shipped ClusterRoles hold that no Tier 3 flow exercises, each
-// with the reason it stays ("<sa> <group>/<resource> <verb>"). Empty: every rule is used.
+// with the reason it stays ("<ServiceAccount name> <group>/<resource> <verb>": the same for
+// the kustomize overlay and the chart, whatever their namespace).
 var unusedRules = map[string]string{
-	"system:serviceaccount:tessera-system:tessera /events create":                        "only on a failed prepare or a checkpoint moved aside; test/deploy.test.ts runs that flow against an enforcing API server",
-	"system:serviceaccount:tessera-system:tessera /events patch":                         "the rate-limited repeat of an Event; test/deploy.test.ts runs that flow",
-	"system:serviceaccount:tessera-system:tessera resource.k8s.io/resourceslices update": "rewriting a slice after a device change; test/deploy.test.ts runs the publisher's change/shrink flow",
-	"system:serviceaccount:tessera-system:tessera resource.k8s.io/resourceslices delete": "removing slices when the node shrinks; test/deploy.test.ts runs the publisher's change/shrink flow",
+	"tessera /events create":                        "only on a failed prepare or a checkpoint moved aside; test/deploy.test.ts runs that flow against an enforcing API server",
+	"tessera /events patch":                         "the rate-limited repeat of an Event; test/deploy.test.ts runs that flow",
+	"tessera resource.k8s.io/resourceslices update": "rewriting a slice after a device change; test/deploy.test.ts runs the publisher's change/shrink flow",
+	"tessera resource.k8s.io/resourceslices delete": "removing slices when the node shrinks; test/deploy.test.ts runs the publisher's change/shrink flow",
 }
 
 // rule is one (ServiceAccount, API group, resource, verb) a shipped role grants.
@@ -34,6 +35,11 @@ type rule struct {
 }
 
 func (r rule) key() string { return fmt.Sprintf("%s %s/%s %s", r.User, r.Group, r.Resource, r.Verb) }
+
+// saKey is key with the ServiceAccount's name only (no namespace).
+func (r rule) saKey() string {
+	return fmt.Sprintf("%s %s/%s %s", r.User[strings.LastIndex(r.User, ":")+1:], r.Group, r.Resource, r.Verb)
+}
 
 // boundRules expands the rules of every role bound to one of the identities.
 func boundRules(objs []unstructured.Unstructured, ids []*identity) []rule {
@@ -145,7 +151,7 @@ func usedRules(path string) (map[string]int, error) {
 
 // checkRulesUsed fails for every granted rule no request of its ServiceAccount used, unless
 // unusedRules gives the reason it stays; wildcards fail outright.
-func checkRulesUsed(auditLog string, rules []rule, wrap func(string, error) bool) (failed bool) {
+func checkRulesUsed(label, auditLog string, rules []rule, wrap func(string, error) bool) (failed bool) {
 	used, err := usedRules(auditLog)
 	if !wrap("audit-log", err) {
 		return true
@@ -159,16 +165,16 @@ func checkRulesUsed(auditLog string, rules []rule, wrap func(string, error) bool
 		case r.Group == "*" || r.Resource == "*" || r.Verb == "*":
 			unused = append(unused, r.key()+" (wildcard in "+r.Role+")")
 		case used[r.key()] > 0:
-		case unusedRules[r.key()] != "":
-			kept = append(kept, r.key()+": "+unusedRules[r.key()])
+		case unusedRules[r.saKey()] != "":
+			kept = append(kept, r.key()+": "+unusedRules[r.saKey()])
 		default:
 			unused = append(unused, r.key()+" ("+r.Role+")")
 		}
 	}
 	sort.Strings(unused)
-	fmt.Fprintf(os.Stderr, "tier3 rbac: %d granted rules, %d used by the flows above, %d kept with a reason, %d unused\n", len(rules), len(rules)-len(unused)-len(kept), len(kept), len(unused))
+	fmt.Fprintf(os.Stderr, "tier3 %s: %d granted rules, %d used by the flows above, %d kept with a reason, %d unused\n", label, len(rules), len(rules)-len(unused)-len(kept), len(kept), len(unused))
 	for _, k := range kept {
-		fmt.Fprintf(os.Stderr, "tier3 rbac:   kept unused: %s\n", k)
+		fmt.Fprintf(os.Stderr, "tier3 %s:   kept unused: %s\n", label, k)
 	}
 	if len(unused) > 0 {
 		return !wrap(fmt.Sprintf("every-rule-used (%d rules)", len(rules)), fmt.Errorf("granted but never used: %s", strings.Join(unused, "; ")))

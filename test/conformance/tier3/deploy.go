@@ -25,12 +25,18 @@ import (
 	"tessera.dev/conformance/kubelet"
 )
 
-// kustomizeVersion is the one test/deploy.test.ts builds into ~/.cache/tessera.
-const kustomizeVersion = "v5.7.1"
+// goTool is a Go program the tap suite builds into ~/.cache/tessera/<name>-<version>
+// (test/support/go-tools.ts): the same module, version and place here.
+type goTool struct{ Name, Module, Version string }
 
-// findKustomize returns the kustomize binary the tap suite built (same cache path and
-// version), else one on PATH, else builds it the same way (go install into the cache).
-func findKustomize() (string, error) {
+var (
+	kustomizeTool = goTool{"kustomize", "sigs.k8s.io/kustomize/kustomize/v5", "v5.7.1"}
+	helmTool      = goTool{"helm", "helm.sh/helm/v3/cmd/helm", "v3.22.0"}
+)
+
+// findTool returns the binary the tap suite built (same cache path and version), else one
+// on PATH, else builds it the same way (go install into the cache).
+func findTool(t goTool) (string, error) {
 	cache := os.Getenv("XDG_CACHE_HOME")
 	if cache == "" {
 		home, err := os.UserHomeDir()
@@ -39,18 +45,18 @@ func findKustomize() (string, error) {
 		}
 		cache = filepath.Join(home, ".cache")
 	}
-	dir := filepath.Join(cache, "tessera", "kustomize-"+kustomizeVersion)
-	bin := filepath.Join(dir, "kustomize")
+	dir := filepath.Join(cache, "tessera", t.Name+"-"+t.Version)
+	bin := filepath.Join(dir, t.Name)
 	if _, err := os.Stat(bin); err == nil {
 		return bin, nil
 	}
-	if p, err := exec.LookPath("kustomize"); err == nil {
+	if p, err := exec.LookPath(t.Name); err == nil {
 		return p, nil
 	}
-	cmd := exec.Command("go", "install", "sigs.k8s.io/kustomize/kustomize/v5@"+kustomizeVersion)
+	cmd := exec.Command("go", "install", t.Module+"@"+t.Version)
 	cmd.Env = append(os.Environ(), "GOBIN="+dir, "GOFLAGS=-buildvcs=false")
 	if out, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("go install kustomize %s: %v: %s", kustomizeVersion, err, lastLines(string(out), 3))
+		return "", fmt.Errorf("go install %s %s: %v: %s", t.Name, t.Version, err, lastLines(string(out), 3))
 	}
 	return bin, nil
 }
@@ -67,16 +73,35 @@ var docSep = regexp.MustCompile(`(?m)^---\s*$`)
 
 // renderDeploy renders one kustomization under deploy/ into objects.
 func renderDeploy(repo, dir string) ([]unstructured.Unstructured, error) {
-	bin, err := findKustomize()
+	bin, err := findTool(kustomizeTool)
 	if err != nil {
 		return nil, err
 	}
-	cmd := exec.Command(bin, "build", filepath.Join(repo, "deploy", dir))
+	return render("deploy/"+dir, exec.Command(bin, "build", filepath.Join(repo, "deploy", dir)))
+}
+
+// helmKubeVersion is .Capabilities.KubeVersion for `helm template`: a `go install`ed helm has
+// no version ldflags and would claim v1.20, which the chart's kubeVersion refuses (as in
+// test/deploy.test.ts); the harness's server is 1.37.2.
+const helmKubeVersion = "1.37.2"
+
+// renderChart renders deploy/helm/tessera with its defaults as release "tessera" in namespace.
+func renderChart(repo, namespace string) ([]unstructured.Unstructured, error) {
+	bin, err := findTool(helmTool)
+	if err != nil {
+		return nil, err
+	}
+	return render("deploy/helm/tessera", exec.Command(bin, "template", "tessera", filepath.Join(repo, "deploy", "helm", "tessera"),
+		"--namespace", namespace, "--kube-version", helmKubeVersion))
+}
+
+// render runs a renderer and splits its YAML stream into objects.
+func render(what string, cmd *exec.Cmd) ([]unstructured.Unstructured, error) {
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
 	if err != nil {
-		return nil, fmt.Errorf("kustomize build deploy/%s: %v: %s", dir, err, lastLines(stderr.String(), 3))
+		return nil, fmt.Errorf("render %s: %v: %s", what, err, lastLines(stderr.String(), 3))
 	}
 	var objs []unstructured.Unstructured
 	for _, doc := range docSep.Split(string(out), -1) {
@@ -85,7 +110,10 @@ func renderDeploy(repo, dir string) ([]unstructured.Unstructured, error) {
 		}
 		var m map[string]any
 		if err := yaml.Unmarshal([]byte(doc), &m); err != nil {
-			return nil, fmt.Errorf("deploy/%s renders YAML that does not parse: %v", dir, err)
+			return nil, fmt.Errorf("%s renders YAML that does not parse: %v", what, err)
+		}
+		if m == nil { // a template that rendered only comments
+			continue
 		}
 		objs = append(objs, unstructured.Unstructured{Object: m})
 	}

@@ -70,3 +70,48 @@ func validateFixtures(ctx context.Context, repo, kubeconfig string, client *kube
 	}
 	return failed
 }
+
+// faultyFixture is the node whose kernel log (its kmsg.txt) holds a fatal XID on GPU 0.
+const faultyFixture = "h100-sxm-8x-faulty"
+
+// taintedSlices: the agent on the faulty node taints GPU 0 from its kernel log (XID 79) and
+// publishes that; the real server must accept the device taint and give it back as written
+// (key, value, effect, timeAdded).
+func taintedSlices(ctx context.Context, repo, kubeconfig string, client *kubernetes.Clientset, check func(string, error) bool) (failed bool) {
+	name := "slices-tainted/" + faultyFixture
+	if _, err := os.Stat(filepath.Join(repo, "fixtures", "nodes", faultyFixture)); err != nil {
+		return !check(name, fmt.Errorf("fixture %s: %w", faultyFixture, err))
+	}
+	node := "t3-faulty"
+	if _, err := client.CoreV1().Nodes().Create(ctx, &v1.Node{ObjectMeta: metav1.ObjectMeta{Name: node}}, metav1.CreateOptions{}); err != nil {
+		return !check(name, err)
+	}
+	a, err := kubelet.StartAgentWithKube(repo, faultyFixture, node, "kubeconfig:"+kubeconfig)
+	if err != nil {
+		return !check(name, err)
+	}
+	defer func() { _, _ = a.Stop(10 * time.Second); a.Cleanup(failed) }()
+	var taint *resourceapi.DeviceTaint
+	err = kubelet.WaitFor(ctx, 20*time.Second, func() bool {
+		l, err := client.ResourceV1().ResourceSlices().List(ctx, metav1.ListOptions{FieldSelector: "spec.nodeName=" + node})
+		if err != nil {
+			return false
+		}
+		for _, sl := range l.Items {
+			for _, d := range sl.Spec.Devices {
+				if d.Name == "gpu-0" && len(d.Taints) > 0 {
+					taint = &d.Taints[0]
+				}
+			}
+		}
+		return taint != nil
+	})
+	if err != nil {
+		return !check(name, fmt.Errorf("no taint on gpu-0 of node %s on the server: %v; agent log: %s", node, err, a.Tail()))
+	}
+	fmt.Fprintf(os.Stderr, "tier3: %s: gpu-0 stored with taint %s=%s:%s (timeAdded %v)\n", name, taint.Key, taint.Value, taint.Effect, taint.TimeAdded)
+	if taint.Key != "gpu.tessera.dev/xid" || taint.Value != "79" || taint.Effect != resourceapi.DeviceTaintEffectNoExecute || taint.TimeAdded == nil {
+		return !check(name, fmt.Errorf("gpu-0's taint on the server is %+v, want gpu.tessera.dev/xid=79:NoExecute with timeAdded", *taint))
+	}
+	return !check(name, nil)
+}

@@ -9,6 +9,7 @@ package main
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"net"
 	"net/url"
@@ -34,7 +35,11 @@ import (
 	"tessera.dev/conformance/report"
 )
 
-const tier = 3
+// tier is 3 (the API server checks) or, with -tier 4, real scheduling (scheduling.go) on
+// the same API server: one binary, one k8s.io/kubernetes build.
+var tier = 3
+var tierFlag = flag.Int("tier", 3, "3: API server, RBAC and slice checks; 4: kube-scheduler + ResourceClaim controller + kubelet DRA manager")
+
 const token = "tessera-conformance-token"
 
 var gates = "DRAPrioritizedList=true,DRAPartitionableDevices=true,DRAConsumableCapacity=true,DRADeviceTaints=true,DRAAdminAccess=true"
@@ -87,7 +92,8 @@ func run(ctx context.Context, repo, fixture string) (failed bool) {
 		failed = failed || !ok
 		return ok
 	}
-	dir, err := os.MkdirTemp("", "tessera-t3-")
+	tier = *tierFlag
+	dir, err := os.MkdirTemp("", fmt.Sprintf("tessera-t%d-", tier))
 	if !check("tempdir", err) {
 		return
 	}
@@ -151,11 +157,15 @@ func run(ctx context.Context, repo, fixture string) (failed bool) {
 	if !check("apiserver-ready", err) {
 		return
 	}
+	server := fmt.Sprintf("https://127.0.0.1:%d", port)
+	if tier == 4 {
+		return runScheduling(ctx, repo, dir, server, kubeconfig, client, check)
+	}
 	if runAgainstServer(ctx, repo, fixture, kubeconfig, client, check) {
 		return true
 	}
 	failed = validateFixtures(ctx, repo, kubeconfig, client, check) || failed
-	server := fmt.Sprintf("https://127.0.0.1:%d", port)
+	failed = taintedSlices(ctx, repo, kubeconfig, client, check) || failed
 	return runRBAC(ctx, repo, fixture, dir, server, filepath.Join(dir, "audit.log"), client, check) || failed
 }
 

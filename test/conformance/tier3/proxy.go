@@ -68,7 +68,7 @@ func proxyPool(objs []unstructured.Unstructured) string {
 
 // runProxyAsSA: `tessera proxy --inference-pool ns/name` with the proxy's token finds the
 // pool's ready model-server pod on its node.
-func runProxyAsSA(ctx context.Context, repo string, id *identity, objs []unstructured.Unstructured, ap *applier, admin *kubernetes.Clientset, wrap func(string, error) bool) (failed bool) {
+func runProxyAsSA(ctx context.Context, repo string, sc *scenario, id *identity, objs []unstructured.Unstructured, ap *applier, admin *kubernetes.Clientset, wrap func(string, error) bool) (failed bool) {
 	w := func(name string, err error) bool { ok := wrap(name, err); failed = failed || !ok; return ok }
 	ref := proxyPool(objs)
 	ns, name, _ := strings.Cut(ref, "/")
@@ -80,14 +80,14 @@ func runProxyAsSA(ctx context.Context, repo string, id *identity, objs []unstruc
 	pool := &unstructured.Unstructured{Object: map[string]any{
 		"apiVersion": "inference.networking.k8s.io/v1", "kind": "InferencePool",
 		"metadata": map[string]any{"name": name, "namespace": ns},
-		"spec": map[string]any{"selector": map[string]any{"matchLabels": map[string]any{"app": "rbac-model"}},
+		"spec": map[string]any{"selector": map[string]any{"matchLabels": map[string]any{"app": sc.Name + "-model"}},
 			"targetPorts": []any{map[string]any{"number": int64(8000)}}},
 	}}
 	if !w("create-inferencepool", ap.apply(ctx, pool)) {
 		return
 	}
-	pod := &v1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "rbac-model", Namespace: ns, Labels: map[string]string{"app": "rbac-model"}},
-		Spec: v1.PodSpec{NodeName: nodeA, Containers: []v1.Container{{Name: "vllm", Image: "vllm"}}}}
+	pod := &v1.Pod{ObjectMeta: metav1.ObjectMeta{Name: sc.Name + "-model", Namespace: ns, Labels: map[string]string{"app": sc.Name + "-model"}},
+		Spec: v1.PodSpec{NodeName: sc.NodeA, Containers: []v1.Container{{Name: "vllm", Image: "vllm"}}}}
 	pod, err := admin.CoreV1().Pods(ns).Create(ctx, pod, metav1.CreateOptions{})
 	if !w("create-model-pod", err) {
 		return
@@ -109,7 +109,7 @@ func runProxyAsSA(ctx context.Context, repo string, id *identity, objs []unstruc
 	}
 	defer os.Remove(logPath)
 	cmd := exec.Command("node", filepath.Join(repo, "bin", "tessera.js"), "proxy", "--listen", fmt.Sprintf("127.0.0.1:%d", port),
-		"--inference-pool", ref, "--node-name", nodeA, "--kube", "kubeconfig:"+id.Kubeconfig)
+		"--inference-pool", ref, "--node-name", sc.NodeA, "--kube", "kubeconfig:"+id.Kubeconfig)
 	cmd.Dir = repo
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}

@@ -27,8 +27,18 @@ import (
 	"tessera.dev/conformance/report"
 )
 
-// The nodes of the RBAC scenario: the agent runs on A; B's slices are someone else's.
-const nodeA, nodeB = "rbac-node-a", "rbac-node-b"
+// scenario is one install of the shipped manifests with its own nodes and object names:
+// kustomize's deploy/overlays/nvidia, then the Helm chart's defaults in its own namespace
+// (which rebinds the cluster-scoped roles and policy to the chart's ServiceAccounts). The
+// agent runs on NodeA; NodeB's slices are someone else's.
+type scenario struct {
+	Name         string // check prefix and object name prefix: rbac, rbac-helm
+	NodeA, NodeB string
+	Objs         []unstructured.Unstructured
+}
+
+// helmNamespace is the chart's release namespace, apart from kustomize's tessera-system.
+const helmNamespace = "tessera-helm"
 
 // identity is one ServiceAccount the shipped manifests run a `tessera` command under.
 type identity struct {
@@ -107,12 +117,9 @@ func clientFor(kubeconfig string) (*kubernetes.Clientset, error) {
 // runRBAC applies the shipped manifests to the server (Node,RBAC authorization, the
 // ValidatingAdmissionPolicy admission) and runs every in-cluster command with its own
 // ServiceAccount's token; then checks the cross-node denials and that every rule was used.
+// Once for the kustomize overlay, once for the Helm chart, whose rules must be the same.
 func runRBAC(ctx context.Context, repo, fixture, dir, server, auditLog string, admin *kubernetes.Clientset, check func(string, error) bool) (failed bool) {
 	wrap := func(name string, err error) bool { ok := check("rbac/"+name, err); failed = failed || !ok; return ok }
-	objs, err := renderDeploy(repo, "overlays/nvidia")
-	if !wrap("render-deploy", err) {
-		return
-	}
 	rc, err := clientcmd.BuildConfigFromFlags("", filepath.Join(dir, "kubeconfig"))
 	if !wrap("admin-config", err) {
 		return
@@ -129,22 +136,40 @@ func runRBAC(ctx context.Context, repo, fixture, dir, server, auditLog string, a
 	if !wrap("inferencepool-crd-served", ap.waitServed(ctx, poolGVR)) {
 		return
 	}
-	var applyErrs []string
-	for i := range objs {
-		if err := ap.apply(ctx, &objs[i]); err != nil {
-			applyErrs = append(applyErrs, err.Error())
-		}
+	kustomized, err := renderDeploy(repo, "overlays/nvidia")
+	if !wrap("render-deploy", err) {
+		return
 	}
-	if !wrap(fmt.Sprintf("apply-deploy (%d objects)", len(objs)), joinErrs(applyErrs)) {
+	chart, err := renderChart(repo, helmNamespace)
+	helmOK := check("rbac-helm/render-chart", err)
+	failed = !helmOK
+	failed = runScenario(ctx, repo, fixture, dir, server, auditLog, admin, ap, &scenario{Name: "rbac", NodeA: "rbac-node-a", NodeB: "rbac-node-b", Objs: kustomized}, check) || failed
+	if !helmOK {
+		return true
+	}
+	failed = !check("rbac-helm/rules-as-kustomize", sameRules(kustomized, chart)) || failed
+	return runScenario(ctx, repo, fixture, dir, server, auditLog, admin, ap, &scenario{Name: "rbac-helm", NodeA: "helm-node-a", NodeB: "helm-node-b", Objs: chart}, check) || failed
+}
+
+// runScenario applies one rendering and runs the agent, the proxy and the diag verbs with
+// its ServiceAccounts' tokens, the cross-node denials and the unused-rule check.
+func runScenario(ctx context.Context, repo, fixture, dir, server, auditLog string, admin *kubernetes.Clientset, ap *applier, sc *scenario, check func(string, error) bool) (failed bool) {
+	wrap := func(name string, err error) bool {
+		ok := check(sc.Name+"/"+name, err)
+		failed = failed || !ok
+		return ok
+	}
+	objs := sc.Objs
+	if !wrap(fmt.Sprintf("apply-deploy (%d objects)", len(objs)), applyAll(ctx, ap, objs)) {
 		return
 	}
 	ids := identities(objs)
 	agentID, proxyID := ids["agent"], ids["proxy"]
 	if agentID == nil || proxyID == nil {
-		wrap("identities", fmt.Errorf("no workload runs `tessera agent` and `tessera proxy` in deploy/overlays/nvidia (found %v)", keys(ids)))
+		wrap("identities", fmt.Errorf("no workload runs `tessera agent` and `tessera proxy` (found %v)", keys(ids)))
 		return
 	}
-	for _, n := range []string{nodeA, nodeB} {
+	for _, n := range []string{sc.NodeA, sc.NodeB} {
 		if _, err := admin.CoreV1().Nodes().Create(ctx, &v1.Node{ObjectMeta: metav1.ObjectMeta{Name: n}}, metav1.CreateOptions{}); !wrap("create-node-"+n, err) {
 			return
 		}
@@ -155,17 +180,56 @@ func runRBAC(ctx context.Context, repo, fixture, dir, server, auditLog string, a
 			continue
 		}
 		minted[id] = true
-		if !wrap("token-"+id.Namespace+"/"+id.Name, mintToken(ctx, admin, id, nodeA, dir, server)) {
+		if !wrap("token-"+id.Namespace+"/"+id.Name, mintToken(ctx, admin, id, sc.NodeA, dir, server)) {
 			return
 		}
 	}
-	fmt.Fprintf(os.Stderr, "tier3 rbac: agent runs as %s, proxy as %s\n", agentID.user(), proxyID.user())
+	fmt.Fprintf(os.Stderr, "tier3 %s: agent runs as %s, proxy as %s\n", sc.Name, agentID.user(), proxyID.user())
 
-	failed = runAgentAsSA(ctx, repo, fixture, agentID, admin, wrap) || failed
-	failed = runProxyAsSA(ctx, repo, proxyID, objs, ap, admin, wrap) || failed
-	failed = crossNodeDenials(ctx, agentID, admin, wrap) || failed
+	failed = runAgentAsSA(ctx, repo, fixture, sc, agentID, admin, wrap) || failed
+	failed = runProxyAsSA(ctx, repo, sc, proxyID, objs, ap, admin, wrap) || failed
+	failed = crossNodeDenials(ctx, sc, agentID, admin, wrap) || failed
 	rules := boundRules(objs, []*identity{agentID, proxyID})
-	return checkRulesUsed(auditLog, rules, wrap) || failed
+	return checkRulesUsed(sc.Name, auditLog, rules, wrap) || failed
+}
+
+// sameRules: the chart must grant exactly what the kustomize overlay grants, per
+// ServiceAccount name, (group, resource, verb).
+func sameRules(kustomized, chart []unstructured.Unstructured) error {
+	set := func(objs []unstructured.Unstructured) map[string]bool {
+		ids := identities(objs)
+		var list []*identity
+		for _, id := range ids {
+			list = append(list, id)
+		}
+		out := map[string]bool{}
+		for _, r := range boundRules(objs, list) {
+			out[r.saKey()] = true
+		}
+		return out
+	}
+	k, h := set(kustomized), set(chart)
+	var onlyK, onlyH []string
+	for r := range k {
+		if !h[r] {
+			onlyK = append(onlyK, r)
+		}
+	}
+	for r := range h {
+		if !k[r] {
+			onlyH = append(onlyH, r)
+		}
+	}
+	sort.Strings(onlyK)
+	sort.Strings(onlyH)
+	if len(k) == 0 {
+		return fmt.Errorf("no rule bound to a ServiceAccount in either rendering")
+	}
+	if len(onlyK)+len(onlyH) > 0 {
+		return fmt.Errorf("rules differ: only in overlays/nvidia: %v; only in the chart: %v", onlyK, onlyH)
+	}
+	fmt.Fprintf(os.Stderr, "tier3 rbac-helm: the chart grants the same %d (ServiceAccount, group, resource, verb) rules as overlays/nvidia\n", len(k))
+	return nil
 }
 
 func keys[T any](m map[string]T) []string {
@@ -177,6 +241,17 @@ func keys[T any](m map[string]T) []string {
 	return out
 }
 
+// applyAll applies every rendered object, reporting all that failed.
+func applyAll(ctx context.Context, ap *applier, objs []unstructured.Unstructured) error {
+	var errs []string
+	for i := range objs {
+		if err := ap.apply(ctx, &objs[i]); err != nil {
+			errs = append(errs, err.Error())
+		}
+	}
+	return joinErrs(errs)
+}
+
 func joinErrs(errs []string) error {
 	if len(errs) == 0 {
 		return nil
@@ -186,10 +261,10 @@ func joinErrs(errs []string) error {
 
 // runAgentAsSA: the agent publishes node A's slices with its token, and the diag verbs an
 // operator runs in its container (slices, explain, prepare, unprepare) work with the same.
-func runAgentAsSA(ctx context.Context, repo, fixture string, id *identity, admin *kubernetes.Clientset, wrap func(string, error) bool) (failed bool) {
+func runAgentAsSA(ctx context.Context, repo, fixture string, sc *scenario, id *identity, admin *kubernetes.Clientset, wrap func(string, error) bool) (failed bool) {
 	w := func(name string, err error) bool { ok := wrap(name, err); failed = failed || !ok; return ok }
 	kube := "kubeconfig:" + id.Kubeconfig
-	a, err := kubelet.StartAgentWithKube(repo, fixture, nodeA, kube)
+	a, err := kubelet.StartAgentWithKube(repo, fixture, sc.NodeA, kube)
 	if !w("agent-start", err) {
 		return
 	}
@@ -203,19 +278,19 @@ func runAgentAsSA(ctx context.Context, repo, fixture string, id *identity, admin
 	if !w("agent-sockets", a.WaitSockets(30*time.Second)) {
 		return
 	}
-	slices, err := waitNodeSlices(ctx, admin, nodeA)
+	slices, err := waitNodeSlices(ctx, admin, sc.NodeA)
 	if !w("agent-publishes-own-slices", withTail(err, a)) {
 		return
 	}
-	nodeFlags := []string{"--node-name", nodeA, "--kubelet-root", a.KubeletRoot, "--cdi-root", a.CDIRoot, "--state-dir", a.StateDir, "--kube", kube}
+	nodeFlags := []string{"--node-name", sc.NodeA, "--kubelet-root", a.KubeletRoot, "--cdi-root", a.CDIRoot, "--state-dir", a.StateDir, "--kube", kube}
 	_, err = tessera(repo, append([]string{"diag", "slices", "--discovery", "fixture:" + fixture, "-o", "json"}, nodeFlags...)...)
 	w("diag-slices", err)
 
 	// A claim the operator asks about and one the kubelet prepares.
-	if _, err := admin.CoreV1().Namespaces().Create(ctx, &v1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "rbac"}}, metav1.CreateOptions{}); !w("create-namespace", err) {
+	if _, err := admin.CoreV1().Namespaces().Create(ctx, &v1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: sc.Name}}, metav1.CreateOptions{}); !w("create-namespace", err) {
 		return
 	}
-	claim := &resourceapi.ResourceClaim{ObjectMeta: metav1.ObjectMeta{Name: "one-gpu", Namespace: "rbac"},
+	claim := &resourceapi.ResourceClaim{ObjectMeta: metav1.ObjectMeta{Name: "one-gpu", Namespace: sc.Name},
 		Spec: resourceapi.ResourceClaimSpec{Devices: resourceapi.DeviceClaim{Requests: []resourceapi.DeviceRequest{{Name: "gpu",
 			Exactly: &resourceapi.ExactDeviceRequest{DeviceClassName: "gpu.tessera.dev", AllocationMode: resourceapi.DeviceAllocationModeExactCount, Count: 1}}}}}}
 	claimFile := filepath.Join(a.Root, "claim.yaml")
@@ -228,37 +303,37 @@ func runAgentAsSA(ctx context.Context, repo, fixture string, id *identity, admin
 	if err == nil && !strings.Contains(out, `"fits":true`) && !strings.Contains(out, `"fits": true`) {
 		w("diag-explain-fits", fmt.Errorf("a 1-GPU claim on an empty 8-GPU node does not fit: %.300s", out))
 	}
-	if _, stage, err := createAllocated(ctx, admin, claim, nodeA, slices, "rbac-pod"); !w(stage, err) {
+	if _, stage, err := createAllocated(ctx, admin, claim, sc.NodeA, slices, sc.Name+"-pod"); !w(stage, err) {
 		return
 	}
-	_, err = tessera(repo, append([]string{"diag", "prepare", "rbac/one-gpu", "-o", "json"}, nodeFlags...)...)
+	_, err = tessera(repo, append([]string{"diag", "prepare", sc.Name + "/one-gpu", "-o", "json"}, nodeFlags...)...)
 	w("diag-prepare", err)
-	_, err = tessera(repo, append([]string{"diag", "unprepare", "rbac/one-gpu"}, nodeFlags...)...)
+	_, err = tessera(repo, append([]string{"diag", "unprepare", sc.Name + "/one-gpu"}, nodeFlags...)...)
 	w("diag-unprepare", err)
 	// The node is reconfigured (static -> dynamic MIG -> static): the publisher rewrites its
 	// pool, deleting the slices it no longer needs, still with its own token only.
 	_, _ = a.Stop(10 * time.Second)
 	stopped = true
 	for _, mode := range []string{"dynamic", "static"} {
-		w("republish-"+mode, republish(ctx, repo, fixture, kube, mode, len(slices), admin))
+		w("republish-"+mode, republish(ctx, repo, fixture, sc.NodeA, kube, mode, len(slices), admin))
 	}
 	return
 }
 
 // republish restarts the agent with another MIG mode and waits until node A's pool is the
 // one that mode publishes (dynamic: shared counters; static: the original slice count).
-func republish(ctx context.Context, repo, fixture, kube, mode string, staticCount int, admin *kubernetes.Clientset) error {
+func republish(ctx context.Context, repo, fixture, node, kube, mode string, staticCount int, admin *kubernetes.Clientset) error {
 	// Dynamic mode publishes counters only where MIG is already on: the MIG-enabled variant of the node.
 	fx := fixture
 	if mode == "dynamic" {
 		fx = "h100-sxm-8x-mig"
 	}
-	a, err := kubelet.StartAgentWithKube(repo, fx, nodeA, kube, "--mig-mode", mode)
+	a, err := kubelet.StartAgentWithKube(repo, fx, node, kube, "--mig-mode", mode)
 	if err != nil {
 		return err
 	}
 	defer func() { _, _ = a.Stop(10 * time.Second); a.Cleanup(false) }()
-	sel := metav1.ListOptions{FieldSelector: "spec.nodeName=" + nodeA}
+	sel := metav1.ListOptions{FieldSelector: "spec.nodeName=" + node}
 	err = kubelet.WaitFor(ctx, 30*time.Second, func() bool {
 		l, err := admin.ResourceV1().ResourceSlices().List(ctx, sel)
 		if err != nil {
@@ -314,7 +389,8 @@ func allocationOf(res oracle.Result) *resourceapi.AllocationResult {
 
 // crossNodeDenials: node A's agent token may not create, update or delete node B's slices;
 // the real API server denies each through the shipped ValidatingAdmissionPolicy.
-func crossNodeDenials(ctx context.Context, id *identity, admin *kubernetes.Clientset, wrap func(string, error) bool) (failed bool) {
+func crossNodeDenials(ctx context.Context, sc *scenario, id *identity, admin *kubernetes.Clientset, wrap func(string, error) bool) (failed bool) {
+	nodeA, nodeB := sc.NodeA, sc.NodeB
 	w := func(name string, err error) bool { ok := wrap(name, err); failed = failed || !ok; return ok }
 	agent, err := clientFor(id.Kubeconfig)
 	if !w("agent-client", err) {
@@ -332,16 +408,16 @@ func crossNodeDenials(ctx context.Context, id *identity, admin *kubernetes.Clien
 			return
 		}
 		text := err.Error()
-		fmt.Fprintf(os.Stderr, "tier3 rbac: %s of node %s's slice by node %s's agent denied: %s\n", op, nodeB, nodeA, text)
+		fmt.Fprintf(os.Stderr, "tier3 "+sc.Name+": %s of node %s's slice by node %s's agent denied: %s\n", op, nodeB, nodeA, text)
 		if !strings.Contains(text, "tessera-resourceslices-own-node") {
 			w("deny-"+op+"-other-node", fmt.Errorf("denied, but not by the admission policy: %s", text))
 			return
 		}
-		report.PassWith(tier, "rbac/deny-"+op+"-other-node", text)
+		report.PassWith(tier, sc.Name+"/deny-"+op+"-other-node", text)
 	}
-	_, err = agent.ResourceV1().ResourceSlices().Create(ctx, sliceFor("rbac-b-by-a", nodeB), metav1.CreateOptions{})
+	_, err = agent.ResourceV1().ResourceSlices().Create(ctx, sliceFor(sc.Name+"-b-by-a", nodeB), metav1.CreateOptions{})
 	denied("create", err)
-	theirs, err := admin.ResourceV1().ResourceSlices().Create(ctx, sliceFor("rbac-b-own", nodeB), metav1.CreateOptions{})
+	theirs, err := admin.ResourceV1().ResourceSlices().Create(ctx, sliceFor(sc.Name+"-b-own", nodeB), metav1.CreateOptions{})
 	if !w("admin-creates-node-b-slice", err) {
 		return
 	}

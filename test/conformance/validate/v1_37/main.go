@@ -37,7 +37,7 @@ import (
 	"k8s.io/kubernetes/pkg/registry/resource/resourceslice"
 )
 
-const tier = 4
+const tier = 5
 
 // profiles: the minor's default gates, then each DRA gate the issue asks about switched on,
 // then all three.
