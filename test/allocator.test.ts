@@ -28,6 +28,8 @@ const GOLDEN: Record<string, Record<string, Golden>> = {
   "mig-1g": { "h100-sxm-8x": { stage: "classSelectors" }, "a100-80gb-mig": ["gpu-1-mig-15-0-2"], "l40s-1x": { stage: "classSelectors" }, "workstation-2numa-4gpu": { stage: "classSelectors" } },
   "prefer-h100-else-a100": { "h100-sxm-8x": ["gpu/h100=gpu-0"], "a100-80gb-mig": { stage: "classSelectors" }, "l40s-1x": { stage: "requestSelectors" }, "workstation-2numa-4gpu": { stage: "requestSelectors" }, "a100-80gb-mig@dynamic": { stage: "classSelectors" } },
   "all-gpus": { "h100-sxm-8x": ["gpu-0", "gpu-1", "gpu-2", "gpu-3", "gpu-4", "gpu-5", "gpu-6", "gpu-7"], "a100-80gb-mig": { stage: "classSelectors" }, "l40s-1x": ["gpu-0"], "workstation-2numa-4gpu": ["gpu-0", "gpu-1", "gpu-2", "gpu-3"] },
+  "time-sliced-gpu": { "h100-sxm-8x": ["gpu-0"], "a100-80gb-mig": { stage: "classSelectors" }, "l40s-1x": ["gpu-0"], "workstation-2numa-4gpu": ["gpu-0"] },
+  "mps-gpu": { "h100-sxm-8x": ["gpu-0"], "a100-80gb-mig": { stage: "classSelectors" }, "l40s-1x": ["gpu-0"], "workstation-2numa-4gpu": ["gpu-0"] },
   "shared-gpu": { "h100-sxm-8x": { stage: "requestSelectors" }, "a100-80gb-mig": { stage: "classSelectors" }, "l40s-1x": { stage: "requestSelectors" }, "workstation-2numa-4gpu": { stage: "requestSelectors" } },
 };
 

@@ -34,7 +34,7 @@ export const FIXTURE_NAMES = ["h100-sxm-8x", "a100-80gb-mig", "l40s-1x", "workst
 function config(discovery: string, extra: Partial<NodeConfig> = {}): NodeConfig {
   return {
     driverName: "gpu.tessera.dev", nodeName: "golden-node", kubeletRoot: "/k", stateDir: "/k/s", cdiRoot: "/cdi", sysfsRoot: "/sys", discovery,
-    kube: "auto", migMode: "static", gpuSharing: "none", nvidiaSmi: "nvidia-smi", procRoot: "/proc", logLevel: "info", registrationSocket: "/k/r.sock", draSocket: "/k/d.sock", checkpointFile: "/k/c.json", ...extra,
+    kube: "auto", migMode: "static", gpuSharing: "none", nvidiaSmi: "nvidia-smi", mpsControl: "nvidia-cuda-mps-control", procRoot: "/proc", logLevel: "info", registrationSocket: "/k/r.sock", draSocket: "/k/d.sock", checkpointFile: "/k/c.json", ...extra,
   };
 }
 

@@ -23,6 +23,8 @@ import { claim, DRIVER, gpuUUID, inventory, nodeConfig, NODE, ref, startEnv, tem
 const facts = deviceFacts(inventory(4));
 
 t.test("computePrepared: driver filter, base request names, configs, shareID, errors", async (t) => {
+  const all = { apiVersion: "gpu.tessera.dev/v1alpha1", kind: "GpuConfig", sharing: { strategy: "TimeSlicing" } };
+  const base = { ...all, sharing: { strategy: "TimeSlicing", timeSlicing: { interval: "Long" } } };
   const c = claim({
     name: "core",
     uid: uid(1),
@@ -32,17 +34,17 @@ t.test("computePrepared: driver filter, base request names, configs, shareID, er
       { request: "gpus/large", device: "gpu-3", adminAccess: true },
     ],
     config: [
-      { parameters: { all: true } },
-      { requests: ["gpus"], parameters: { base: true } },
-      { requests: ["nope"], parameters: { never: true } },
+      { parameters: all },
+      { requests: ["gpus"], parameters: base },
+      { requests: ["nope"], parameters: { ...all, sharing: { strategy: "MPS" } } },
       { driver: "other.example.com", parameters: { foreign: true } },
     ],
   });
   const p = computePrepared(c, facts, DRIVER);
-  t.same(p.devices.map((d) => [d.requestNames, d.deviceName, d.shareID, d.adminAccess, d.configs]), [
-    [["gpus"], "gpu-2", "s-1", undefined, [{ all: true }, { base: true }]],
-    [["gpus"], "gpu-3", undefined, true, [{ all: true }, { base: true }]],
-  ]);
+  t.same(p.devices.map((d) => [d.requestNames, d.deviceName, d.shareID, d.adminAccess, d.configs, d.sharing]), [
+    [["gpus"], "gpu-2", "s-1", undefined, [all, base], { strategy: "TimeSlicing", interval: "Long" }],
+    [["gpus"], "gpu-3", undefined, true, [all, base], { strategy: "TimeSlicing", interval: "Long" }],
+  ], "our configs that apply, in order; the last one decides the sharing");
   t.notOk("shareID" in (p.devices[1] ?? {}), "no shareID key without one");
   t.same(computePrepared(c, facts, DRIVER), p, "pure: same input, same output");
   t.throws(() => computePrepared(claim({ name: "x", uid: uid(2), allocated: false }), facts, DRIVER), { code: "TESSERA_CLAIM_NOT_ALLOCATED" });

@@ -5,12 +5,9 @@
 // (--nvidia-smi test/support/nvidia-smi-sim.mjs), and a SIGKILL between creating an instance and
 // recording it, with the three ways a restarted agent must reconcile it.
 import t from "tap";
-import { spawn, type ChildProcess } from "node:child_process";
 import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { once } from "node:events";
-import { createInterface } from "node:readline";
 import { startAgent } from "../agent/cli/agent.js";
 import { main } from "../agent/cli/main.js";
 import { captureIO } from "../agent/cli/io.js";
@@ -20,6 +17,7 @@ import { createDiscovery } from "../agent/discovery/index.js";
 import { createStandaloneStore } from "../agent/kube/standalone-store.js";
 import type { ResourceClaim } from "../agent/kube/types.js";
 import { createDraClient } from "../agent/plugin/protos.js";
+import { agentProcess as spawnAgent, type AgentChild } from "./support/agent-process.js";
 import { claim, nodeConfig, ref, tempDir, uid, NODE } from "./support/kubelet-env.js";
 
 const ROOT = join(fileURLToPath(new URL(".", import.meta.url)), "..", "..");
@@ -151,25 +149,9 @@ t.test("dynamic MIG through the real seam: apply, prepare creates at the allocat
   t.same(after.slice(0, 2).map((c) => c.at(-1)), ["-dci", "-dgi"], "compute instance first, then its GPU instance");
 });
 
-interface Child {
-  proc: ChildProcess;
-  exited: Promise<unknown>;
-}
-
-/** A real `tessera agent` child, resolved once it logs that its sockets serve. */
-async function agentProcess(dir: string, env: NodeJS.ProcessEnv): Promise<Child> {
-  const proc = spawn(process.execPath, [join(ROOT, "bin", "tessera.js"), "agent", "--kubelet-root", join(dir, "k"), "--cdi-root", join(dir, "cdi"), "--node-name", NODE, "--kube", `standalone:${join(dir, "store")}`, "--rediscover-interval", "0", "--http-listen", "127.0.0.1:0", ...seamFlags], { env, stdio: ["ignore", "ignore", "pipe"] });
-  const exited = once(proc, "exit");
-  const lines = createInterface({ input: proc.stderr as NodeJS.ReadableStream });
-  const said: string[] = [];
-  await new Promise<void>((resolve, reject) => {
-    lines.on("line", (l) => {
-      if (said.length < 20) said.push(l);
-      if (l.includes("kubelet plugin serving")) resolve();
-    });
-    void exited.then(() => reject(new Error(`agent exited before serving: ${said.join(" | ")}`)));
-  });
-  return { proc, exited };
+/** A real `tessera agent` child on this file's seam, resolved once its sockets serve. */
+function agentProcess(dir: string, env: NodeJS.ProcessEnv): Promise<AgentChild> {
+  return spawnAgent(["--kubelet-root", join(dir, "k"), "--cdi-root", join(dir, "cdi"), "--node-name", NODE, "--kube", `standalone:${join(dir, "store")}`, "--rediscover-interval", "0", "--http-listen", "127.0.0.1:0", ...seamFlags], env);
 }
 
 t.test("SIGKILL between creating an instance and recording it: no orphan, never created twice", async (t) => {

@@ -37,7 +37,7 @@ const RS = ["resource.k8s.io", "resourceslices"] as const;
 function config(discovery: string): NodeConfig {
   return {
     driverName: DRIVER, nodeName: "node-a", kubeletRoot: "/k", stateDir: "/k/s", cdiRoot: "/cdi", sysfsRoot: "/sys", discovery,
-    kube: "auto", migMode: "static", gpuSharing: "none", nvidiaSmi: "nvidia-smi", procRoot: "/proc", logLevel: "info", registrationSocket: "/k/r.sock", draSocket: "/k/d.sock", checkpointFile: "/k/c.json",
+    kube: "auto", migMode: "static", gpuSharing: "none", nvidiaSmi: "nvidia-smi", mpsControl: "nvidia-cuda-mps-control", procRoot: "/proc", logLevel: "info", registrationSocket: "/k/r.sock", draSocket: "/k/d.sock", checkpointFile: "/k/c.json",
   };
 }
 const inventoryOf = (name: string): Promise<Inventory> => createDiscovery(config(`fixture:${name}`)).discover();

@@ -23,6 +23,9 @@ import { existsSync } from "node:fs";
 import { startHealthMonitor, type HealthMonitor, type HealthMonitorOptions } from "../health/monitor.js";
 import { healthTargets } from "../slices/build.js";
 import { createMigManager } from "../mig/manager.js";
+import { execFile } from "../discovery/exec.js";
+import { createMpsControl, mpsDirs, type MpsControl } from "../sharing/mps.js";
+import { createTimeSlicer } from "../sharing/timeslice.js";
 import { openKube, parseKubeSpec, type KubeTarget } from "../kube/kube-source.js";
 import { assertModeSupported, publishableTaints, readServerVersion, type ServerVersion } from "../kube/server-version.js";
 import { startNodePublishing } from "../slices/node-publishing.js";
@@ -54,6 +57,8 @@ export interface AgentDeps {
   registrationGraceMs?: number;
   /** With --rolling-update-uid: how long the previous pod may take to hand over; default 30 s. */
   handoverTimeoutMs?: number;
+  /** Seconds between MPS daemon liveness checks (--mps-check-interval); 0 or absent: only `mps.check()`. */
+  mpsCheckIntervalS?: number;
   /** Device health settings (HEALTH_FLAGS); default: their flag defaults. */
   health?: HealthConfig;
   /** Seams of device health (tests): the clock, the sweep period, the nvidia-smi exec, the kmsg poll. */
@@ -84,6 +89,8 @@ export interface AgentHandle {
   draSocket: string;
   registrationSocket: string;
   plugin: KubeletPlugin;
+  /** The claims' MPS control daemons (status for diag; check() runs one supervision round). */
+  mps: MpsControl;
   lock: StateLock;
   metrics: AgentMetricsRegistry;
   /** Device health: taints, evidence, the kubelet's health feed. */
@@ -238,6 +245,17 @@ export async function startAgent(config: NodeConfig, deps: AgentDeps = {}): Prom
     publishing.republish(); // taints restored from the state dir
     void healthMonitor.check().catch(() => undefined);
 
+    const mps = createMpsControl({
+      exec: execFile,
+      bin: config.mpsControl,
+      stateDir: config.stateDir,
+      execOptions: DEFAULT_EXEC_OPTIONS,
+      log,
+      onRestart: () => metrics.mpsRestart(),
+      intervalMs: (deps.mpsCheckIntervalS ?? 0) * 1000,
+    });
+    cleanups.push(async () => mps.close());
+    const sharing = { timeSlicer: createTimeSlicer({ ...nvidiaSmiSeam(config), execOptions: DEFAULT_EXEC_OPTIONS, log }), mps, mpsDirs: (uid: string) => mpsDirs(config.stateDir, uid) };
     const plugin = await unlessAborted(
       signal,
       "starting the kubelet plugin",
@@ -249,6 +267,7 @@ export async function startAgent(config: NodeConfig, deps: AgentDeps = {}): Prom
         bootId: async () => bootId,
         metrics,
         events,
+        sharing,
         health: {
           feed: healthMonitor.feed,
           versions: healthConfig.apiVersions,
@@ -303,6 +322,7 @@ export async function startAgent(config: NodeConfig, deps: AgentDeps = {}): Prom
       draSocket: plugin.draSocket,
       registrationSocket: plugin.registrationSocket,
       plugin,
+      mps,
       lock,
       metrics,
       health: healthMonitor,
@@ -315,6 +335,7 @@ export async function startAgent(config: NodeConfig, deps: AgentDeps = {}): Prom
           await stopPublishing();
           await healthMonitor.stop();
           await plugin.stop(deadlineMs);
+          mps.close();
           await events.idle();
           await http?.close();
           await lock.release();
@@ -352,7 +373,7 @@ export async function runAgent(argv: string[], io: CliIO): Promise<number> {
   });
   let agent: AgentHandle;
   try {
-    agent = await startAgent(config, { log, env: io.env, rediscoverIntervalS: int(args, "rediscover-interval"), signals: process, signal: abort.signal, health, ...(httpListen ? { httpListen } : {}) });
+    agent = await startAgent(config, { log, env: io.env, rediscoverIntervalS: int(args, "rediscover-interval"), mpsCheckIntervalS: int(args, "mps-check-interval"), signals: process, signal: abort.signal, health, ...(httpListen ? { httpListen } : {}) });
   } catch (err) {
     if (!abort.signal.aborted) throw err;
     const signal = await signalled;

@@ -12,6 +12,7 @@ import { discoverNodeSlices } from "../allocator/node-slices.js";
 import { openKube, parseKubeSpec } from "../kube/kube-source.js";
 import type { StandaloneStore } from "../kube/standalone-store.js";
 import type { DeviceClass, ResourceClaim, ResourceSlice } from "../kube/types.js";
+import { allocationSharing, checkClaimConfigs, describeSharing } from "../sharing/config.js";
 import { inDocument, readClaimDocs, type ClaimDoc } from "./claim-input.js";
 import { canonicalJson, claimRef, isAllocated, table } from "./view.js";
 import type { CliIO } from "./io.js";
@@ -74,9 +75,15 @@ interface Report {
 function report(claim: ResourceClaim, config: NodeConfig, strategy: Strategy, out: AllocateOutput, extra: Record<string, unknown> = {}): Report {
   const name = claimRef(claim);
   if (out.ok) {
-    const rows = [["REQUEST", "DEVICE", "POOL"], ...out.devices.map((d) => [d.request, d.device, d.pool])];
+    // The opaque GpuConfig each device gets, decoded as prepare will decode it (errors: TESSERA_DEVICE_CONFIG).
+    const sharing = allocationSharing(out.allocation, config.driverName, name);
+    const shared = (d: { request: string; device: string }): string => {
+      const s = sharing.find((x) => x.request === d.request && x.device === d.device)?.sharing;
+      return s ? describeSharing(s) : "-";
+    };
+    const rows = [["REQUEST", "DEVICE", "POOL", ...(sharing.length > 0 ? ["SHARING"] : [])], ...out.devices.map((d) => [d.request, d.device, d.pool, ...(sharing.length > 0 ? [shared(d)] : [])])];
     return {
-      json: { claim: name, node: config.nodeName, strategy, fits: true, devices: out.devices, requests: out.requests, ...extra },
+      json: { claim: name, node: config.nodeName, strategy, fits: true, devices: out.devices, requests: out.requests, ...(sharing.length > 0 ? { sharing } : {}), ...extra },
       text: `claim ${name} fits on node ${config.nodeName} (${strategy}):\n` + table(rows),
     };
   }
@@ -151,6 +158,7 @@ export async function runExplain(argv: string[], io: CliIO): Promise<number> {
   const world = await loadWorld(config, io.env);
   return forEachDocument(docs, io, format, async (claim) => {
     const out = allocateClaim({ ...world, claim, strategy, nodeName: config.nodeName });
+    checkClaimConfigs(claim.spec?.devices?.config, config.driverName, claimRef(claim));
     if (!out.ok && out.explanation.reason === "cel-error") throw failureError(out);
     if (!out.ok && out.explanation.stage === "taints") out.explanation.message += taintNote(world.slices, config);
     return report(claim, config, strategy, out, { slices: world.source });
@@ -193,7 +201,9 @@ async function applyOne(claim: ResourceClaim, store: StandaloneStore, config: No
   const toAllocate: ResourceClaim = { ...claim, metadata: { ...claim.metadata, namespace: ns, uid } };
   delete toAllocate.status;
   const out = allocateClaim({ ...world, claim: toAllocate, strategy, nodeName: config.nodeName });
+  checkClaimConfigs(claim.spec?.devices?.config, config.driverName, name);
   if (!out.ok) throw failureError(out);
+  allocationSharing(out.allocation, config.driverName, name); // a config the devices cannot take is refused before it is stored
   const stored: ResourceClaim = {
     ...toAllocate,
     metadata: { ...toAllocate.metadata, creationTimestamp: toAllocate.metadata.creationTimestamp ?? new Date().toISOString() },

@@ -6,6 +6,7 @@ import { optStr, outputFormat, parseFlags, resolveNodeConfig, VERB_FLAGS, type N
 import { ERROR_CATALOGUE, TesseraError, type ErrorCode } from "../common/errors.js";
 import { createDraClient, createRegistrationClient, type PluginInfo, type WireDevice } from "../plugin/protos.js";
 import { readRegistrationStatus } from "../plugin/registration.js";
+import { readMpsStatus } from "../sharing/mps.js";
 import type { CliIO } from "./io.js";
 import { parseRef, table } from "./view.js";
 
@@ -107,13 +108,16 @@ export async function runPrepare(argv: string[], io: CliIO): Promise<number> {
   } finally {
     dra.close();
   }
+  // An MPS claim: the agent's supervisor records its daemon's state beside the pipe directory.
+  const mps = await readMpsStatus(config.stateDir, uid);
   if (out === "json") {
-    io.stdout(JSON.stringify({ claim: `${ref.namespace}/${ref.name}`, uid, devices }) + "\n");
+    io.stdout(JSON.stringify({ claim: `${ref.namespace}/${ref.name}`, uid, devices, ...(mps ? { mps } : {}) }) + "\n");
     return 0;
   }
   io.stdout(`claim ${ref.namespace}/${ref.name} (uid ${uid}) prepared\n`);
   const rows = [["REQUEST", "POOL", "DEVICE", "CDI DEVICE IDS"], ...devices.map((d) => [d.request_names.join(",") || "*", d.pool_name, d.device_name, d.cdi_device_ids.join(" ")])];
   io.stdout(table(rows));
+  if (mps) io.stdout(`MPS control daemon: ${mps.state}${mps.pid !== undefined ? `, pid ${mps.pid}` : ""}, ${mps.restarts} restart(s), pipe ${mps.pipeDir}${mps.lastError ? `; last error: ${mps.lastError}` : ""}\n`);
   return 0;
 }
 

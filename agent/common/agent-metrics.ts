@@ -24,6 +24,10 @@ export interface AgentMetrics {
   setDeviceHealth(device: string, healthy: boolean): void;
   /** Read at scrape time: claims and devices in the checkpoint. */
   preparedSource(fn: () => { claims: number; devices: number }): void;
+  /** An MPS control daemon that died was restarted. */
+  mpsRestart(): void;
+  /** Read at scrape time: MPS control daemons by state (running, backoff, failed). */
+  mpsSource(fn: () => Record<string, number>): void;
 }
 
 export interface AgentMetricsRegistry extends AgentMetrics {
@@ -55,6 +59,12 @@ export function createAgentMetrics(): AgentMetricsRegistry {
   new Gauge({ name: "tessera_prepared_devices", help: "Devices held by claims in the checkpoint", registers: reg, collect() {
     this.set(prepared().devices);
   } });
+  const mpsRestarts = new Counter({ name: "tessera_mps_daemon_restarts_total", help: "MPS control daemons restarted after they died", registers: reg });
+  let mps: () => Record<string, number> = () => ({});
+  new Gauge({ name: "tessera_mps_daemons", help: "MPS control daemons of prepared claims, by state (running, backoff, failed)", labelNames: ["state"] as const, registers: reg, collect() {
+    const now = mps();
+    for (const state of ["running", "backoff", "failed"]) this.set({ state }, now[state] ?? 0);
+  } });
   return {
     registry,
     contentType: registry.contentType,
@@ -77,6 +87,8 @@ export function createAgentMetrics(): AgentMetricsRegistry {
     event: (reason, outcome) => events.inc({ reason, outcome }),
     setDeviceHealth: (device, healthy) => health.set({ device }, healthy ? 1 : 0),
     preparedSource: (fn) => void (prepared = fn),
+    mpsRestart: () => mpsRestarts.inc(),
+    mpsSource: (fn) => void (mps = fn),
   };
 }
 
@@ -91,4 +103,6 @@ export const noMetrics: AgentMetrics = {
   event() {},
   setDeviceHealth() {},
   preparedSource() {},
+  mpsRestart() {},
+  mpsSource() {},
 };

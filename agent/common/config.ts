@@ -172,6 +172,7 @@ export const NODE_FLAGS: readonly FlagSpec[] = [
   { name: "mig-mode", type: "string", env: "MIG_MODE", default: "static", help: "static | dynamic" },
   { name: "gpu-sharing", type: "string", env: "GPU_SHARING", default: "none", help: "none | consumable (whole GPUs shared by several claims)" },
   { name: "nvidia-smi", type: "string", env: "NVIDIA_SMI", default: "nvidia-smi", help: "nvidia-smi executable (path or name on PATH)" },
+  { name: "mps-control", type: "string", env: "MPS_CONTROL", default: "nvidia-cuda-mps-control", help: "nvidia-cuda-mps-control executable (path or name on PATH), run per MPS claim" },
   { name: "proc-root", type: "string", env: "PROC_ROOT", default: "/proc", help: "host /proc (MIG capability minors: <proc-root>/driver/nvidia-caps/mig-minors)" },
   {
     name: "rolling-update-uid",
@@ -191,6 +192,7 @@ export const DEFAULT_HTTP_LISTEN = "0.0.0.0:9477";
 /** Flags only `tessera agent` takes (on top of NODE_FLAGS). */
 export const AGENT_FLAGS: readonly FlagSpec[] = [
   { name: "http-listen", type: "string", env: "HTTP_LISTEN", default: DEFAULT_HTTP_LISTEN, help: "host:port of /healthz, /readyz, /metrics; off disables" },
+  { name: "mps-check-interval", type: "int", env: "MPS_CHECK_INTERVAL", default: 5, help: "seconds between liveness checks of the MPS control daemons (dead ones are restarted with backoff; 0: never)" },
 ];
 
 export const DEFAULT_KMSG_PATH = "/dev/kmsg";
@@ -351,6 +353,8 @@ export interface NodeConfig {
   gpuSharing: "none" | "consumable";
   /** nvidia-smi executable; a name is looked up on PATH (no shell). */
   nvidiaSmi: string;
+  /** nvidia-cuda-mps-control executable; a name is looked up on PATH (no shell). */
+  mpsControl: string;
   procRoot: string;
   logLevel: LogLevel;
   /** Pod UID with --rolling-update-uid: socket names carry it (surge upgrades). */
@@ -375,10 +379,8 @@ export function resolveNodeConfig(args: ParsedArgs, hostname: () => string = os.
   if (gpuSharing !== "none" && gpuSharing !== "consumable") {
     throw new TesseraError("TESSERA_CONFIG", `--gpu-sharing=${gpuSharing}: expected none or consumable`);
   }
-  const nvidiaSmi = str(args, "nvidia-smi");
-  if (nvidiaSmi === "" || nvidiaSmi.includes("\0") || (nvidiaSmi.includes("/") && !path.isAbsolute(nvidiaSmi) && !nvidiaSmi.startsWith("."))) {
-    throw new TesseraError("TESSERA_CONFIG", `--nvidia-smi=${JSON.stringify(nvidiaSmi.slice(0, 200))}: expected an executable name on PATH or a path to it`);
-  }
+  const nvidiaSmi = executableFlag(args, "nvidia-smi");
+  const mpsControl = executableFlag(args, "mps-control");
   const logLevel = logLevelOf(args);
   const rollingUpdateUid = optStr(args, "rolling-update-uid");
   if (rollingUpdateUid !== undefined && !/^[A-Za-z0-9][A-Za-z0-9-]{0,63}$/.test(rollingUpdateUid)) {
@@ -396,7 +398,8 @@ export function resolveNodeConfig(args: ParsedArgs, hostname: () => string = os.
     kube: str(args, "kube"),
     migMode,
     gpuSharing,
-    nvidiaSmi: nvidiaSmi.includes("/") ? path.resolve(nvidiaSmi) : nvidiaSmi,
+    nvidiaSmi,
+    mpsControl,
     procRoot: path.resolve(str(args, "proc-root")),
     logLevel,
     ...(rollingUpdateUid !== undefined ? { rollingUpdateUid } : {}),
@@ -404,6 +407,15 @@ export function resolveNodeConfig(args: ParsedArgs, hostname: () => string = os.
     draSocket: path.join(pluginDir, rollingUpdateUid === undefined ? "dra.sock" : `dra-${rollingUpdateUid}.sock`),
     checkpointFile: path.join(stateDir, "checkpoint.json"),
   };
+}
+
+/** An executable flag: a name looked up on PATH, or a path to it (resolved). */
+function executableFlag(args: ParsedArgs, name: string): string {
+  const v = str(args, name);
+  if (v === "" || v.includes("\0") || (v.includes("/") && !path.isAbsolute(v) && !v.startsWith("."))) {
+    throw new TesseraError("TESSERA_CONFIG", `--${name}=${JSON.stringify(v.slice(0, 200))}: expected an executable name on PATH or a path to it`);
+  }
+  return v.includes("/") ? path.resolve(v) : v;
 }
 
 /** The kubelet helper's rule (kubeletplugin.RollingUpdateRegistrarSocketFile): the first of

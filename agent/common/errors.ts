@@ -30,6 +30,8 @@ export const ERROR_CATALOGUE = {
   TESSERA_CDI: "the CDI spec could not be written",
   TESSERA_MIG: "a MIG instance could not be created or destroyed; check MIG mode and `nvidia-smi mig -lgi`",
   TESSERA_MIG_DISABLED: "the allocated MIG placement is on a GPU whose MIG mode is off; Tessera never changes MIG mode",
+  TESSERA_DEVICE_CONFIG: "the claim's or DeviceClass's opaque GpuConfig is invalid (unknown field, wrong type, out of range or contradictory); the message names the claim, the config entry and the field",
+  TESSERA_SHARING: "GPU sharing could not be applied or undone (nvidia-smi compute-policy, the MPS control daemon); the message names the command and its answer",
   TESSERA_DISCOVERY: "GPU discovery failed",
   TESSERA_DISCOVERY_TIMEOUT: "a discovery command did not finish in time",
   TESSERA_PARSE: "command output could not be parsed",

@@ -16,6 +16,10 @@ export interface ExecOptions {
   maxBytes: number;
   /** Aborting kills the child at once (SIGTERM of the agent during a hung nvidia-smi). */
   signal?: AbortSignal;
+  /** Variables added to the child's environment (the MPS control daemon's pipe and log directories). */
+  env?: Readonly<Record<string, string>>;
+  /** Written to the child's stdin, which is then closed (commands to nvidia-cuda-mps-control). */
+  input?: string;
 }
 
 /** Injected into discovery; tests pass fakes or tiny scripts. */
@@ -38,7 +42,7 @@ export const execFile: ExecFn = (file, args, opts) =>
     }
     let child;
     try {
-      child = spawn(file, [...args], { shell: false, stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, LC_ALL: "C" } });
+      child = spawn(file, [...args], { shell: false, stdio: [opts.input === undefined ? "ignore" : "pipe", "pipe", "pipe"], env: { ...process.env, LC_ALL: "C", ...opts.env } });
     } catch (err) {
       reject(new TesseraError("TESSERA_DISCOVERY", `cannot start ${cmd}`, { cause: err }));
       return;
@@ -88,8 +92,12 @@ export const execFile: ExecFn = (file, args, opts) =>
       }
       sink.push(chunk);
     };
-    child.stdout.on("data", onData(out));
-    child.stderr.on("data", onData(errOut));
+    if (opts.input !== undefined && child.stdin) {
+      child.stdin.on("error", () => undefined); // a child that exits without reading: its answer is the exit code
+      child.stdin.end(opts.input);
+    }
+    child.stdout?.on("data", onData(out));
+    child.stderr?.on("data", onData(errOut));
     child.on("error", (err: NodeJS.ErrnoException) => {
       const hint = err.code === "ENOENT" ? `${file} not found on PATH; is the NVIDIA driver installed, or did you mean --discovery fixture:<name>?` : `cannot run ${cmd}`;
       finish(() => reject(new TesseraError("TESSERA_DISCOVERY", hint, { cause: err })));

@@ -7,6 +7,7 @@ import { parse as parseYaml } from "yaml";
 import { ensureDirDurable, removeFileDurable, writeFileAtomic } from "../common/atomic-file.js";
 import { nodeDurableFs, type DurableFs } from "../common/durable-fs.js";
 import { TesseraError } from "../common/errors.js";
+import { MPS_CONTAINER_LOG_DIR, MPS_CONTAINER_PIPE_DIR } from "../sharing/mps.js";
 import { assertClaimUID, CDI_KIND, isClaimUID, CDI_VENDOR, cdiDeviceName, TOOLKIT_KIND, type PreparedClaim, type PreparedDevice } from "./prepared.js";
 
 /** Device nodes every CUDA container needs besides its GPU's own node. */
@@ -15,9 +16,15 @@ export const CONTROL_NODES = ["/dev/nvidiactl", "/dev/nvidia-uvm", "/dev/nvidia-
 export interface CdiDeviceNode {
   path: string;
 }
+export interface CdiMount {
+  hostPath: string;
+  containerPath: string;
+  options: string[];
+}
 export interface CdiContainerEdits {
   env?: string[];
   deviceNodes?: CdiDeviceNode[];
+  mounts?: CdiMount[];
 }
 export interface CdiSpec {
   cdiVersion: string;
@@ -83,12 +90,17 @@ export function buildSpec(claim: PreparedClaim): CdiSpec {
     name: cdiDeviceName(claim.uid, d.deviceName),
     containerEdits: { env: [`${deviceEnvName(claim.uid, d.deviceName)}=${d.uuid}`], deviceNodes: d.deviceNodes.map((p) => ({ path: p })) },
   }));
-  return {
-    cdiVersion: minCdiVersion(devices.map((d) => d.name)),
-    kind: CDI_KIND,
-    devices,
-    containerEdits: { env: devs.length === 0 ? [] : [...SPEC_ENV], deviceNodes: CONTROL_NODES.map((p) => ({ path: p })) },
-  };
+  const containerEdits: CdiContainerEdits = { env: devs.length === 0 ? [] : [...SPEC_ENV], deviceNodes: CONTROL_NODES.map((p) => ({ path: p })) };
+  // MPS: the claim's daemon pipe directory (clients connect to its control socket) and log
+  // directory, and the client-side limits. Spec-level: any device of the claim brings them.
+  if (claim.mps) {
+    containerEdits.env = [...(containerEdits.env ?? []), ...claim.mps.env];
+    containerEdits.mounts = [
+      { hostPath: claim.mps.pipeDir, containerPath: MPS_CONTAINER_PIPE_DIR, options: ["rw", "nosuid", "nodev", "bind"] },
+      { hostPath: claim.mps.logDir, containerPath: MPS_CONTAINER_LOG_DIR, options: ["ro", "nosuid", "nodev", "bind"] },
+    ];
+  }
+  return { cdiVersion: minCdiVersion(devices.map((d) => d.name)), kind: CDI_KIND, devices, containerEdits };
 }
 
 export function renderSpec(claim: PreparedClaim): string {

@@ -85,6 +85,14 @@ export const MIG_FIELDS: Fields = {
   owned: optional(boolean),
 };
 
+/** DeviceSharing: the decoded GpuConfig sharing setting of one device. */
+export const SHARING_FIELDS: Fields = {
+  strategy: required(oneOf(["TimeSlicing", "MPS"])),
+  interval: optional(oneOf(["Default", "Short", "Medium", "Long"])),
+  activeThreadPercentage: optional(integer),
+  pinnedMemoryLimitMiB: optional(integer),
+};
+
 /** PreparedDevice. */
 export const DEVICE_FIELDS: Fields = {
   requestNames: required(arrayOf(string)),
@@ -99,6 +107,7 @@ export const DEVICE_FIELDS: Fields = {
   deviceNodes: required(arrayOf(string)),
   configs: optional(arrayOf(anyValue)),
   mig: optional(record(MIG_FIELDS)),
+  sharing: optional(record(SHARING_FIELDS)),
 };
 
 /** ClaimEntry. */

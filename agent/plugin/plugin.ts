@@ -22,6 +22,7 @@ import { describeChain } from "../common/errors.js";
 import { removeStaleTempFiles } from "../common/stale-temp.js";
 import { startSocketServer } from "./server.js";
 import { createDeviceState, type DeviceState } from "./state.js";
+import type { SharingDeps } from "./sharing-steps.js";
 
 export const DEFAULT_CDI_ROOT = "/var/run/cdi";
 /** GetInfo and NotifyRegistrationStatus are a few hundred bytes; 64 KiB bounds a hostile status. */
@@ -42,6 +43,8 @@ export interface PluginDeps {
   metrics?: AgentMetrics;
   /** Kubernetes Events (prepare failures on the claim, checkpoint moved aside on the node). */
   events?: EventRecorder;
+  /** GPU sharing: the time-slice policy and the claims' MPS control daemons. */
+  sharing?: SharingDeps;
   /** How the checkpoint is written (default writeFileAtomic); tests inject EPERM/EROFS. */
   checkpointWrite?: (file: string, text: string, mode: number) => Promise<void>;
   /** Device health for the kubelet's DRAResourceHealth stream; absent: the service is not served (nor advertised). */
@@ -149,7 +152,16 @@ export async function startKubeletPlugin(config: NodeConfig, deps: PluginDeps): 
     log,
     ...(deps.mig ? { mig: deps.mig } : {}),
     ...(deps.refreshDevices ? { refreshDevices: deps.refreshDevices } : {}),
+    ...(deps.sharing ? { sharing: deps.sharing } : {}),
   });
+  const mps = deps.sharing?.mps;
+  if (mps) {
+    metrics.mpsSource(() => {
+      const by: Record<string, number> = {};
+      for (const d of mps.status()) by[d.state] = (by[d.state] ?? 0) + 1;
+      return by;
+    });
+  }
   await state.restore(result);
 
   const protos = loadKubeletProtos();

@@ -4,6 +4,7 @@
 import { echoInput, TesseraError } from "../common/errors.js";
 import type { DeviceFacts, MigLocation } from "../discovery/model.js";
 import type { ResourceClaim } from "../kube/types.js";
+import { driverConfigs, sharingForDevice, type DeviceSharing } from "../sharing/config.js";
 
 export const CDI_VENDOR = "k8s.gpu.tessera.dev";
 export const CDI_CLASS = "claim";
@@ -27,6 +28,8 @@ export interface PreparedDevice {
   configs?: unknown[];
   /** MIG devices: the placement on the GPU and, once it exists, the GI/CI. */
   mig?: PreparedMig;
+  /** The GpuConfig/MigDeviceConfig sharing setting that applies to this device (last one wins). */
+  sharing?: DeviceSharing;
 }
 
 export interface PreparedMig extends MigLocation {
@@ -40,6 +43,8 @@ export interface PreparedClaim {
   namespace: string;
   name: string;
   devices: PreparedDevice[];
+  /** MPS claims: the daemon's host directories and the container's env (CDI mounts them). */
+  mps?: { pipeDir: string; logDir: string; env: string[] };
 }
 
 // Kubernetes UIDs are RFC 4122 strings; we accept the general lower-case hex-and-dash shape and
@@ -121,6 +126,7 @@ export function computePrepared(
   }
   const results = (allocation.devices?.results ?? []).filter((r) => r.driver === driverName);
   const configs = (allocation.devices?.config ?? []).filter((c) => c.opaque?.driver === driverName);
+  const ordered = driverConfigs(allocation.devices?.config, driverName);
   const out: PreparedDevice[] = [];
   for (const r of results) {
     const facts = devices.get(r.device);
@@ -154,6 +160,8 @@ export function computePrepared(
     if (r.shareID !== undefined) d.shareID = r.shareID;
     if (r.adminAccess) d.adminAccess = true;
     if (applicable.length > 0) d.configs = applicable;
+    const sharing = sharingForDevice(ordered, { request: r.request, deviceName: r.device, kind: facts.kind }, ref);
+    if (sharing) d.sharing = sharing;
     // A placement without an instance (dynamic MIG): prepare creates it, so it is ours to destroy.
     if (facts.mig) d.mig = facts.mig.gi === undefined ? { ...facts.mig, owned: true } : { ...facts.mig };
     out.push(d);

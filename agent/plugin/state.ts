@@ -1,11 +1,13 @@
 // The ordered steps of prepare and unprepare, one claim at a time per UID (claims in parallel).
 //   prepare:   checkpoint hit? -> ensure CDI (and its MIG instances), answer | read claim -> same
-//              UID -> computePrepared -> conflict check + PrepareStarted (one synchronous step)
-//              -> save (the intent: which placements this claim will create) -> per dynamic MIG
-//              placement: create the instance, read it back, save its GI/CI -> CDI spec
-//              -> PrepareCompleted -> save -> answer
-//   unprepare: destroy the MIG instances this claim created (CI, then GI) -> remove CDI spec
-//              -> drop entry -> save (unknown UIDs succeed)
+//              UID -> computePrepared (GpuConfig decoded per device) -> conflict check (devices,
+//              sharing strategies) + PrepareStarted (one synchronous step) -> save (the intent:
+//              which placements this claim will create, which sharing it sets) -> per dynamic MIG
+//              placement: create the instance, read it back, save its GI/CI -> time-slice policy,
+//              MPS daemon -> CDI spec (MPS mounts/env) -> PrepareCompleted -> save -> answer
+//   unprepare: stop the MPS daemon, time-slice policy back to Default if no other claim holds one
+//              on the GPU -> destroy the MIG instances this claim created (CI, then GI) -> remove
+//              CDI spec -> drop entry -> save (unknown UIDs succeed)
 //   restore:   re-create CDI specs after a reboot; a claim that crashed mid-prepare and no longer
 //              exists has the instances it created destroyed; instances Tessera did not create
 //              are never touched.
@@ -17,6 +19,7 @@ import { deviceEnvName, type CdiSpec, type CdiWriter } from "./cdi.js";
 import type { Checkpoint, ClaimEntry, LoadResult } from "./checkpoint.js";
 import type { ClaimSource } from "./claim-source.js";
 import type { MigManager } from "../mig/manager.js";
+import { applySharing, restoreSharing, sharingConflict, undoSharing, withMps, type SharingDeps } from "./sharing-steps.js";
 import { assertClaimUID, assertRecordedFor, assertSameClaim, CDI_KIND, claimRef, computePrepared, exclusive, overlaps, type PreparedClaim, type PreparedDevice } from "./prepared.js";
 
 export interface ClaimKey {
@@ -40,6 +43,8 @@ export interface DeviceStateDeps {
   mig?: MigManager;
   /** Rediscovers now (after a MIG change) and returns the new device facts. */
   refreshDevices?: () => Promise<ReadonlyMap<string, DeviceFacts>>;
+  /** GPU sharing (time-slice policy, MPS daemons); absent: a claim asking for sharing fails. */
+  sharing?: SharingDeps;
 }
 
 export interface DeviceState {
@@ -95,8 +100,10 @@ export function createDeviceState(deps: DeviceStateDeps): DeviceState {
         }
       }
     }
-    return undefined;
+    return sharingConflict(claim, others());
   }
+
+  const others = (): { uid: string; namespace: string; name: string; devices: PreparedDevice[] }[] => checkpoint.entries().map(([uid, e]) => ({ uid, namespace: e.namespace, name: e.name, devices: e.devices }));
 
   const owned = (devices: readonly PreparedDevice[]): PreparedDevice[] => devices.filter((d) => d.mig?.owned === true);
 
@@ -179,8 +186,9 @@ export function createDeviceState(deps: DeviceStateDeps): DeviceState {
   }
 
   async function rollback(key: ClaimKey, devices: readonly PreparedDevice[]): Promise<void> {
-    // Instances first: if destroying fails, the entry (and its intent) stays for the next
-    // Prepare or Unprepare, so nothing this claim created is forgotten.
+    // Sharing and instances first: if undoing fails, the entry (and its intent) stays for the
+    // next Prepare or Unprepare, so nothing this claim set up is forgotten.
+    await undoSharing(deps.sharing, { ...key, devices: [...devices] }, others());
     await destroyOwned(key, devices);
     // The entry goes even when the spec cannot be removed: a failed prepare must not keep its
     // devices reserved (a leftover spec is rewritten by the kubelet's retry).
@@ -199,7 +207,7 @@ export function createDeviceState(deps: DeviceStateDeps): DeviceState {
       if (mine.some((d) => liveAt(deps.devices(), d)?.mig?.gi !== d.mig?.gi)) {
         await materialize(key, "PrepareCompleted", existing.devices, new Set(mine.map((d) => d.deviceName)));
       }
-      if (await cdi.ensure(entryClaim(key.uid, existing))) log.info("re-created missing CDI spec", { claim: claimRef(key) });
+      if (await cdi.ensure(withMps(deps.sharing, entryClaim(key.uid, existing)))) log.info("re-created missing CDI spec", { claim: claimRef(key) });
       return existing.devices;
     }
     const object = await deps.claims.get(key.namespace, key.name);
@@ -216,6 +224,7 @@ export function createDeviceState(deps: DeviceStateDeps): DeviceState {
         }
       }
     }
+    const forCdi = withMps(deps.sharing, prepared); // an MPS claim's shape is checked before anything is done
     // No await between the conflict check and recording PrepareStarted: two claims racing for
     // one device cannot both pass.
     const conflict = findConflict(prepared);
@@ -224,7 +233,8 @@ export function createDeviceState(deps: DeviceStateDeps): DeviceState {
     try {
       await checkpoint.save();
       await materialize(key, "PrepareStarted", prepared.devices, ours);
-      await cdi.ensure(prepared);
+      await applySharing(deps.sharing, prepared);
+      await cdi.ensure(forCdi);
       checkpoint.set(key.uid, { state: "PrepareCompleted", namespace: key.namespace, name: key.name, devices: prepared.devices });
       await checkpoint.save();
     } catch (err) {
@@ -240,7 +250,11 @@ export function createDeviceState(deps: DeviceStateDeps): DeviceState {
     // Instances, then the spec, then the entry: a crash in between leaves an entry whose
     // unprepare is retried (destroying what is already gone succeeds). A --cdi-root that is not a
     // directory holds no spec: no obstacle to dropping the entry.
-    if (existing) await destroyOwned({ ...key, namespace: existing.namespace, name: existing.name }, existing.devices);
+    if (existing) {
+      const k = { ...key, namespace: existing.namespace, name: existing.name };
+      await undoSharing(deps.sharing, { ...k, devices: existing.devices }, others());
+      await destroyOwned(k, existing.devices);
+    }
     if ((await cdi.remove(key.uid)) === "root-not-a-directory") log.warn("--cdi-root is not a directory; no CDI spec to remove", { cdiRoot: cdi.root, uid: key.uid });
     if (!existing) return;
     checkpoint.delete(key.uid);
@@ -251,7 +265,7 @@ export function createDeviceState(deps: DeviceStateDeps): DeviceState {
   /** After a restart: a claim that crashed mid-prepare and is gone from the API has its instances destroyed. */
   async function reconcileOrphans(): Promise<void> {
     for (const [uid, e] of checkpoint.entries()) {
-      if (e.state !== "PrepareStarted" || owned(e.devices).length === 0 || !e.name) continue;
+      if (e.state !== "PrepareStarted" || (owned(e.devices).length === 0 && !e.devices.some((d) => d.sharing)) || !e.name) continue;
       const key = { uid, namespace: e.namespace, name: e.name };
       const gone = await deps.claims.get(e.namespace, e.name).then(
         (c) => c.metadata.uid !== uid,
@@ -260,9 +274,9 @@ export function createDeviceState(deps: DeviceStateDeps): DeviceState {
       if (gone !== true) continue; // still there (the kubelet retries) or unknown (API down): keep
       try {
         await rollback(key, e.devices);
-        log.info("destroyed the MIG instances of a claim that no longer exists", { claim: claimRef(key) });
+        log.info("undid the MIG instances and sharing of a claim that no longer exists", { claim: claimRef(key) });
       } catch (err) {
-        log.error("cannot destroy the MIG instances of a deleted claim; retried at the next start", { claim: claimRef(key), err: describeChain(err) });
+        log.error("cannot undo the MIG instances or sharing of a deleted claim; retried at the next start", { claim: claimRef(key), err: describeChain(err) });
       }
     }
   }
@@ -336,7 +350,12 @@ export function createDeviceState(deps: DeviceStateDeps): DeviceState {
       for (const [uid, e] of checkpoint.entries()) {
         if (e.state !== "PrepareCompleted") continue;
         try {
-          if (await cdi.ensure(entryClaim(uid, e))) recreated++;
+          await restoreSharing(deps.sharing, entryClaim(uid, e), load.rebooted === true);
+        } catch (err) {
+          log.error("cannot restore the sharing of a prepared claim (MPS daemon, time-slice policy)", { claim: claimRef({ ...e, uid }), err: describeChain(err) });
+        }
+        try {
+          if (await cdi.ensure(withMps(deps.sharing, entryClaim(uid, e)))) recreated++;
         } catch (err) {
           log.error("cannot re-create CDI spec; the next Prepare retries", { claim: claimRef({ ...e, uid }), err: describeChain(err) });
         }

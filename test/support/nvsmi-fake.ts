@@ -36,7 +36,7 @@ export function discoverOutputs(name: string, out: NvsmiOutputs, logger?: Logger
   };
   const cfg: NodeConfig = {
     driverName: "gpu.tessera.dev", nodeName: "fuzz-node", kubeletRoot: "/k", stateDir: "/k/s", cdiRoot: "/cdi", sysfsRoot: join(dir, "sys"), discovery: "nvidia-smi",
-    kube: "auto", migMode: "static", gpuSharing: "none", nvidiaSmi: "nvidia-smi", procRoot: join(dir, "proc"), logLevel: "info", registrationSocket: "/k/r.sock", draSocket: "/k/d.sock", checkpointFile: "/k/c.json",
+    kube: "auto", migMode: "static", gpuSharing: "none", nvidiaSmi: "nvidia-smi", mpsControl: "nvidia-cuda-mps-control", procRoot: join(dir, "proc"), logLevel: "info", registrationSocket: "/k/r.sock", draSocket: "/k/d.sock", checkpointFile: "/k/c.json",
   };
   const deps: DiscoveryDeps = { exec, procRoot: join(dir, "proc"), hostFacts: async () => ({}) };
   if (logger) deps.logger = logger;
