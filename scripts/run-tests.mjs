@@ -37,7 +37,7 @@ for (const tool of tools) {
 }
 
 const tapBin = join(root, "node_modules", ".bin", "tap");
-const child = spawn(tapBin, ["--reporter=tap", "--allow-incomplete-coverage", "--coverage-report=text-summary", "--timeout=120", ...files], {
+const child = spawn(tapBin, ["--reporter=tap", "--allow-incomplete-coverage", "--coverage-report=text-summary", "--timeout=300", ...files], {
   cwd: root,
   stdio: ["ignore", "pipe", "inherit"],
   env: { ...process.env, FORCE_COLOR: "0" },

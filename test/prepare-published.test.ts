@@ -25,7 +25,7 @@ const SIM = join(ROOT, "test", "support", "nvidia-smi-sim.mjs");
 const FIXTURE = join(ROOT, "fixtures", "nodes", "h100-sxm-8x-mig");
 const GPU0 = "GPU-00000000-0000-0000-0000-000000000000";
 
-// Real processes (agents, the simulated tool) on 2 shared cores: more than the default per-file time.
+// Real processes (agents, the simulated tool) on 2 shared cores: more than the runner's per-file time.
 t.setTimeout(600_000);
 
 const readState = (file: string): SimState => JSON.parse(readFileSync(file, "utf8")) as SimState;
