@@ -106,6 +106,21 @@ t.test("version: tessera, Node, WASM core ABI and digest, kubelet APIs; -o json,
 
 // ---- the process: pipes that close early ---------------------------------------------------------
 
+t.test("tessera demo: the README's first command runs end to end and exits 0", async (t) => {
+  // As a user runs it: the real executable, the default temporary directory (a long path: a claim
+  // without MPS must never trip over the MPS socket-path bound, as it did once in diag prepare).
+  const child = spawn(process.execPath, [BIN, "demo"], { stdio: ["ignore", "pipe", "pipe"], env: { PATH: process.env.PATH ?? "", TMPDIR: tmpdir() } });
+  let out = "";
+  let err = "";
+  child.stdout.on("data", (d: Buffer) => (out += d.toString()));
+  child.stderr.on("data", (d: Buffer) => (err += d.toString()));
+  const code = await new Promise<number | null>((resolve) => child.on("close", (c) => resolve(c)));
+  t.equal(code, 0, `exit 0 (${(err + out).split("\n").filter((l) => l.includes("TESSERA_")).slice(0, 2).join(" | ")})`);
+  t.match(out, /\$ tessera diag prepare demo\/train\n/, "the kubelet-style prepare step ran");
+  t.match(out, /Demo complete: discovery, ResourceSlices, kubelet plugin, allocator, CDI and routing all ran\./);
+  t.notMatch(out + err, /TESSERA_INTERNAL/, "no internal error on the way");
+});
+
 t.test("EPIPE: a reader that goes away before the output ends the command quietly", async (t) => {
   const { node } = storeNode();
   for (const verb of [["diag", "explain"], ["claims", "apply"]]) {

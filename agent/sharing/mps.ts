@@ -85,10 +85,16 @@ export interface MpsControlDeps {
   intervalMs?: number;
 }
 
-export function mpsDirs(stateDir: string, uid: string): MpsDirs {
+/** `<state-dir>/mps/<uid>`: the claim's MPS directory (the UID must be one path segment). */
+function mpsBase(stateDir: string, uid: string): string {
   // Callers pass kubelet-checked UIDs; this module still refuses anything that is not one path segment.
   if (!/^[0-9A-Za-z][0-9A-Za-z-]{0,63}$/.test(uid)) throw new TesseraError("TESSERA_CLAIM_INVALID_UID", `claim UID ${JSON.stringify(uid.slice(0, 80))} cannot name an MPS directory (hex digits and '-' only)`);
-  const base = path.join(stateDir, "mps", uid);
+  return path.join(stateDir, "mps", uid);
+}
+
+/** The pipe and log directories of a claim's daemon; refuses a control socket path the kernel would truncate. */
+export function mpsDirs(stateDir: string, uid: string): MpsDirs {
+  const base = mpsBase(stateDir, uid);
   const dirs = { pipeDir: path.join(base, "pipe"), logDir: path.join(base, "log") };
   const socket = path.join(dirs.pipeDir, "control");
   if (Buffer.byteLength(socket) > MAX_SOCKET_PATH) {
@@ -120,8 +126,8 @@ export function clientEnv(spec: MpsDaemonSpec): string[] {
 
 /** The supervisor's last recorded status of a claim's daemon (written by the agent), if any. */
 export async function readMpsStatus(stateDir: string, uid: string): Promise<MpsStatus | undefined> {
-  const dirs = mpsDirs(stateDir, uid);
-  const text = await fsp.readFile(path.join(path.dirname(dirs.pipeDir), MPS_STATUS_FILE), "utf8").catch(() => undefined);
+  // Only reads: a claim without MPS (or a state dir too long for a daemon's socket) simply has no status.
+  const text = await fsp.readFile(path.join(mpsBase(stateDir, uid), MPS_STATUS_FILE), "utf8").catch(() => undefined);
   if (text === undefined) return undefined;
   try {
     const s = JSON.parse(text) as MpsStatus;
