@@ -1,11 +1,10 @@
 // `tessera epp --listen <host:port> --endpoints <url,...> | --inference-pool <ns>/<name>`: the
 // prefix router as an Envoy ext_proc endpoint picker for gateways (docs/epp.md). Runs until
 // SIGTERM/SIGINT, then lets open streams finish (2 s deadline) and exits 0.
-import { int, logLevelOf, parseFlags, str, VERB_FLAGS, type ParsedArgs } from "../common/config.js";
+import { int, parseFlags, str, VERB_FLAGS, type ParsedArgs } from "../common/config.js";
 import { TesseraError } from "../common/errors.js";
-import { createLogger } from "../common/log.js";
 import type { EppOptions } from "../epp/server.js";
-import { endpointSourceFlags, inferencePoolSource, routerOptionsFromArgs, untilSignal } from "./proxy.js";
+import { endpointSourceFlags, routerOptionsFromArgs, serveRouter } from "./proxy.js";
 import type { CliIO } from "./io.js";
 
 /** Flags -> EppOptions (without the InferencePool source, which needs the cluster). */
@@ -32,17 +31,10 @@ export function eppOptionsFromArgs(args: ParsedArgs): EppOptions {
 
 export async function runEpp(argv: string[], io: CliIO): Promise<number> {
   const args = parseFlags(argv, VERB_FLAGS.epp, io.env);
-  const options = eppOptionsFromArgs(args);
-  const log = createLogger({ level: logLevelOf(args), write: (line) => io.stderr(line + "\n") });
-  options.log = log;
-  const { resolveRouterConfig } = await import("../routing/config.js");
-  resolveRouterConfig(options.router); // flag errors before anything starts
   // every ready pod of the pool, on every node: the gateway reaches them all
-  options.source = await inferencePoolSource(args, io, log, undefined);
-  const { startEpp } = await import("../epp/server.js");
-  const epp = await startEpp(options);
-  io.stdout(`tessera epp listening on ${epp.target} (ext_proc gRPC)${epp.metricsUrl ? `, metrics on ${epp.metricsUrl}/metrics` : ""}\n`);
-  await untilSignal();
-  await epp.stop();
-  return 0;
+  return serveRouter(args, io, eppOptionsFromArgs(args), undefined, async (o) => {
+    const { startEpp } = await import("../epp/server.js");
+    const epp = await startEpp(o);
+    return { banner: `tessera epp listening on ${epp.target} (ext_proc gRPC)${epp.metricsUrl ? `, metrics on ${epp.metricsUrl}/metrics` : ""}`, stop: () => epp.stop() };
+  });
 }

@@ -87,18 +87,34 @@ export function untilSignal(): Promise<void> {
   });
 }
 
-export async function runProxy(argv: string[], io: CliIO): Promise<number> {
-  const args = parseFlags(argv, VERB_FLAGS.proxy, io.env);
-  const options = proxyOptionsFromArgs(args);
+/** What a router verb (`proxy`, `epp`) serves: started from its options, stopped at a signal. */
+export interface RunningRouter {
+  banner: string;
+  stop(): Promise<void>;
+}
+
+/** The one path from flags to a serving router for `proxy` and `epp` (they differ only in
+ *  transport): logger, router flags checked before anything starts, the endpoint source (pods on
+ *  `nodeName`, or every node when undefined), then serve until SIGTERM/SIGINT. */
+export async function serveRouter<O extends { log?: Logger; router?: RouterConfigInput; source?: EndpointSource }>(args: ParsedArgs, io: CliIO, options: O, nodeName: string | undefined, start: (o: O) => Promise<RunningRouter>): Promise<number> {
   const log = createLogger({ level: logLevelOf(args), write: (line) => io.stderr(line + "\n") });
   options.log = log;
   const { resolveRouterConfig } = await import("../routing/config.js");
   resolveRouterConfig(options.router); // flag errors before anything starts
-  options.source = await inferencePoolSource(args, io, log, optStr(args, "node-name") ?? os.hostname());
-  const { startProxy } = await import("../proxy/server.js");
-  const proxy = await startProxy(options);
-  io.stdout(`tessera proxy listening on ${proxy.url}\n`);
+  const source = await inferencePoolSource(args, io, log, nodeName);
+  if (source) options.source = source;
+  const running = await start(options);
+  io.stdout(running.banner + "\n");
   await untilSignal();
-  await proxy.stop();
+  await running.stop();
   return 0;
+}
+
+export async function runProxy(argv: string[], io: CliIO): Promise<number> {
+  const args = parseFlags(argv, VERB_FLAGS.proxy, io.env);
+  return serveRouter(args, io, proxyOptionsFromArgs(args), optStr(args, "node-name") ?? os.hostname(), async (o) => {
+    const { startProxy } = await import("../proxy/server.js");
+    const proxy = await startProxy(o);
+    return { banner: `tessera proxy listening on ${proxy.url}`, stop: () => proxy.stop() };
+  });
 }
