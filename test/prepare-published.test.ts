@@ -107,6 +107,8 @@ t.test("dynamic MIG through the real seam: apply, prepare creates at the allocat
   });
   const config = nodeConfig(dir, seamFlags);
   const agent = await startAgent(config, { log: createMemoryLogger(), bootId: async () => "boot-1", toolkitDirs: [config.cdiRoot], rediscoverIntervalS: 0 });
+  // claims apply reads the pool the agent publishes: wait for its first sync (else "pool node-a is incomplete").
+  await agent.slicesSynced();
   const v1 = createDraClient(agent.draSocket, "v1", { deadlineMs: 90_000 });
   t.teardown(async () => {
     v1.close();
@@ -219,6 +221,7 @@ t.test("shared GPUs: deploy/examples/shared-gpu.yaml fits twice on one GPU; both
   const flags = ["--discovery", "fixture:h100-sxm-8x", "--gpu-sharing", "consumable"];
   const config = nodeConfig(dir, flags);
   const agent = await startAgent(config, { log: createMemoryLogger(), bootId: async () => "boot-1", toolkitDirs: [config.cdiRoot], rediscoverIntervalS: 0 });
+  await agent.slicesSynced(); // claims apply below reads the pool the agent publishes
   const v1 = createDraClient(agent.draSocket, "v1", { defaults: false });
   const v1beta1 = createDraClient(agent.draSocket, "v1beta1", { defaults: false });
   t.teardown(async () => {
