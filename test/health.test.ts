@@ -4,7 +4,7 @@
 import t, { type Test } from "tap";
 import { once } from "node:events";
 import { monitorEventLoopDelay } from "node:perf_hooks";
-import { existsSync, promises as fsp, writeFileSync } from "node:fs";
+import { existsSync, promises as fsp, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { ResourceSlice as ResourceSliceModel } from "kubernetes-models/resource.k8s.io/v1/ResourceSlice";
 import type { DeviceTaint, ResourceClaim } from "../agent/kube/types.js";
@@ -18,8 +18,8 @@ import { main } from "../agent/cli/main.js";
 import { captureIO } from "../agent/cli/io.js";
 import { createMemoryLogger } from "../agent/common/log.js";
 import { HEALTH_FLAGS, parseFlags, resolveHealthConfig } from "../agent/common/config.js";
-import { classifyXid } from "../agent/health/xid.js";
-import { parseXid } from "../agent/health/kmsg.js";
+import { classifyXid, xidClass, XID_TABLE, BUCKET_CLASS } from "../agent/health/xid.js";
+import { parseXid, startKmsgReader } from "../agent/health/kmsg.js";
 import { parseHealthQuery } from "../agent/health/query.js";
 import { defaultFixturesDir, fixtureFaultsFile, resolveFixture } from "../agent/discovery/index.js";
 import { createStandaloneStore } from "../agent/kube/standalone-store.js";
@@ -256,6 +256,30 @@ t.test("recovery: a taint clears only after the hold-down, never before, and a f
   t.ok(env.log.records.some((r) => r.msg === "event" && r.reason === "DeviceTaintCleared"), "a DeviceTaintCleared Event");
 });
 
+t.test("burst: the kernel log reader gives the event loop a turn between batches, not only between reads", async (t) => {
+  const dir = tempDir("tessera-kmsg-");
+  t.teardown(() => fsp.rm(dir, { recursive: true, force: true }));
+  const path = join(dir, "kmsg.txt");
+  // 10,000 records of ~70 bytes: a 64 KiB read holds ~900 of them, i.e. two batches of 500 per read.
+  writeFileSync(path, Array.from({ length: 10_000 }, (_, i) => `6,${i + 1},${i * 1000},-;usb 1-1: device descriptor read/64, error -${i % 100}`).join("\n") + "\n");
+  let turns = 0;
+  let ticking = true;
+  const tick = (): void => {
+    turns++;
+    if (ticking) setImmediate(tick);
+  };
+  setImmediate(tick);
+  const seen: { turn: number; n: number }[] = [];
+  const reader = startKmsgReader({ path, log: createMemoryLogger(), pollMs: 10, batch: 500, onRecords: (rs) => void seen.push({ turn: turns, n: rs.length }) });
+  await reader.drained();
+  reader.stop();
+  ticking = false;
+  t.equal(seen.reduce((a, b) => a + b.n, 0), 10_000, "every record handed on");
+  t.ok(seen.length >= 20 && seen.every((b) => b.n <= 500), `${seen.length} batches of at most 500`);
+  const stalled = seen.slice(1).filter((b, i) => b.turn === (seen[i] as { turn: number }).turn).length;
+  t.equal(stalled, 0, `the event loop turned between every two batches (${stalled} of ${seen.length - 1} pairs ran back to back)`);
+});
+
 t.test("burst: 10,000 kernel log lines do not stall prepare", async (t) => {
   const env = await startHealthEnv();
   t.teardown(() => env.close());
@@ -372,6 +396,24 @@ t.test("fixture h100-sxm-8x-faulty: XID 79 on gpu-0 and ECC on gpu-1; a lost GPU
   t.notMatch(tolerated.out.join(""), /tainted/, "a claim tolerating every taint is not stopped by them");
 });
 
+t.test("the XID table: docs/health.md shows exactly agent/health/xid.ts, each row's effect follows its NVIDIA bucket unless it says why not", async (t) => {
+  const doc = readFileSync(new URL("../../docs/health.md", import.meta.url), "utf8");
+  const effect = { fatal: "NoExecute", attention: "NoSchedule", informational: "None" } as const;
+  const rows = [...doc.matchAll(/^\| (\d+) \| `([A-Z0-9_]+)` \| ([^|]+) \| ([A-Z0-9_]+) \| ([^|]+) \| ([^|]+) \|$/gm)].map((m) => ({
+    code: Number(m[1]), mnemonic: m[2], name: (m[3] ?? "").trim(), bucket: m[4], effect: (m[6] ?? "").trim(),
+  }));
+  const code = XID_TABLE.map((x) => ({ code: x.code, mnemonic: x.mnemonic, name: x.name, bucket: x.bucket, effect: x.code === 154 ? "NoExecute / NoSchedule / None" : effect[xidClass(x)] }));
+  t.same(rows, code, "docs/health.md's XID rows = XID_TABLE (code, mnemonic, description, bucket, effect)");
+  const buckets = [...doc.matchAll(/^\| ([A-Z0-9_]+) \| (fatal|attention|informational) \| /gm)].map((m) => [m[1], m[2]]);
+  t.same(buckets, Object.entries(BUCKET_CLASS).map(([b, v]) => [b, v.class]), "the bucket rule in the docs = BUCKET_CLASS");
+  for (const x of XID_TABLE) {
+    if (x.code === 154) continue;
+    t.equal(classifyXid(x.code).effect, effect[x.override?.class ?? BUCKET_CLASS[x.bucket].class], `XID ${x.code}: effect from ${x.override ? "its override" : x.bucket}`);
+  }
+  t.same(XID_TABLE.filter((x) => x.override).map((x) => x.code), [94], "one override, and it is documented");
+  t.ok(doc.includes("Override: **XID 94**"), "the override's reason is in the docs");
+});
+
 t.test("config: health flags with their env mirrors; bad values are one-line TESSERA_CONFIG errors", async (t) => {
   const parse = (argv: string[], env: NodeJS.ProcessEnv = {}) => resolveHealthConfig(parseFlags(argv, HEALTH_FLAGS, env));
   t.same(parse([]), { intervalS: 10, holdDownS: 300, apiVersions: ["v1", "v1alpha1"] }, "defaults; no --kmsg: the discovery backend's default");
@@ -380,9 +422,12 @@ t.test("config: health flags with their env mirrors; bad values are one-line TES
   for (const [argv, re] of [[["--health-api", "v2"], /^--health-api=v2: expected/], [["--health-interval", "0"], /--health-interval=0/], [["--health-hold-down", "-1"], /--health-hold-down=-1/]] as const) {
     t.throws(() => parse([...argv]), { code: "TESSERA_CONFIG", message: re });
   }
-  t.same(classifyXid(79), { effect: "NoExecute", known: true, message: "XID 79 GPU has fallen off the bus (fatal: the GPU is gone from PCIe: reboot the node)" });
+  t.same(classifyXid(79), { effect: "NoExecute", known: true, message: "XID 79 GPU has fallen off the bus (fatal; NVIDIA: RESTART_BM)" });
   t.equal(classifyXid(154, "GPU recovery action changed from 0x0 (None) to 0x2 (Node Reboot Required)").effect, "NoExecute", "XID 154 follows the driver's action");
+  t.equal(classifyXid(154, "GPU recovery action changed from 0x2 (Node Reboot Required) to 0x0 (None)").effect, "None", "XID 154: the new action counts, not the old one");
   t.equal(classifyXid(154, "to 0x4 (Drain P2P)").effect, "NoSchedule");
+  t.equal(classifyXid(109).effect, "NoExecute", "XID 109: the catalogue's immediate action is RESET_GPU");
+  t.equal(classifyXid(94).effect, "NoSchedule", "XID 94: RESTART_APP, but the catalogue asks for a reset when convenient");
   t.same(parseXid("NVRM: Xid (PCI:0000:3B:00.0 GPU-I:05): 94, pid=7194, Contained: CE"), { pci: "0000:3b:00", gi: 5, code: 94, detail: "pid=7194, Contained: CE" });
   t.equal(parseXid("NVRM: GPU at PCI:0000:53:00: GPU-0000"), undefined);
   t.same(parseHealthQuery("00000000:53:00.0, 0, [N/A], No, No, Not Active, Active, Not Active\n", "Unable to determine the device handle for GPU 0000:64:00.0: GPU is lost.  Reboot the system to recover this GPU\n", ["0000:53:00.0", "0000:64:00.0", "0000:75:00.0"]).map((r) => [r.pciBusId, r.status]), [["0000:53:00.0", "ok"], ["0000:64:00.0", "lost"], ["0000:75:00.0", "no-answer"]]);
