@@ -341,6 +341,9 @@ t.test("events: one Event per object and reason per minute, repeats counted and 
   t.equal(events().length, 2, "after the window: the same Event is patched, not a new one");
   t.match(events().find((e) => e.reason === "PrepareFailed"), { count: 6, message: "TESSERA_DEVICE_UNKNOWN: try 5 (4 more since the last event)" });
   t.same(api.requests.filter((r) => r.resource === "events").map((r) => r.verb), ["create", "create", "patch"]);
+  rec.normal({ apiVersion: "v1", kind: "Node", name: NODE }, "DeviceTaintCleared", "gpu-0: gpu.tessera.dev/xid cleared");
+  await rec.idle();
+  t.match(events().find((e) => e.reason === "DeviceTaintCleared"), { type: "Normal", involvedObject: { kind: "Node", name: NODE } }, "a cleared taint is a Normal Event, not a Warning");
   const m = await metrics.text();
   t.match(m, /tessera_events_total\{reason="PrepareFailed",outcome="suppressed"\} 4/);
   t.match(m, /tessera_events_total\{reason="PrepareFailed",outcome="emitted"\} 2/);

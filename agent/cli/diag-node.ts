@@ -5,7 +5,10 @@ import { outputFormat, parseFlags, resolveNodeConfig, VERB_FLAGS, type NodeConfi
 import { TesseraError, formatError } from "../common/errors.js";
 import { createDiscovery, type DiscoveryDeps } from "../discovery/index.js";
 import type { Gpu, Inventory, MigDevice } from "../discovery/model.js";
-import { buildResourceSlices } from "../slices/build.js";
+import { buildResourceSlices, healthTargets } from "../slices/build.js";
+import { recordedTaints } from "../health/keeper.js";
+import { readHealthFile } from "../health/store.js";
+import type { DeviceTaint } from "../kube/types.js";
 import type { ResourceSlice } from "../kube/types.js";
 import { compareSlices, diffSummary, type SliceDiff } from "../slices/compare.js";
 import type { CliIO } from "./io.js";
@@ -130,27 +133,37 @@ function attr(s: ResourceSlice, i: number, key: string): string {
   return String(a.string ?? a.int ?? a.version ?? a.bool);
 }
 
-/** With --kube (flag or $KUBE): this node's slices as published there, compared with `build`. */
-async function publishedDiff(cfg: NodeConfig, io: CliIO, build: (generation: number) => ResourceSlice[]): Promise<{ source: string; items: ResourceSlice[]; diff: SliceDiff }> {
+type Taints = ReadonlyMap<string, readonly DeviceTaint[]>;
+
+/** With --kube (flag or $KUBE): this node's slices as published there, compared with `build` — with
+ *  the taints the agent would publish to that server (effect None only from 1.35, as the agent does). */
+async function publishedDiff(cfg: NodeConfig, io: CliIO, build: (generation: number, taints: Taints) => ResourceSlice[], taints: Taints): Promise<{ source: string; items: ResourceSlice[]; diff: SliceDiff }> {
   // loaded only here: client-node is heavy and plain `diag slices` does not need it
   const { openKube, parseKubeSpec } = await import("../kube/kube-source.js");
   const { sliceBackendFor } = await import("../slices/backend.js");
   const { kubeApiError } = await import("../kube/api-error.js");
-  const backend = sliceBackendFor(openKube(parseKubeSpec(cfg.kube), io.env), cfg.nodeName, cfg.driverName);
+  const { publishableTaints, readServerVersion } = await import("../kube/server-version.js");
+  const target = openKube(parseKubeSpec(cfg.kube), io.env);
+  const backend = sliceBackendFor(target, cfg.nodeName, cfg.driverName);
+  const version = target.mode === "cluster" ? await readServerVersion(target.config) : undefined;
+  const forServer = publishableTaints(taints, version);
   let items: ResourceSlice[];
   try {
     items = await backend.list();
   } catch (err) {
     throw kubeApiError(err, { verb: "list", group: "resource.k8s.io", resource: "resourceslices", what: `listing the resourceslices of node ${cfg.nodeName} in ${backend.describe}` });
   }
-  return { source: backend.describe, items, diff: compareSlices(items, build) };
+  return { source: backend.describe, items, diff: compareSlices(items, (g) => build(g, forServer)) };
 }
 
 export async function runSlices(argv: string[], io: CliIO): Promise<number> {
   const { cfg, inv, format, args } = await discover(argv, io, "diag slices");
-  const build = (generation: number): ResourceSlice[] => buildResourceSlices(inv, { driverName: cfg.driverName, nodeName: cfg.nodeName, migMode: cfg.migMode, gpuSharing: cfg.gpuSharing, generation });
-  const slices = build(1);
-  const published = args.given.has("kube") ? await publishedDiff(cfg, io, build) : undefined;
+  // The device taints the agent keeps in the state dir (device health) are part of what it publishes.
+  const taints = recordedTaints((await readHealthFile(cfg.stateDir)).file, healthTargets(inv, cfg.migMode, cfg.gpuSharing));
+  const build = (generation: number, t: Taints): ResourceSlice[] =>
+    buildResourceSlices(inv, { driverName: cfg.driverName, nodeName: cfg.nodeName, migMode: cfg.migMode, gpuSharing: cfg.gpuSharing, generation, ...(t.size > 0 ? { taints: t } : {}) });
+  const slices = build(1, taints);
+  const published = args.given.has("kube") ? await publishedDiff(cfg, io, build, taints) : undefined;
   if (format === "json") {
     const extra = published ? { published: { source: published.source, items: published.items }, diff: published.diff } : {};
     io.stdout(JSON.stringify({ apiVersion: "v1", kind: "List", metadata: {}, items: slices, ...extra }, null, 2) + "\n");

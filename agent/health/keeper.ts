@@ -190,6 +190,13 @@ export function taintsByDevice(keeper: Keeper, targets: readonly HealthTarget[])
   return out;
 }
 
+/** The taints a health file holds now, by device name, as the agent publishes them (no clearing:
+ *  that is the running agent's hold-down to decide). `diag slices` and `diag health` read this. */
+export function recordedTaints(file: HealthFile | undefined, targets: readonly HealthTarget[], now: () => Date = () => new Date()): Map<string, DeviceTaint[]> {
+  if (!file) return new Map();
+  return taintsByDevice(createKeeper({ now, holdDownMs: Number.MAX_SAFE_INTEGER, initial: file }), targets);
+}
+
 /** The kernel log sequence number already handled in this boot (records at or below it are skipped). */
 export function handledSeq(file: HealthFile | undefined, bootId: string | undefined): number | undefined {
   return file && file.bootId === bootId ? file.kmsgSeq : undefined;

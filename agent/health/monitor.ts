@@ -123,7 +123,9 @@ export async function startHealthMonitor(opts: HealthMonitorOptions): Promise<He
       const cleared = kind === "cleared";
       const msg = cleared ? `device ${record.scope}: taint ${what} cleared after ${opts.holdDownMs / 1000} s healthy` : `device ${record.scope} tainted ${what}: ${record.message}`;
       log.info(cleared ? "device taint cleared" : "device tainted", { scope: record.scope, taint: what, detail: record.message });
-      opts.events?.warn({ apiVersion: "v1", kind: "Node", name: opts.nodeName }, cleared ? "DeviceTaintCleared" : "DeviceTainted", msg);
+      const node = { apiVersion: "v1", kind: "Node", name: opts.nodeName };
+      if (cleared) opts.events?.normal(node, "DeviceTaintCleared", msg);
+      else opts.events?.warn(node, "DeviceTainted", msg);
     }
     flushSoon(transitions.length > 0);
     const entries = list();

@@ -23,6 +23,8 @@ export interface EventObject {
 export interface EventRecorder {
   /** type Warning; `reason` CamelCase (PrepareFailed, CheckpointMovedAside, DeviceTainted). */
   warn(object: EventObject, reason: string, message: string): void;
+  /** type Normal: things going back to how they should be (DeviceTaintCleared). */
+  normal(object: EventObject, reason: string, message: string): void;
   /** Resolves when every write started so far has finished (tests, shutdown). */
   idle(): Promise<void>;
 }
@@ -33,6 +35,8 @@ export interface EventSink {
   /** Merge patch; rejects with a 404-status error when the Event expired. */
   patch(namespace: string, name: string, patch: Record<string, unknown>): Promise<void>;
 }
+
+type EventType = "Warning" | "Normal";
 
 export const EVENT_MIN_INTERVAL_MS = 60_000;
 export const EVENT_COMPONENT = "tessera-agent";
@@ -76,7 +80,7 @@ export function createEventRecorder(opts: {
   const series = new Map<string, Series>();
   const pending = new Set<Promise<void>>();
 
-  async function send(object: EventObject, reason: string, message: string, s: Series, first: boolean): Promise<void> {
+  async function send(type: EventType, object: EventObject, reason: string, message: string, s: Series, first: boolean): Promise<void> {
     const sink = opts.sink as EventSink;
     const at = new Date(now());
     const create = (): Promise<void> =>
@@ -85,7 +89,7 @@ export function createEventRecorder(opts: {
         involvedObject: { apiVersion: object.apiVersion, kind: object.kind, name: object.name, ...(object.namespace ? { namespace: object.namespace } : {}), ...(object.uid ? { uid: object.uid } : {}) },
         reason,
         message,
-        type: "Warning",
+        type,
         count: s.count,
         firstTimestamp: at,
         lastTimestamp: at,
@@ -110,36 +114,41 @@ export function createEventRecorder(opts: {
     }
   }
 
-  return {
-    warn(object, reason, message) {
-      if (!opts.sink) {
-        metrics.event(reason, "logged");
-        opts.log.warn("event", { reason, object: `${object.kind} ${object.namespace ? `${echoInput(object.namespace)}/` : ""}${echoInput(object.name)}`, message });
-        return;
-      }
-      const key = `${object.kind}/${object.namespace ?? ""}/${object.name}/${object.uid ?? ""}/${reason}`;
-      const t = now();
-      let s = series.get(key);
-      const first = s === undefined;
-      if (s && t - s.lastSent < minInterval) {
-        s.count++;
-        s.suppressed++;
-        metrics.event(reason, "suppressed");
-        return;
-      }
-      if (!s) {
-        s = { name: `${object.name}.${randomBytes(8).toString("hex")}`, namespace: eventNamespace(object), count: 0, lastSent: t, suppressed: 0 };
-        series.set(key, s);
-        if (series.size > 4096) series.delete(series.keys().next().value as string);
-      }
+  function record(type: EventType, object: EventObject, reason: string, message: string): void {
+    if (!opts.sink) {
+      metrics.event(reason, "logged");
+      const fields = { reason, object: `${object.kind} ${object.namespace ? `${echoInput(object.namespace)}/` : ""}${echoInput(object.name)}`, message };
+      if (type === "Warning") opts.log.warn("event", fields);
+      else opts.log.info("event", fields);
+      return;
+    }
+    const key = `${object.kind}/${object.namespace ?? ""}/${object.name}/${object.uid ?? ""}/${reason}`;
+    const t = now();
+    let s = series.get(key);
+    const first = s === undefined;
+    if (s && t - s.lastSent < minInterval) {
       s.count++;
-      s.lastSent = t;
-      const note = s.suppressed > 0 ? `${message} (${s.suppressed} more since the last event)` : message;
-      s.suppressed = 0;
-      const p = send(object, reason, note, s, first);
-      pending.add(p);
-      void p.finally(() => pending.delete(p));
-    },
+      s.suppressed++;
+      metrics.event(reason, "suppressed");
+      return;
+    }
+    if (!s) {
+      s = { name: `${object.name}.${randomBytes(8).toString("hex")}`, namespace: eventNamespace(object), count: 0, lastSent: t, suppressed: 0 };
+      series.set(key, s);
+      if (series.size > 4096) series.delete(series.keys().next().value as string);
+    }
+    s.count++;
+    s.lastSent = t;
+    const note = s.suppressed > 0 ? `${message} (${s.suppressed} more since the last event)` : message;
+    s.suppressed = 0;
+    const p = send(type, object, reason, note, s, first);
+    pending.add(p);
+    void p.finally(() => pending.delete(p));
+  }
+
+  return {
+    warn: (object, reason, message) => record("Warning", object, reason, message),
+    normal: (object, reason, message) => record("Normal", object, reason, message),
     idle: async () => void (await Promise.all([...pending])),
   };
 }
