@@ -557,9 +557,16 @@ function contractPaths(md: string): Map<string, string> {
   return out;
 }
 
+/** The image's nvidia-cuda-mps-control wrapper (Dockerfile), which MPS_CONTROL names. */
+const MPS_WRAPPER = "/usr/local/bin/nvidia-cuda-mps-control";
+/** The body of one of the Dockerfile's inline wrapper scripts (COPY <<"SH" <path>). */
+function imageWrapper(dockerfile: string, tool: string): string | undefined {
+  return new RegExp(`<<"SH" ${tool.replace(/\//g, "\\/")}\n([\\s\\S]*?)\nSH\n`).exec(dockerfile)?.[1];
+}
+
 /** Env the agent container sets that are not flag mirrors, each with the reason it exists. */
 const EXTRA_ENV: Record<string, string> = {
-  NVIDIA_DRIVER_ROOT: "read by the image's nvidia-smi wrapper (Dockerfile), not by tessera",
+  NVIDIA_DRIVER_ROOT: "read by the image's nvidia-smi and nvidia-cuda-mps-control wrappers (Dockerfile), not by tessera",
 };
 
 t.test("DaemonSet: env names, paths and probes match the CLI's flags and contracts.md", async (t) => {
@@ -602,7 +609,9 @@ t.test("DaemonSet: env names, paths and probes match the CLI's flags and contrac
     const vols = new Map(arr(pod.volumes).map((v) => [String(rec(v).name), rec(v)]));
     const mountFor = (p: string): Rec | undefined =>
       arr(agent.volumeMounts).map(rec).filter((m) => p === m.mountPath || p.startsWith(`${String(m.mountPath)}/`)).sort((a, b) => String(b.mountPath).length - String(a.mountPath).length)[0];
-    for (const [what, p] of [["registration socket", cfg.registrationSocket], ["DRA socket", cfg.draSocket], ["checkpoint", cfg.checkpointFile], ["CDI specs", `${cfg.cdiRoot}/x.json`]] as const) {
+    // The MPS directories of a claim: CDI specs name them by host path (pipe, log, shm as /dev/shm).
+    const mpsDir = `${cfg.stateDir}/mps/0b9c6b1e-4d1e-4f57-9d0f-1e2a3b4c5d6e/shm`;
+    for (const [what, p] of [["registration socket", cfg.registrationSocket], ["DRA socket", cfg.draSocket], ["checkpoint", cfg.checkpointFile], ["CDI specs", `${cfg.cdiRoot}/x.json`], ["MPS pipe, log and shm directories", mpsDir]] as const) {
       const m = mountFor(p);
       t.ok(m && !m.readOnly, `${name}: ${what} (${p}) lies on a writable mount`);
       t.equal(at(vols.get(String(m?.name)), "hostPath", "path"), m?.mountPath, `${name}: ${what}: host path = container path`);
@@ -617,6 +626,7 @@ t.test("DaemonSet: env names, paths and probes match the CLI's flags and contrac
       t.ok(sys?.readOnly && at(vols.get(String(sys.name)), "hostPath", "path") === "/sys", `${name}: /sys mounted read-only`);
       const driver = arr(agent.volumeMounts).map(rec).find((m) => m.mountPath === env.get("NVIDIA_DRIVER_ROOT")?.value);
       t.ok(driver?.readOnly, `${name}: the driver root is mounted read-only where the nvidia-smi wrapper looks`);
+      t.equal(cfg.mpsControl, MPS_WRAPPER, `${name}: MPS_CONTROL is the image's nvidia-cuda-mps-control wrapper (it runs the driver root's own)`);
     }
     // Probes: httpGet to the agent's HTTP endpoint (contracts.md), at the port --http-listen binds.
     const httpPort = rec(arr(agent.ports).find((p) => rec(p).name === "agent-http"));
@@ -690,9 +700,12 @@ t.test("Dockerfile: multi-stage, Node LTS slim runtime, production deps only, no
   t.notMatch(runtime, /assemblyscript|typescript|\basc\b/i, "no build tools in the runtime stage");
   t.notMatch(text, /^(ARG|ENV) \w*(SECRET|TOKEN|PASSWORD|CREDENTIAL|API_KEY)/im, "no secrets passed as ARG/ENV");
   t.notMatch([...runtime.matchAll(/^USER (\S+)/gm)].pop()?.[1] ?? "root", /^(root|0)$/, "the image's default user is not root");
-  const wrapper = /<<"SH" \/usr\/local\/bin\/nvidia-smi\n([\s\S]*?)\nSH\n/.exec(text)?.[1];
-  t.ok(wrapper, "the nvidia-smi wrapper is in the image");
-  t.equal(spawnSync("sh", ["-n"], { input: wrapper ?? "", encoding: "utf8" }).status, 0, "the wrapper is valid sh");
+  for (const tool of ["/usr/local/bin/nvidia-smi", MPS_WRAPPER]) {
+    const wrapper = imageWrapper(text, tool);
+    t.ok(wrapper, `the ${tool} wrapper is in the image`);
+    t.equal(spawnSync("sh", ["-n"], { input: wrapper ?? "", encoding: "utf8" }).status, 0, `the ${tool} wrapper is valid sh`);
+    t.match(wrapper ?? "", /NVIDIA_DRIVER_ROOT:-\/driver-root/, `${tool}: runs in the driver root the DaemonSet mounts`);
+  }
   const ignore = readFileSync(join(ROOT, ".dockerignore"), "utf8").split("\n").map((l) => l.trim());
   for (const p of [".git", "node_modules", "dist", ".env"]) t.ok(ignore.includes(p), `.dockerignore keeps ${p} out of the build context`);
 });

@@ -6,7 +6,8 @@
 // restarted agent adopting a running daemon; the shipped examples through `diag explain`.
 import t from "tap";
 import type { Test } from "tap";
-import { existsSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
+import { spawnSync } from "node:child_process";
+import { existsSync, mkdirSync, readdirSync, readFileSync, statSync, symlinkSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { startAgent, type AgentHandle } from "../agent/cli/agent.js";
@@ -18,6 +19,7 @@ import { createSimulatedNvidiaSmi, type SimState } from "../agent/discovery/nvsm
 import { createStandaloneStore } from "../agent/kube/standalone-store.js";
 import type { DeviceAllocationConfiguration } from "../agent/kube/types.js";
 import { createDraClient } from "../agent/plugin/protos.js";
+import { createComputeModes } from "../agent/sharing/compute-mode.js";
 import { decodeGpuConfig, driverConfigs, sharingForDevice } from "../agent/sharing/config.js";
 import { agentProcess } from "./support/agent-process.js";
 import { claim, nodeConfig, ref, startEnv, tempDir, uid, DRIVER } from "./support/kubelet-env.js";
@@ -160,6 +162,9 @@ async function seamAgent(t: Test, dir: string, bootId = "boot-1"): Promise<Seam>
 
 const lines = (file: string): Record<string, unknown>[] => (existsSync(file) ? readFileSync(file, "utf8").trim().split("\n").filter(Boolean).map((l) => JSON.parse(l) as Record<string, unknown>) : []);
 const smiCalls = (dir: string): string[] => lines(join(dir, "smi-calls.jsonl")).map((l) => (l as unknown as string[]).join(" ")).filter((c) => c.startsWith("compute-policy"));
+/** The compute-mode calls (sets and reads) the simulated nvidia-smi saw. */
+const modeCalls = (dir: string): string[] => lines(join(dir, "smi-calls.jsonl")).map((l) => (l as unknown as string[]).join(" ")).filter((c) => / -c |compute_mode/.test(c));
+const computeMode = (dir: string, gpu: string): string | undefined => (existsSync(join(dir, "sim-state.json")) ? (JSON.parse(readFileSync(join(dir, "sim-state.json"), "utf8")) as SimState).computeMode?.[gpu] : undefined);
 const timeslice = (dir: string, gpu: string): number | undefined => (existsSync(join(dir, "sim-state.json")) ? (JSON.parse(readFileSync(join(dir, "sim-state.json"), "utf8")) as SimState).timeslice?.[gpu] : undefined);
 
 t.test("time-slicing through the real seam: set on prepare, kept while a claim holds it, Default after the last; conflicts refused", async (t) => {
@@ -184,7 +189,7 @@ t.test("time-slicing through the real seam: set on prepare, kept while a claim h
   const r2 = await s.v1.prepare({ claims: [ref(b), ref(shortOne), ref(mpsOne), ref(plain)] });
   t.notOk(r2.claims?.[uid(2)]?.error, "a second claim on the GPU with the same setting shares it");
   t.match(r2.claims?.[uid(3)]?.error, /^TESSERA_DEVICE_CONFLICT: device node-a\/gpu-4 \(GPU-00000004-0000-0000-0000-000000000004\) is prepared for ResourceClaim default\/ts-(a|b) .* with TimeSlicing \(interval Long\); ResourceClaim default\/ts-short .* asks for TimeSlicing \(interval Short\)/, "another interval on the same GPU: the later claim gets a clear error");
-  t.match(r2.claims?.[uid(4)]?.error, /^TESSERA_DEVICE_CONFLICT: .*with TimeSlicing \(interval Long\); ResourceClaim default\/mps-on-ts .* asks for MPS \(50% threads, 10240Mi pinned\) on it, and one GPU runs one sharing setting at a time/, "MPS on a time-sliced GPU: the later claim gets a clear error");
+  t.match(r2.claims?.[uid(4)]?.error, /^TESSERA_DEVICE_CONFLICT: device node-a\/gpu-4 .* is prepared for ResourceClaim default\/ts-(a|b) .*; ResourceClaim default\/mps-on-ts .* asks for MPS on it: a GPU under MPS runs in compute mode EXCLUSIVE_PROCESS/, "MPS on a time-sliced GPU: the later claim gets a clear error");
   t.notOk(r2.claims?.[uid(5)]?.error, "a claim without sharing config shares the GPU as before");
   t.same(lines(join(dir, "mps-calls.jsonl")), [], "the refused MPS claim started no daemon");
 
@@ -250,6 +255,34 @@ t.test("simulated nvidia-smi compute-policy: the real syntax and numbering, refu
   }
 });
 
+t.test("simulated nvidia-smi compute mode: -i <id> -c <mode> and --query-gpu=compute_mode with the real texts; a GPU in MIG mode refuses as a warning, and the read-back catches it", async (t) => {
+  const sim = createSimulatedNvidiaSmi({ fixtureDir: FIXTURE, stateFile: join(tempDir("tsh-"), "st.json") });
+  const q = (gpu: string): string[] => ["-i", gpu, "--query-gpu=compute_mode", "--format=csv,noheader,nounits"];
+  const cases: [string[], number, string][] = [
+    [q(GPU(4)), 0, "Default\n"],
+    [["-i", GPU(4), "-c", "EXCLUSIVE_PROCESS"], 0, "Set compute mode to EXCLUSIVE_PROCESS for GPU 00000000:CC:00.0.\nAll done.\n"],
+    [q(GPU(4)), 0, "Exclusive_Process\n"],
+    [["-i", GPU(4), "-c", "0"], 0, "Set compute mode to DEFAULT for GPU 00000000:CC:00.0.\nAll done.\n"],
+    [["-i", GPU(4), "--compute-mode=3"], 0, "Set compute mode to EXCLUSIVE_PROCESS for GPU 00000000:CC:00.0.\nAll done.\n"],
+    [["-i", GPU(0), "-c", "EXCLUSIVE_PROCESS"], 0, "Setting compute mode to EXCLUSIVE_PROCESS is not supported on a MIG-enabled device.\nUnable to set the compute mode for GPU 00000000:BB:00.0: Not Supported\nTreating as warning and moving on.\nAll done.\n"],
+    [q(GPU(0)), 0, "Default\n"],
+    [["-i", GPU(4), "-c", "EXCLUSIVE"], 2, ""],
+    [["-i", "GPU-ffffffff-0000-0000-0000-000000000000", "-c", "DEFAULT"], 6, ""],
+  ];
+  const bus = (gpu: string): string => sim.run(["-i", gpu, "--query-gpu=pci.bus_id", "--format=csv,noheader,nounits"]).stdout.trim();
+  for (const [argv, code, out] of cases) {
+    const r = sim.run(argv);
+    t.equal(r.code, code, `${argv.join(" ")}: exit ${code}`);
+    if (out) t.equal(r.stdout, out.replace("00000000:CC:00.0", bus(GPU(4))).replace("00000000:BB:00.0", bus(GPU(0))), `${argv.join(" ")}: the real tool's text`);
+  }
+  // The agent's side: a refusal that exits 0 is still an error, because every set is read back.
+  const modes = createComputeModes({ exec: async (_bin, args) => sim.run(args), bin: "nvidia-smi", execOptions: { timeoutMs: 1000, maxBytes: 1 << 20 }, log: createMemoryLogger() });
+  t.equal(await modes.ensure(GPU(4), "EXCLUSIVE_PROCESS"), "unchanged", "already EXCLUSIVE_PROCESS: not set again");
+  t.equal(await modes.ensure(GPU(4), "DEFAULT"), "set", "DEFAULT set");
+  const refused = await modes.ensure(GPU(0), "EXCLUSIVE_PROCESS").then(() => "no error", (err: unknown) => (err instanceof TesseraError ? `${err.code}: ${err.message}` : String(err)));
+  t.match(refused, /^TESSERA_SHARING: GPU GPU-00000000-0000-0000-0000-000000000000: compute mode is still Default after `nvidia-smi -i GPU-00000000-0000-0000-0000-000000000000 -c EXCLUSIVE_PROCESS` \(it said: Setting compute mode to EXCLUSIVE_PROCESS is not supported on a MIG-enabled device\. Unable to set the compute mode for GPU [0-9A-F:.]+: Not Supported Treating as warning and moving on\.\); MPS needs a whole GPU/, "the MIG-mode refusal (exit 0) is an error naming the GPU, the command and what it said");
+});
+
 const specOf = (dir: string, u: string): { cdiVersion: string; containerEdits: { env: string[]; mounts?: { hostPath: string; containerPath: string; options: string[] }[] } } =>
   JSON.parse(readFileSync(join(dir, "cdi", `k8s.gpu.tessera.dev-claim_${u}.json`), "utf8")) as ReturnType<typeof specOf>;
 
@@ -284,8 +317,11 @@ t.test("MPS through the real seam: a daemon per claim with its limits, CDI mount
   reapDaemons(t, dir);
   let s = await seamAgent(t, dir);
   const st = createStandaloneStore(join(dir, "store"));
-  const c = claim({ name: "mps-a", uid: uid(11), results: [{ device: "gpu-5" }], config: [{ parameters: mpsConfig() }] });
-  await st.putClaim(c);
+  // Allocated as shares of gpu-5 (consumable capacity), so only the MPS rule can refuse the others.
+  const c = claim({ name: "mps-a", uid: uid(11), results: [{ device: "gpu-5", shareID: uid(911) }], config: [{ parameters: mpsConfig() }] });
+  const second = claim({ name: "mps-b", uid: uid(12), results: [{ device: "gpu-5", shareID: uid(912) }], config: [{ parameters: mpsConfig({ defaultActiveThreadPercentage: 50, defaultPinnedDeviceMemoryLimit: "10Gi" }) }] });
+  const plainOne = claim({ name: "plain-on-mps", uid: uid(13), results: [{ device: "gpu-5", shareID: uid(913) }] });
+  for (const x of [c, second, plainOne]) await st.putClaim(x);
   const r = await s.v1.prepare({ claims: [ref(c)] });
   t.notOk(r.claims?.[uid(11)]?.error, "MPS claim prepared");
   const pipe = join(dir, "s", "mps", uid(11), "pipe");
@@ -295,11 +331,21 @@ t.test("MPS through the real seam: a daemon per claim with its limits, CDI mount
   t.same(calls.filter((x) => "command" in x).map((x) => x.command), ["set_default_active_thread_percentage 50", "set_default_device_pinned_mem_limit 0 10240M"], "the daemon was given the claim's limits");
   const pid = daemonPid(dir, uid(11));
   t.ok(isAlive(pid), "the daemon runs");
+  const query = `-i ${GPU(5)} --query-gpu=compute_mode --format=csv,noheader,nounits`;
+  t.same(modeCalls(dir), [query, `-i ${GPU(5)} -c EXCLUSIVE_PROCESS`, query], "compute mode: read, nvidia-smi -i <gpu uuid> -c EXCLUSIVE_PROCESS, read back");
+  t.equal(computeMode(dir, GPU(5)), "EXCLUSIVE_PROCESS", "the simulated GPU is in EXCLUSIVE_PROCESS");
+  const shm = join(dir, "s", "mps", uid(11), "shm");
+  t.equal(statSync(shm).mode & 0o7777, 0o1777, "the claim's shm directory exists, world-writable and sticky like /dev/shm");
   const spec = specOf(dir, uid(11));
   t.same(spec.containerEdits.mounts, [
     { hostPath: pipe, containerPath: "/tmp/nvidia-mps", options: ["rw", "nosuid", "nodev", "bind"] },
     { hostPath: log, containerPath: "/tmp/nvidia-mps-log", options: ["ro", "nosuid", "nodev", "bind"] },
-  ], "the CDI spec mounts the pipe and log directories");
+    { hostPath: shm, containerPath: "/dev/shm", options: ["rw", "nosuid", "nodev", "bind"] },
+  ], "the CDI spec mounts the pipe and log directories, and the claim's shm directory as /dev/shm");
+  const others = await s.v1.prepare({ claims: [ref(second), ref(plainOne)] });
+  t.match(others.claims?.[uid(12)]?.error, /^TESSERA_DEVICE_CONFLICT: device node-a\/gpu-5 \(GPU-00000005-0000-0000-0000-000000000005\) is prepared for ResourceClaim default\/mps-a .* with MPS; ResourceClaim default\/mps-b .* cannot use it too: a GPU under MPS runs in compute mode EXCLUSIVE_PROCESS/, "a second MPS claim (its own daemon) on the GPU: refused, naming the holder");
+  t.match(others.claims?.[uid(13)]?.error, /^TESSERA_DEVICE_CONFLICT: .*default\/mps-a .* with MPS; ResourceClaim default\/plain-on-mps .* cannot use it too/, "a claim without MPS on the MPS GPU: refused");
+  t.equal(lines(join(dir, "mps-calls.jsonl")).filter((x) => Array.isArray(x.argv) && (x.argv as string[])[0] === "-d").length, 1, "the refused claims started no daemon");
   t.same(spec.containerEdits.env, ["NVIDIA_VISIBLE_DEVICES=void", "CUDA_MPS_PIPE_DIRECTORY=/tmp/nvidia-mps", "CUDA_MPS_LOG_DIRECTORY=/tmp/nvidia-mps-log", "CUDA_MPS_ACTIVE_THREAD_PERCENTAGE=50", "CUDA_MPS_PINNED_DEVICE_MEM_LIMIT=0=10240M"], "and sets the MPS env and limits");
   const again = await s.v1.prepare({ claims: [ref(c)] });
   t.same(again.claims?.[uid(11)]?.devices, r.claims?.[uid(11)]?.devices, "re-prepare: same answer");
@@ -326,6 +372,7 @@ t.test("MPS through the real seam: a daemon per claim with its limits, CDI mount
   s = await seamAgent(t, dir);
   t.equal(lines(join(dir, "mps-calls.jsonl")).filter((x) => Array.isArray(x.argv) && (x.argv as string[])[0] === "-d").length, starts, "restart: no new daemon");
   t.same(s.agent.mps.status().map((x) => [x.state, x.pid]), [["running", pid2]], "restart: the running daemon is supervised again");
+  t.same(modeCalls(dir).slice(3), [query], "restart: the compute mode is read, and left as it is (still EXCLUSIVE_PROCESS)");
 
   const u = await s.v1.unprepare({ claims: [ref(c)] });
   t.notOk(u.claims?.[uid(11)]?.error, "unprepare answers");
@@ -335,6 +382,8 @@ t.test("MPS through the real seam: a daemon per claim with its limits, CDI mount
   t.notOk(existsSync(join(dir, "s", "mps", uid(11))), "its directories are removed");
   t.notOk(existsSync(join(dir, "cdi", `k8s.gpu.tessera.dev-claim_${uid(11)}.json`)), "and the CDI spec");
   t.same(s.agent.mps.status(), [], "nothing supervised");
+  t.equal(computeMode(dir, GPU(5)), "DEFAULT", "the GPU is back in compute mode DEFAULT");
+  t.same(modeCalls(dir).slice(4), [query, `-i ${GPU(5)} -c DEFAULT`, query], "with nvidia-smi -i <gpu uuid> -c DEFAULT, read back");
 });
 
 t.test("deploy/examples: the time-sliced and the MPS claim through diag explain; a bad config file is refused with its path", async (t) => {
@@ -356,4 +405,45 @@ t.test("deploy/examples: the time-sliced and the MPS claim through diag explain;
   t.equal(b.code, 1, "a bad config: exit 1");
   t.equal(b.err.trim().split("\n").length, 1, "one line");
   t.match(b.err, /^TESSERA_DEVICE_CONFIG: ResourceClaim default\/time-sliced-gpu: spec\.devices\.config\[0\]\.opaque\.parameters\.sharing\.timeSlicing\.intervall is not a field of the Tessera GpuConfig; remove it/, "naming the claim and the field path");
+});
+
+// Root and unshare (mounts in a private mount namespace), as the privileged agent has them.
+const canMount = process.getuid?.() === 0 && spawnSync("unshare", ["--mount", "--propagation", "private", "true"]).status === 0;
+t.test("the image's nvidia-cuda-mps-control wrapper (Dockerfile): the daemon runs in its own mount namespace with the claim's pipe, log and shm directories where MPS looks", { skip: canMount ? false : "needs root and unshare (mounts in a private mount namespace)" }, async (t) => {
+  const wrapperText = /<<"SH" \/usr\/local\/bin\/nvidia-cuda-mps-control\n([\s\S]*?)\nSH\n/.exec(readFileSync(join(ROOT, "Dockerfile"), "utf8"))?.[1];
+  t.ok(wrapperText, "the wrapper is in the Dockerfile");
+  const dir = tempDir("tsh-");
+  const wrapper = join(dir, "wrapper.sh");
+  writeFileSync(wrapper, `${wrapperText ?? ""}\n`, { mode: 0o755 });
+  // The driver root is this machine's own "/" (as with driverRoot: / on a node); the "host's"
+  // nvidia-cuda-mps-control on its PATH is the simulated one.
+  const bin = join(dir, "bin");
+  mkdirSync(bin);
+  symlinkSync(MPS, join(bin, "nvidia-cuda-mps-control"));
+  const base = join(dir, "s", "mps", uid(31));
+  const [pipe, log, shm] = ["pipe", "log", "shm"].map((x) => join(base, x)) as [string, string, string];
+  for (const d of [pipe, log, shm]) mkdirSync(d, { recursive: true });
+  const env = { ...process.env, NODE_OPTIONS: "", PATH: `${bin}:${process.env.PATH ?? ""}`, NVIDIA_DRIVER_ROOT: "/", CUDA_MPS_PIPE_DIRECTORY: pipe, CUDA_MPS_LOG_DIRECTORY: log, TESSERA_MPS_SHM_DIRECTORY: shm, TESSERA_MPS_SIM_LOG: join(dir, "mps-calls.jsonl") };
+  const run = (args: string[], input?: string) => spawnSync(wrapper, args, { env, encoding: "utf8", timeout: 30_000, ...(input !== undefined ? { input } : {}) });
+  const start = run(["-d"]);
+  t.equal(start.status, 0, `-d exits 0 once the daemon is up (${start.stderr.trim()})`);
+  const pid = daemonPid(dir, uid(31));
+  t.teardown(() => {
+    if (isAlive(pid)) process.kill(pid as number, "SIGKILL");
+  });
+  t.ok(isAlive(pid), "the daemon's pid file (in the claim's pipe directory) names a live process of this PID namespace");
+  t.same(lines(join(dir, "mps-calls.jsonl"))[0], { argv: ["-d"], pipe: "/run/tessera-mps/pipe", log: "/run/tessera-mps/log", visible: null }, "inside, MPS is given the bind-mounted pipe and log directories");
+  writeFileSync(join(shm, "marker"), "x");
+  t.ok(existsSync(`/proc/${pid}/root/dev/shm/marker`), "the daemon's /dev/shm is the claim's shm directory (what the CDI spec mounts as the clients' /dev/shm)");
+  t.notOk(existsSync("/dev/shm/marker"), "and nothing of it leaks into the agent's own mount namespace");
+  t.ok(existsSync(join(log, "control.log")), "the daemon logs into the claim's log directory");
+  t.equal(run([], "set_default_active_thread_percentage 30\n").status, 0, "a client call (commands on stdin) reaches the daemon through its own namespace");
+  const got = run([], "get_default_active_thread_percentage\n");
+  t.equal(got.stdout, "30.0\n", "and reads the setting back");
+  t.equal(run([], "quit\n").status, 0, "quit");
+  while (isAlive(pid)) await new Promise((res) => setTimeout(res, 10));
+  t.notOk(isAlive(pid), "the daemon is gone");
+  const noRoot = spawnSync(wrapper, ["-d"], { env: { ...env, NVIDIA_DRIVER_ROOT: join(dir, "nothing") }, encoding: "utf8" });
+  t.equal(noRoot.status, 127, "no driver root: exit 127");
+  t.match(noRoot.stderr, /^nvidia-cuda-mps-control: no driver root at .*nothing; mount the host's NVIDIA driver root there/, "saying what to mount");
 });

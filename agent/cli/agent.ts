@@ -26,6 +26,7 @@ import { createMigManager } from "../mig/manager.js";
 import { execFile } from "../discovery/exec.js";
 import { createMpsControl, mpsDirs, type MpsControl } from "../sharing/mps.js";
 import { createTimeSlicer } from "../sharing/timeslice.js";
+import { createComputeModes } from "../sharing/compute-mode.js";
 import { openKube, parseKubeSpec, type KubeTarget } from "../kube/kube-source.js";
 import { assertModeSupported, publishableTaints, readServerVersion, type ServerVersion } from "../kube/server-version.js";
 import { startNodePublishing } from "../slices/node-publishing.js";
@@ -255,7 +256,8 @@ export async function startAgent(config: NodeConfig, deps: AgentDeps = {}): Prom
       intervalMs: (deps.mpsCheckIntervalS ?? 0) * 1000,
     });
     cleanups.push(async () => mps.close());
-    const sharing = { timeSlicer: createTimeSlicer({ ...nvidiaSmiSeam(config), execOptions: DEFAULT_EXEC_OPTIONS, log }), mps, mpsDirs: (uid: string) => mpsDirs(config.stateDir, uid) };
+    const smi = { ...nvidiaSmiSeam(config), execOptions: DEFAULT_EXEC_OPTIONS, log };
+    const sharing = { timeSlicer: createTimeSlicer(smi), computeModes: createComputeModes(smi), mps, mpsDirs: (uid: string) => mpsDirs(config.stateDir, uid) };
     const plugin = await unlessAborted(
       signal,
       "starting the kubelet plugin",

@@ -36,9 +36,9 @@ const has = (list: string[] | undefined, g: XmlGpu): boolean => (list ?? []).som
 /** nvidia-smi prints bus ids with an 8-digit domain, upper case. */
 const smiBusId = (g: XmlGpu): string => `0000${g.pciBusId}`.toUpperCase();
 
-/** The <gpu> block of one GPU in the fixture XML. */
-function gpuBlock(xml: string, g: XmlGpu): string {
-  const at = xml.toUpperCase().indexOf(`<GPU ID="${smiBusId(g)}">`);
+/** The <gpu> block of one GPU (by its lower-case bus id, 0000:53:00.0) in the fixture XML. */
+export function gpuBlockOf(xml: string, pciBusId: string): string {
+  const at = xml.toUpperCase().indexOf(`<GPU ID="0000${pciBusId.toUpperCase()}">`);
   if (at < 0) return "";
   const end = xml.indexOf("</gpu>", at);
   return xml.slice(at, end < 0 ? undefined : end);
@@ -56,8 +56,18 @@ function elem(block: string, path: string[]): string | undefined {
 
 const csv = (v: string | undefined): string => (v === undefined || v === "N/A" || v === "" ? "[N/A]" : v);
 
-function field(name: string, g: XmlGpu, block: string, faults: SimFaults): string | undefined {
+/** What the query answers from the simulator's state rather than the XML. */
+export interface QueryState {
+  /** `-i <id>`: the GPUs it names, or a refusal. */
+  select(id: string | undefined): XmlGpu[] | { code: number; message: string };
+  /** `compute_mode` as the tool prints it (Default, Exclusive_Process, Prohibited). */
+  computeMode(g: XmlGpu): string;
+}
+
+function field(name: string, g: XmlGpu, block: string, faults: SimFaults, state?: QueryState): string | undefined {
   switch (name) {
+    case "compute_mode":
+      return state?.computeMode(g);
     case "pci.bus_id":
       return smiBusId(g);
     case "uuid":
@@ -89,12 +99,16 @@ function field(name: string, g: XmlGpu, block: string, faults: SimFaults): strin
 }
 
 /** `--query-gpu=...`; undefined when the arguments are not a GPU query. */
-export function answerQuery(args: readonly string[], xml: string, gpus: readonly XmlGpu[], faults: SimFaults): SimAnswer | undefined {
+export function answerQuery(args: readonly string[], xml: string, all: readonly XmlGpu[], faults: SimFaults, state?: QueryState): SimAnswer | undefined {
   const q = args.find((a) => a.startsWith("--query-gpu="));
   if (!q) return undefined;
   const fields = q.slice("--query-gpu=".length).split(",");
   const format = args.find((a) => a.startsWith("--format="));
   if (format !== "--format=csv,noheader,nounits") return { stdout: "", stderr: `Only --format=csv,noheader,nounits is simulated (got ${format ?? "none"})\n`, code: 2 };
+  const i = args.findIndex((a) => a === "-i" || a === "--id");
+  const sel = i >= 0 && state ? state.select(args[i + 1]) : [...all];
+  if (!Array.isArray(sel)) return { stdout: "", stderr: sel.message + "\n", code: sel.code };
+  const gpus: readonly XmlGpu[] = sel;
   const lines: string[] = [];
   let code = 0;
   for (const g of gpus) {
@@ -104,10 +118,10 @@ export function answerQuery(args: readonly string[], xml: string, gpus: readonly
       code = 15;
       continue;
     }
-    const block = gpuBlock(xml, g);
+    const block = gpuBlockOf(xml, g.pciBusId);
     const cells: string[] = [];
     for (const f of fields) {
-      const v = field(f, g, block, faults);
+      const v = field(f, g, block, faults, state);
       if (v === undefined) return { stdout: "", stderr: `Field "${f}" is not a valid field to query.\n\n`, code: 2 };
       cells.push(v);
     }

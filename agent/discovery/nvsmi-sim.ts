@@ -1,6 +1,6 @@
 // A simulated nvidia-smi: the fixture backend's "real tool". It answers the commands Tessera runs
 // (`-q -x`, `-L`, `mig -lgi`, `mig -lci`, `mig -cgi`, `mig -dci`, `mig -dgi`,
-// `compute-policy --set-timeslice`, `compute-policy -l`) from a fixture node
+// `compute-policy --set-timeslice`, `compute-policy -l`, `-i <id> -c <mode>`, `--query-gpu=...`) from a fixture node
 // folder plus a small MIG state file, in the real tool's output formats, and refuses what the real
 // tool refuses (an overlapping or invalid placement, destroying a GPU instance that still has
 // compute instances, MIG commands on a GPU whose MIG mode is off). The same state machine serves
@@ -11,9 +11,8 @@
 // real tool; the exit codes of refusals (2 for invalid arguments, 255 otherwise) are our choice,
 // since no capture shows them. GPU instance ids follow the driver's numbering by placement, as the
 // real A100 capture and public transcripts agree: size 8 -> 0, size 4 -> 1 + start/4,
-// size 2 -> 3 + start/2, size 1 -> 7 + start. compute-policy: the syntax and the 0-3 numbering
-// (DEFAULT, SHORT, MEDIUM, LONG) are the real tool's; its success line and the refusal on a MIG
-// device or a GPU in MIG mode ("Not Supported", exit 3) are modelled, not captured.
+// size 2 -> 3 + start/2, size 1 -> 7 + start. compute-policy and compute mode: nvsmi-sim-policy.ts
+// (which texts are the real tool's and which are modelled).
 import { createHash } from "node:crypto";
 import { closeSync, existsSync, mkdirSync, openSync, readFileSync, renameSync, rmSync, statSync, writeFileSync, fsyncSync } from "node:fs";
 import * as path from "node:path";
@@ -21,7 +20,8 @@ import { migFamilyFor, profileMemoryBytes, type MigProfile } from "./mig-profile
 import { enginesOf, type MigEngines } from "./model.js";
 import { parseListGpus, parseMigLgi } from "./nvsmi-text.js";
 import { parseNvidiaSmiXml, type XmlGpu } from "./nvsmi-xml.js";
-import { answerQuery, readFaults, withoutRemoved } from "./nvsmi-sim-health.js";
+import { answerQuery, gpuBlockOf, readFaults, withoutRemoved } from "./nvsmi-sim-health.js";
+import { computeModeOf, computePolicy, QUERY_COMPUTE_MODE, setComputeMode, type SimPolicyDeps, type SimPolicyState } from "./nvsmi-sim-policy.js";
 
 export interface SimInstance extends MigEngines {
   gi: number;
@@ -35,13 +35,11 @@ export interface SimInstance extends MigEngines {
   memoryMiB: number;
 }
 
-export interface SimState {
+export interface SimState extends SimPolicyState {
   version: 1;
   /** Bumped by every create; part of new MIG UUIDs (a re-created instance gets a new UUID). */
   seq: number;
   gpus: Record<string, { instances: SimInstance[] }>;
-  /** `compute-policy --set-timeslice` per GPU UUID (absent: 0, DEFAULT). */
-  timeslice?: Record<string, number>;
 }
 
 export interface SimResult {
@@ -425,41 +423,13 @@ export function createSimulatedNvidiaSmi(opts: SimOptions): SimulatedNvidiaSmi {
 
   const usage = (): SimResult => ({ stdout: "", stderr: "Invalid combination of input arguments. Please run 'nvidia-smi -h' for help.\n", code: 2 });
 
-  const TIMESLICE_NAMES = ["DEFAULT", "SHORT", "MEDIUM", "LONG"];
-
-  function computePolicy(a: string[], value: (...n: string[]) => string | undefined, has: (...n: string[]) => boolean): SimResult {
-    const id = value("-i", "--id");
-    if (id?.startsWith("MIG-")) return { stdout: "", stderr: `Setting the compute policy is not supported on MIG device ${id}: Not Supported\n`, code: 3 };
-    const sel = selectGpu(id);
-    if (!Array.isArray(sel)) return { stdout: "", stderr: sel.message + "\n", code: sel.code };
-    if (has("-l", "--list")) {
-      const s = load() ?? initialState(files);
-      const rows = sel.map((g) => `GPU ${g.index}: ${g.uuid}\n    Timeslice: ${TIMESLICE_NAMES[s.timeslice?.[g.uuid] ?? 0]}`);
-      return { stdout: rows.join("\n") + "\n", stderr: "", code: 0 };
-    }
-    const text = a.find((x) => x.startsWith("--set-timeslice="))?.slice("--set-timeslice=".length) ?? value("--set-timeslice");
-    if (text === undefined) return usage();
-    if (!/^[0-3]$/.test(text)) return { stdout: "", stderr: `Invalid timeslice value ${text}: Invalid Argument\n`, code: 2 };
-    return locked(() => {
-      const s = current();
-      for (const g of sel) {
-        if (g.migMode === "enabled") return { stdout: "", stderr: `Setting timeslice failed for GPU ${g.pciBusId}: Not Supported\n`, code: 3 };
-      }
-      s.timeslice ??= {};
-      const out: string[] = [];
-      for (const g of sel) {
-        s.timeslice[g.uuid] = Number(text);
-        out.push(`Set timeslice to ${TIMESLICE_NAMES[Number(text)]} for GPU ${g.pciBusId}.`);
-      }
-      save(s);
-      return { stdout: out.join("\n") + "\n", stderr: "", code: 0 };
-    });
-  }
+  const policyDeps: SimPolicyDeps<SimState> = { select: selectGpu, current, change: (fn) => locked(() => fn(current(), save)) };
+  const xmlComputeMode = (g: XmlGpu): string | undefined => /<compute_mode>([^<]*)<\/compute_mode>/.exec(gpuBlockOf(files.xml, g.pciBusId))?.[1];
 
   return {
     run(args) {
       const faults = readFaults(opts.faultsFile);
-      const health = answerQuery(args, files.xml, gpus, faults);
+      const health = answerQuery(args, files.xml, gpus, faults, { select: selectGpu, computeMode: (g) => QUERY_COMPUTE_MODE[computeModeOf(current(), g, xmlComputeMode(g))] });
       if (health) return health;
       return withoutRemoved(args, runCommand(args), gpus, faults);
     },
@@ -477,7 +447,9 @@ export function createSimulatedNvidiaSmi(opts: SimOptions): SimulatedNvidiaSmi {
         return undefined;
       };
       const state = load();
-      if (a[0] === "compute-policy") return computePolicy(a, value, has);
+      if (a[0] === "compute-policy") return computePolicy(policyDeps, a, value, has, usage);
+      const mode = value("-c", "--compute-mode") ?? a.find((x) => x.startsWith("--compute-mode="))?.slice("--compute-mode=".length);
+      if (a[0] !== "mig" && mode !== undefined) return setComputeMode(policyDeps, value("-i", "--id"), mode);
       if (a[0] !== "mig") {
         if (has("-q", "--query") && has("-x", "--xml-format")) {
           return { stdout: state ? renderXml(files.xml, gpus, visible(state)) : files.xml, stderr: "", code: 0 };

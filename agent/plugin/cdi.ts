@@ -7,7 +7,7 @@ import { parse as parseYaml } from "yaml";
 import { ensureDirDurable, removeFileDurable, writeFileAtomic } from "../common/atomic-file.js";
 import { nodeDurableFs, type DurableFs } from "../common/durable-fs.js";
 import { TesseraError } from "../common/errors.js";
-import { MPS_CONTAINER_LOG_DIR, MPS_CONTAINER_PIPE_DIR } from "../sharing/mps.js";
+import { MPS_CONTAINER_LOG_DIR, MPS_CONTAINER_PIPE_DIR, MPS_CONTAINER_SHM_DIR } from "../sharing/mps.js";
 import { assertClaimUID, CDI_KIND, isClaimUID, CDI_VENDOR, cdiDeviceName, TOOLKIT_KIND, type PreparedClaim, type PreparedDevice } from "./prepared.js";
 
 /** Device nodes every CUDA container needs besides its GPU's own node. */
@@ -91,13 +91,15 @@ export function buildSpec(claim: PreparedClaim): CdiSpec {
     containerEdits: { env: [`${deviceEnvName(claim.uid, d.deviceName)}=${d.uuid}`], deviceNodes: d.deviceNodes.map((p) => ({ path: p })) },
   }));
   const containerEdits: CdiContainerEdits = { env: devs.length === 0 ? [] : [...SPEC_ENV], deviceNodes: CONTROL_NODES.map((p) => ({ path: p })) };
-  // MPS: the claim's daemon pipe directory (clients connect to its control socket) and log
-  // directory, and the client-side limits. Spec-level: any device of the claim brings them.
+  // MPS: the claim's daemon pipe directory (clients connect to its control socket), log
+  // directory and shared memory (the daemon's /dev/shm too), and the client-side limits.
+  // Spec-level: any device of the claim brings them.
   if (claim.mps) {
     containerEdits.env = [...(containerEdits.env ?? []), ...claim.mps.env];
     containerEdits.mounts = [
       { hostPath: claim.mps.pipeDir, containerPath: MPS_CONTAINER_PIPE_DIR, options: ["rw", "nosuid", "nodev", "bind"] },
       { hostPath: claim.mps.logDir, containerPath: MPS_CONTAINER_LOG_DIR, options: ["ro", "nosuid", "nodev", "bind"] },
+      { hostPath: claim.mps.shmDir, containerPath: MPS_CONTAINER_SHM_DIR, options: ["rw", "nosuid", "nodev", "bind"] },
     ];
   }
   return { cdiVersion: minCdiVersion(devices.map((d) => d.name)), kind: CDI_KIND, devices, containerEdits };

@@ -44,7 +44,7 @@ export interface PreparedClaim {
   name: string;
   devices: PreparedDevice[];
   /** MPS claims: the daemon's host directories and the container's env (CDI mounts them). */
-  mps?: { pipeDir: string; logDir: string; env: string[] };
+  mps?: { pipeDir: string; logDir: string; shmDir: string; env: string[] };
 }
 
 // Kubernetes UIDs are RFC 4122 strings; we accept the general lower-case hex-and-dash shape and

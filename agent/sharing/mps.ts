@@ -8,8 +8,10 @@
 //   stop:   `quit` on stdin
 // Liveness is the daemon's own pid file (<pipe>/nvidia-cuda-mps-control.pid) and a signal-0 probe.
 // A supervision round restarts a dead daemon, with exponential backoff while it keeps dying.
-// Directories: <state-dir>/mps/<claim UID>/{pipe,log}; the UID is validated and the control
-// socket path must fit a unix socket.
+// Directories: <state-dir>/mps/<claim UID>/{pipe,log,shm}; the UID is validated and the control
+// socket path must fit a unix socket. shm is the claim's shared memory: MPS server and clients
+// exchange state through /dev/shm, so the CDI spec mounts it as the containers' /dev/shm and the
+// image's nvidia-cuda-mps-control wrapper (Dockerfile) as the daemon's (TESSERA_MPS_SHM_DIRECTORY).
 import { promises as fsp } from "node:fs";
 import * as path from "node:path";
 import { writeFileAtomic } from "../common/atomic-file.js";
@@ -24,6 +26,7 @@ export const MPS_STATUS_FILE = "status.json";
 /** Where the CDI spec mounts the claim's pipe and log directories in the container. */
 export const MPS_CONTAINER_PIPE_DIR = "/tmp/nvidia-mps";
 export const MPS_CONTAINER_LOG_DIR = "/tmp/nvidia-mps-log";
+export const MPS_CONTAINER_SHM_DIR = "/dev/shm";
 const MAX_SOCKET_PATH = 107;
 const BACKOFF_BASE_MS = 1000;
 const BACKOFF_MAX_MS = 60_000;
@@ -35,6 +38,7 @@ const QUIT_WAIT_MS = 5000;
 export interface MpsDirs {
   pipeDir: string;
   logDir: string;
+  shmDir: string;
 }
 
 export interface MpsDaemonSpec {
@@ -95,7 +99,7 @@ function mpsBase(stateDir: string, uid: string): string {
 /** The pipe and log directories of a claim's daemon; refuses a control socket path the kernel would truncate. */
 export function mpsDirs(stateDir: string, uid: string): MpsDirs {
   const base = mpsBase(stateDir, uid);
-  const dirs = { pipeDir: path.join(base, "pipe"), logDir: path.join(base, "log") };
+  const dirs = { pipeDir: path.join(base, "pipe"), logDir: path.join(base, "log"), shmDir: path.join(base, "shm") };
   const socket = path.join(dirs.pipeDir, "control");
   if (Buffer.byteLength(socket) > MAX_SOCKET_PATH) {
     throw new TesseraError("TESSERA_SOCKET_PATH_TOO_LONG", `the MPS control socket of claim ${uid} would be ${socket} (${Buffer.byteLength(socket)} bytes, over the ${MAX_SOCKET_PATH}-byte limit of unix sockets); use a shorter --state-dir`);
@@ -103,9 +107,9 @@ export function mpsDirs(stateDir: string, uid: string): MpsDirs {
   return dirs;
 }
 
-/** The daemon's environment: its devices and its own pipe and log directories. */
+/** The daemon's environment: its devices, its own pipe and log directories, its /dev/shm (for the image's wrapper). */
 export function daemonEnv(spec: MpsDaemonSpec, dirs: MpsDirs): Record<string, string> {
-  return { CUDA_VISIBLE_DEVICES: spec.uuids.join(","), CUDA_MPS_PIPE_DIRECTORY: dirs.pipeDir, CUDA_MPS_LOG_DIRECTORY: dirs.logDir };
+  return { CUDA_VISIBLE_DEVICES: spec.uuids.join(","), CUDA_MPS_PIPE_DIRECTORY: dirs.pipeDir, CUDA_MPS_LOG_DIRECTORY: dirs.logDir, TESSERA_MPS_SHM_DIRECTORY: dirs.shmDir };
 }
 
 /** The control commands that set the claim's limits (stdin of nvidia-cuda-mps-control). */
@@ -202,6 +206,9 @@ export function createMpsControl(deps: MpsControlDeps): MpsControl {
     if (pid === undefined) {
       await fsp.mkdir(dirs.pipeDir, { recursive: true, mode: 0o755 });
       await fsp.mkdir(dirs.logDir, { recursive: true, mode: 0o755 });
+      // World-writable and sticky like /dev/shm: the containers' processes may run as any user.
+      await fsp.mkdir(dirs.shmDir, { recursive: true });
+      await fsp.chmod(dirs.shmDir, 0o1777);
       await run(spec, dirs, ["-d"], undefined, "start the MPS control daemon");
       pid = await pidOf(dirs);
     }

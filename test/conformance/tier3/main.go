@@ -280,6 +280,8 @@ func runAgainstServer(ctx context.Context, repo, fixture, kubeconfig string, cli
 		return
 	}
 	wrap("prepare-through-apiserver", kubelet.PrepareOne(ctx, a, claim))
+	// Every shipped example (the sharing ones carry opaque GpuConfig) as a user applies it.
+	applyExamples(ctx, repo, kubeconfig, wrap)
 	return
 }
 
