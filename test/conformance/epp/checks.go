@@ -36,6 +36,7 @@ func completion(prompt string) []byte {
 }
 
 type rig struct {
+	repo    string
 	servers []*ModelServer
 	addrs   []string
 	picker  *Picker
@@ -57,7 +58,7 @@ func Main(ctx context.Context, args []string) bool {
 			failed = true
 		}
 	}
-	r := &rig{}
+	r := &rig{repo: *repo}
 	for range 4 {
 		m, err := StartModelServer()
 		if err != nil {
@@ -100,6 +101,7 @@ func Main(ctx context.Context, args []string) bool {
 	check("subset hint envoy.lb.subset_hint honoured (list and comma string); no eligible endpoint -> 503", checkSubset, r)
 	check("cancelled stream, then a new stream is decided", checkCancel, r)
 	check("no ready endpoint: readiness NOT_SERVING and ImmediateResponse 503, then SERVING again", checkNoEndpoints, r)
+	check("--fallbacks 2: header and envoy.lb metadata carry primary,fb1,fb2 (distinct pool endpoints)", checkFallbacks, r)
 	if !r.picker.Alive() {
 		report.Fail(tier, "epp/alive", "tessera epp exited during the checks: %s", r.picker.LogTail())
 		failed = true
@@ -405,4 +407,41 @@ func checkNoEndpoints(ctx context.Context, r *rig) error {
 	}
 	_, err = pick(ctx, r.proc, "/v1/chat/completions", chat("somebody home again", "hello"), nil)
 	return err
+}
+
+// checkFallbacks starts a second picker with --fallbacks 2 over the same servers.
+func checkFallbacks(ctx context.Context, r *rig) error {
+	p, err := StartPicker(r.repo, r.addrs, "--fallbacks", "2")
+	if err != nil {
+		return err
+	}
+	defer p.Stop()
+	conn, err := grpc.NewClient(p.Target, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	proc := extprocv3.NewExternalProcessorClient(conn)
+	for _, body := range [][]byte{chat(strings.Repeat("fallback system prompt ", 80), "hello"), completion(strings.Repeat("fallback completion ", 80))} {
+		path := "/v1/chat/completions"
+		if !strings.Contains(string(body), "messages") {
+			path = "/v1/completions"
+		}
+		got, err := pick(ctx, proc, path, body, nil)
+		if err != nil {
+			return err
+		}
+		list := strings.Split(got, ",")
+		seen := map[string]bool{}
+		for _, e := range list {
+			if !slices.Contains(r.addrs, e) || seen[e] {
+				return fmt.Errorf("%s: list %q: %q is not a distinct pool endpoint", path, got, e)
+			}
+			seen[e] = true
+		}
+		if len(list) != 3 {
+			return fmt.Errorf("%s: list %q has %d entries, want 3", path, got, len(list))
+		}
+	}
+	return nil
 }
