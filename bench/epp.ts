@@ -5,7 +5,8 @@
 // bodies of 1 KB, 10 KB and 220 KB (chunks of 62,000 bytes, shared system prompts so prefixes
 // hit); pickings/s at concurrency 16 on 1 KB bodies. Baseline, same run: a header-only exchange
 // (GET, decided on the headers: no body, no hashing) — the gRPC round trip the picker cannot beat.
-// The reference picker (the Inference Extension's Go EPP) is not built here: see docs/epp.md.
+// The reference picker (the Inference Extension's Go EPP, v1.3.1) builds, but needs a Kubernetes
+// API server even with --endpoint-selector, so it is not run as a baseline: see docs/epp.md.
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
 import { cpus } from "node:os";
 import { join } from "node:path";
@@ -112,7 +113,7 @@ async function main(): Promise<void> {
     emitLine(benchLine("epp", "chat 1KB full-duplex c=16", "pickings_per_s", "1/s", Math.round(rate)));
     rows.push(`  pickings/s, 16 concurrent streams, 1 KB chat: ${rate.toFixed(0)} (picker on ${have("taskset") && cpus().length >= 2 ? "core 1" : "any core"})`);
     process.stderr.write(`epp bench (${quick ? "quick" : "full"}), 8 mock endpoints, picker in its own process\n${rows.join("\n")}\n`);
-    process.stderr.write("  reference picker (Inference Extension Go EPP): not built here, see docs/epp.md\n");
+    process.stderr.write("  reference picker (Inference Extension Go EPP v1.3.1): not run (needs a Kubernetes API server), see docs/epp.md\n");
   } finally {
     client.close();
     const exited = new Promise((resolve) => child.once("exit", resolve));

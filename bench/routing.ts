@@ -10,7 +10,7 @@ import { fileURLToPath } from "node:url";
 import { parseFlags, type FlagSpec } from "../agent/common/config.js";
 import { TesseraError, formatError } from "../agent/common/errors.js";
 import { knee, simulate, type RunFigures } from "./sim/engine.js";
-import { DEFAULT_ROUTER_NAMES, ROUTER_NAMES, type RouterName } from "./sim/routers.js";
+import { DEFAULT_ROUTER_NAMES, QUICK_ROUTER_NAMES, ROUTER_NAMES, type RouterName } from "./sim/routers.js";
 import { DEFAULT_ENGINE, ISSUE_ENGINE } from "./sim/server.js";
 import { DEFAULT_ROUTER_CONFIG } from "../agent/routing/index.js";
 import { createRouterPool } from "./sim/router-pool.js";
@@ -23,7 +23,7 @@ const FLAGS: FlagSpec[] = [
   { name: "seed", type: "int", default: 42, help: "first seed (workload, arrivals, tie-breaks)" },
   { name: "seeds", type: "int", help: "seeds per point, figures are medians (default 3, --quick 1)" },
   { name: "workloads", type: "list", help: "subset of W1,W2,W3,W4 (default), or W5 (hot prefix, only when named)" },
-  { name: "routers", type: "list", help: `subset of ${ROUTER_NAMES.join(",")} (default: all but epp-x4)` },
+  { name: "routers", type: "list", help: `subset of ${ROUTER_NAMES.join(",")} (default: all but epp-x4; --quick: also without aibrix-prefix)` },
   { name: "scrape-ms", type: "int", default: 50, help: "metric snapshot period" },
   { name: "staleness-ms", type: "int", default: 0, help: "extra delay before a snapshot reaches the routers" },
   { name: "guard-threshold", type: "int", default: DEFAULT_ROUTER_CONFIG.guardThreshold, help: "Tessera's saturation guard, in requests (default: the router's)" },
@@ -65,7 +65,7 @@ function main(argv: string[]): number {
     return v as T[];
   };
   const workloads = args.values.workloads === undefined && quick ? (["W1"] as WorkloadName[]) : pick(args.values.workloads, ALL_WORKLOAD_NAMES, "workloads", WORKLOAD_NAMES);
-  const routers = pick(args.values.routers, ROUTER_NAMES, "routers", DEFAULT_ROUTER_NAMES);
+  const routers = pick(args.values.routers, ROUTER_NAMES, "routers", quick ? QUICK_ROUTER_NAMES : DEFAULT_ROUTER_NAMES);
   for (const must of ["round-robin", "oracle"] as const) if (!routers.includes(must)) routers.push(must); // the baselines
   const engine = calibration === "gate" ? DEFAULT_ENGINE : ISSUE_ENGINE;
   const guardThreshold = args.values["guard-threshold"] as number;

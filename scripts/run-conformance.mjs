@@ -148,6 +148,8 @@ if (!onlyTier || onlyTier === "2") {
 }
 if (!onlyTier || onlyTier === "1") {
   await runHarness(join(bin, "tessera-conformance"), ["kubelet", "--repo", root], 3 * 60_000);
+  // Envoy's own ext_proc Go types (go-control-plane) against a running `tessera epp`.
+  await runHarness(join(bin, "tessera-conformance"), ["epp", "--repo", root], 2 * 60_000);
   // The kubelet's own plugin watcher + DRA manager, from k8s.io/kubernetes (separate module).
   const mgr = goBuild(join(harness, "kubeletmgr"), join(bin, "kubelet-dra"), "kubelet DRA manager (k8s.io/kubernetes)");
   if (mgr.status === 0) {

@@ -215,6 +215,44 @@ t.test("prefix affinity: the same long prefix goes to the same endpoint, chat an
   t.equal(prompts.size, 1, "one endpoint for one shared completions prefix");
 });
 
+t.test("--fallbacks: primary,fb1,fb2 in the header and envoy.lb metadata, distinct, next-best by the same scores", async (t) => {
+  const { mocks, client, epp } = await rig(t, 4, { fallbacks: 2 });
+  const ids = mocks.map((m) => m.id);
+  const system = "A fallback-list system prompt about the travel policy. ".repeat(30);
+  const { stream, first } = await duplex(client, "/v1/chat/completions", chat(system, "first question"));
+  const d = destination(first);
+  const list = (d.header ?? "").split(",");
+  t.equal(list.length, 3, `three endpoints (${d.header})`);
+  t.equal(new Set(list).size, 3, "distinct");
+  t.ok(list.every((e) => ids.includes(e)), "all of the pool");
+  t.equal(d.metadata, d.header, "the metadata carries the same list");
+  const [primary, fb1, fb2] = list as [string, string, string];
+  t.equal(epp.endpoints.byId.get(primary)?.state.inFlight, 1, "the primary holds the request in flight");
+  t.same([fb1, fb2].map((e) => epp.endpoints.byId.get(e)?.state.inFlight), [0, 0], "the fallbacks do not");
+  t.ok(epp.router.indexedBlocks(primary) > 0, "the prompt is indexed on the primary");
+  t.same([fb1, fb2].map((e) => epp.router.indexedBlocks(e)), [0, 0], "and not on the fallbacks (scored, not routed)");
+  await finish(stream);
+  // next-best by the same scores: with the primary gone from the subset, the picker chooses fb1
+  const without = ids.filter((e) => e !== primary);
+  const hint = { filter_metadata: { "envoy.lb.subset_hint": { fields: { "x-gateway-destination-endpoint-subset": { stringValue: without.join(",") } } } } };
+  const again = await duplex(client, "/v1/chat/completions", chat(system, "second question"), MAX_STREAMED_CHUNK, hint);
+  t.equal(destination(again.first).header?.split(",")[0], fb1, "fb1 is the choice once the primary is not eligible");
+  await finish(again.stream);
+  // header-only requests list the least busy endpoints
+  const s = client.process();
+  s.write(headers("GET", "/v1/models", true));
+  const h = destination(await s.next()).header?.split(",") ?? [];
+  t.equal(new Set(h).size, 3, `header-only: three distinct (${h.join(",")})`);
+  t.equal(await finish(s), grpc.status.OK);
+});
+
+t.test("--fallbacks larger than the pool: every other ready endpoint once", async (t) => {
+  const { mocks, client } = await rig(t, 2, { fallbacks: 5 });
+  const { stream, first } = await duplex(client, "/v1/completions", completion("a small pool ".repeat(30)));
+  t.same((destination(first).header ?? "").split(",").sort(), mocks.map((m) => m.id).sort());
+  await finish(stream);
+});
+
 t.test("no ready endpoint: ImmediateResponse 503; readiness NOT_SERVING, liveness SERVING", async (t) => {
   const mock = await startMockModelServer({});
   mock.failMetrics = true;
@@ -408,6 +446,11 @@ t.test("CLI flags: one endpoint source, body mode, cold slack; errors are TESSER
   t.equal(o.metricsListen, "0.0.0.0:9090");
   t.equal(o.bodyMode, "full-duplex");
   t.equal(o.router?.coldSlack, 4);
+  t.equal(o.fallbacks, 0, "no fallback list by default");
+  t.equal(parse(["--endpoints", "http://a:1", "--fallbacks", "2"]).fallbacks, 2);
+  t.equal(eppOptionsFromArgs(parseFlags([], EPP_FLAGS, { EPP_ENDPOINTS: "http://a:1", EPP_FALLBACKS: "3" })).fallbacks, 3, "EPP_FALLBACKS");
+  t.throws(() => parse(["--endpoints", "http://a:1", "--fallbacks", "-1"]), { code: "TESSERA_CONFIG" });
+  t.throws(() => parse(["--endpoints", "http://a:1", "--fallbacks", "17"]), { code: "TESSERA_CONFIG" });
   t.throws(() => parse([]), { code: "TESSERA_USAGE" });
   t.throws(() => parse(["--endpoints", "http://a:1", "--inference-pool", "ns/p"]), { code: "TESSERA_USAGE" });
   t.throws(() => parse(["--endpoints", "http://a:1", "--body-mode", "streamed"]), { code: "TESSERA_CONFIG" });

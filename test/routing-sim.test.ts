@@ -9,6 +9,9 @@ import { knee, percentile, simulate } from "../bench/sim/engine.js";
 import { createRouterPool } from "../bench/sim/router-pool.js";
 import { ROUTER_NAMES } from "../bench/sim/routers.js";
 import { DEFAULT_ROUTER_CONFIG } from "../agent/routing/index.js";
+import { AIBRIX_BLOCK_BYTES, AIBRIX_IMBALANCE_ABS_COUNT, GIE_BLOCK_BYTES, GIE_WEIGHTS, chainHashes, createAibrixRouter, createAibrixTable, createGieIndex, createGieRouter, createLru, gieScores, sampleStdDev } from "../bench/sim/peer-routers.js";
+import { createRng } from "../bench/sim/prng.js";
+import type { EndpointState } from "../agent/routing/types.js";
 
 const cfg = DEFAULT_ENGINE;
 
@@ -169,6 +172,110 @@ t.test("determinism: same seed, same figures (every router, real WASM core); ano
   const rr = JSON.parse(run("round-robin", 7)) as { hitRate: number };
   t.equal(tess.completed, w.requests.length);
   t.ok(tess.hitRate > rr.hitRate, `prefix routing hits more than round-robin (${tess.hitRate} vs ${rr.hitRate})`);
+});
+
+const ep = (i: number, over: Partial<EndpointState> = {}): EndpointState => ({ id: `10.0.0.${i}:8000`, ready: true, waitingRequests: 0, runningRequests: 0, kvCacheUsage: 0, inFlight: 0, ...over });
+const text = (s: string): Uint8Array => new TextEncoder().encode(s);
+
+t.test("peer routers: chained block hashes share a prefix exactly as long as the text does; a short tail is dropped", async (t) => {
+  const a = chainHashes(text("x".repeat(64 * 3) + "A".repeat(64)), GIE_BLOCK_BYTES, 256, 1);
+  const b = chainHashes(text("x".repeat(64 * 3) + "B".repeat(64) + "tail"), GIE_BLOCK_BYTES, 256, 1);
+  t.equal(a.length, 4);
+  t.equal(b.length, 4, "the 4-byte tail is not a block");
+  t.same(a.slice(0, 3), b.slice(0, 3));
+  t.not(a[3], b[3]);
+  t.equal(chainHashes(text("x".repeat(64 * 300)), GIE_BLOCK_BYTES, 256, 1).length, 256, "capped at maxBlocks");
+  t.not(chainHashes(text("x".repeat(64)), 64, 1, 1)[0], chainHashes(text("x".repeat(64)), 64, 1, 2)[0], "the seed (GIE: the model) changes every hash");
+});
+
+t.test("peer routers: the typed-array LRU agrees with a reference LRU over 20,000 seeded touches", async (t) => {
+  const rng = createRng(5);
+  const evicted: number[] = [];
+  const lru = createLru(50, (k) => evicted.push(k));
+  const ref = new Map<number, number>();
+  let mismatches = 0;
+  for (let n = 0; n < 20_000; n++) {
+    const key = ((rng.int(300) * 2654435761) % 2 ** 40) + rng.int(3) * 2 ** 40; // 53-bit keys, some sharing the low 30 bits
+    const v = rng.int(1000);
+    lru.touch(key, v);
+    ref.delete(key);
+    ref.set(key, v);
+    if (ref.size > 50) ref.delete(ref.keys().next().value as number);
+    if (n % 97 === 0) for (const [k, val] of ref) if (lru.get(k) !== val) mismatches++;
+  }
+  t.equal(lru.size, 50);
+  t.equal(mismatches, 0, "every live key has its latest value");
+  let absentHit = 0;
+  for (const k of evicted) if (!ref.has(k) && lru.has(k)) absentHit++;
+  t.equal(absentHit, 0, "evicted keys are gone");
+});
+
+t.test("gie-prefix: same prefix -> same server; per-server LRU eviction; default weights 3/2/2", async (t) => {
+  t.same(GIE_WEIGHTS, { prefix: 3, queue: 2, kvCache: 2 });
+  const sc = gieScores([4, 0, 2], 4, [ep(0, { waitingRequests: 10 }), ep(1, { waitingRequests: 5, kvCacheUsage: 0.25 }), ep(2)]);
+  t.same(sc, { prefix: [1, 0, 0.5], queue: [0, 0.5, 1], kvCache: [1, 0.75, 1] });
+  t.same(gieScores([], 0, [ep(0, { waitingRequests: 3 }), ep(1, { waitingRequests: 3 })]).queue, [1, 1], "equal queues score 1");
+
+  const router = createGieRouter({ model: "m", capacityPerServer: 1000, rng: createRng(1) });
+  const states = [0, 1, 2, 3].map((i) => ep(i));
+  const system = "shared system prompt ".repeat(40);
+  const first = router.pick(text(system + "question one"), states);
+  for (let i = 0; i < 5; i++) t.equal(router.pick(text(system + `question ${i + 2}`), states), first, "prefix match wins on idle servers");
+  // the prefix holder has the longest queue: prefix 3x1 + queue 0 + kv 2 = 5 against 0 + 2 + 2 = 4
+  const busy = states.map((s, i) => (i === first ? { ...s, waitingRequests: 8 } : s));
+  t.equal(router.pick(text(system + "again"), busy), first, "prefix weight 3 beats queue weight 2");
+  // and also the fullest KV cache: 3 + 0 + 2x0.4 = 3.8 against 4
+  const full = busy.map((s, i) => (i === first ? { ...s, kvCacheUsage: 0.6 } : s));
+  t.not(router.pick(text(system + "once more"), full), first, "queue + KV (2 + 2) beat a full prefix match on a loaded server");
+
+  const idx = createGieIndex(4);
+  idx.add([1, 2, 3, 4], 0);
+  idx.add([1, 2], 1);
+  idx.add([5, 6], 0); // server 0's LRU holds 3, 4, 5, 6: 1 and 2 are evicted there only
+  t.same([...(idx.servers(1) ?? [])], [1]);
+  t.same([...(idx.servers(5) ?? [])], [0]);
+  t.equal(idx.size(0), 4);
+});
+
+t.test("aibrix-prefix: same prefix -> same pod; imbalance and mean + 1 sigma send it elsewhere; one shared LRU", async (t) => {
+  t.equal(AIBRIX_BLOCK_BYTES, 4);
+  t.equal(sampleStdDev([1, 1, 1, 0]), 0.5);
+  t.equal(sampleStdDev([7]), 0);
+  const router = createAibrixRouter({ rng: createRng(3) });
+  const idle = [0, 1, 2, 3].map((i) => ep(i));
+  const system = "retrieval context block ".repeat(30);
+  const home = router.pick(text(system + "q1"), idle);
+  t.equal(router.pick(text(system + "q2"), idle), home, "prefix match");
+  const inFlight = (counts: number[]): EndpointState[] => idle.map((s, i) => ({ ...s, inFlight: counts[i] as number }));
+  const others = [0, 1, 2, 3].filter((i) => i !== home);
+  // home at 1, one other at 0: mean 0.75 + sigma 0.5 = 1.25 >= 1: stays
+  const c1 = [1, 1, 1, 1];
+  c1[others[0] as number] = 0;
+  t.equal(router.pick(text(system + "q3"), inFlight(c1)), home, "within mean + 1 sigma");
+  // home at 3, others at 1: mean 1.5 + sigma 1 = 2.5 < 3: least request instead
+  const c2 = [1, 1, 1, 1];
+  c2[home] = 3;
+  t.not(router.pick(text(system + "q4"), inFlight(c2)), home, "over mean + 1 sigma");
+  // imbalance: max - min > 8 restricts candidates to the least-loaded pods, whatever they match
+  // (without the rule home, at 1, is within mean 3.25 + sigma 4.6 and would stay)
+  const fresh = createAibrixRouter({ rng: createRng(4) });
+  const home2 = fresh.pick(text(system + "q1"), idle);
+  const rest2 = [0, 1, 2, 3].filter((i) => i !== home2);
+  const c3 = [0, 0, 0, 0];
+  c3[home2] = 1;
+  c3[rest2[0] as number] = AIBRIX_IMBALANCE_ABS_COUNT + 2;
+  c3[rest2[1] as number] = 0;
+  c3[rest2[2] as number] = 2;
+  t.equal(fresh.pick(text(system + "q5"), inFlight(c3)), rest2[1], "imbalanced: the least-loaded pod");
+
+  const table = createAibrixTable(3);
+  table.add([10, 11, 12], 0);
+  table.add([13], 1); // 10 is the least recently put: evicted
+  t.equal(table.pods(10), 0);
+  t.equal(table.pods(13), 2, "pod 1 as a bitmask");
+  table.add([11], 2);
+  t.equal(table.pods(11), 1 | 4, "pods accumulate on a block");
+  t.equal(table.size(), 3);
 });
 
 t.test("knee arithmetic and percentiles", async (t) => {

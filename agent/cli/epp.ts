@@ -4,6 +4,7 @@
 import { int, parseFlags, str, VERB_FLAGS, type ParsedArgs } from "../common/config.js";
 import { TesseraError } from "../common/errors.js";
 import type { EppOptions } from "../epp/server.js";
+import { MAX_FALLBACKS } from "../routing/pick.js";
 import { endpointSourceFlags, routerOptionsFromArgs, serveRouter } from "./proxy.js";
 import type { CliIO } from "./io.js";
 
@@ -13,6 +14,8 @@ export function eppOptionsFromArgs(args: ParsedArgs): EppOptions {
   for (const name of ["scrape-interval-ms", "max-body-bytes"]) {
     if (int(args, name) <= 0) throw new TesseraError("TESSERA_CONFIG", `--${name}=${int(args, name)}: expected a positive number`);
   }
+  const fallbacks = int(args, "fallbacks");
+  if (fallbacks < 0 || fallbacks > MAX_FALLBACKS) throw new TesseraError("TESSERA_CONFIG", `--fallbacks=${fallbacks}: expected 0..${MAX_FALLBACKS} next-best endpoints after the primary`);
   const bodyMode = str(args, "body-mode");
   if (bodyMode !== "full-duplex" && bodyMode !== "buffered") throw new TesseraError("TESSERA_CONFIG", `--body-mode=${bodyMode.slice(0, 64)}: expected full-duplex or buffered`);
   const slackText = str(args, "cold-slack");
@@ -25,6 +28,7 @@ export function eppOptionsFromArgs(args: ParsedArgs): EppOptions {
     bodyMode,
     scrapeIntervalMs: int(args, "scrape-interval-ms"),
     maxBodyBytes: int(args, "max-body-bytes"),
+    fallbacks: int(args, "fallbacks"),
     router: { ...routerOptionsFromArgs(args), coldSlack },
   };
 }

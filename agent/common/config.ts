@@ -313,6 +313,7 @@ export const EPP_FLAGS: readonly FlagSpec[] = [
   { name: "max-body-bytes", type: "int", env: "EPP_MAX_BODY_BYTES", default: 8 * 1024 * 1024, help: "request body limit (413 above)" },
   ...routerFlags("EPP"),
   { name: "cold-slack", type: "string", env: "EPP_COLD_SLACK", default: "4", help: "cold prefixes: rendezvous hash over endpoints within this many waiting requests of the least loaded (0: off)" },
+  { name: "fallbacks", type: "int", env: "EPP_FALLBACKS", default: 0, help: "next-best endpoints after the primary in the routing header and metadata (primary,fb1,...; 0: the primary only)" },
   LOG_LEVEL_FLAG,
 ];
 

@@ -13,7 +13,7 @@ import { silentLogger, type Logger } from "../common/log.js";
 import { createEndpointTable, fillEndpoints, type EndpointSource, type EndpointTable } from "../endpoints/table.js";
 import { createRouterMetrics, recordPick, type RouterMetrics } from "../endpoints/metrics.js";
 import { PICKER_COLD_SLACK, type RouterConfigInput } from "../routing/config.js";
-import { leastBusy, pickForBody, type PickResult } from "../routing/pick.js";
+import { leastBusyList, MAX_FALLBACKS, pickForBody, type PickResult } from "../routing/pick.js";
 import { createWasmPrefixRouter, type WasmPrefixRouter } from "../routing/wasm-router.js";
 import { EXT_PROC_SERVICE, loadEppProtos, type ProcessingRequest, type ProcessingResponse } from "./protos.js";
 import { createStreamHandler, StreamRefused, type StreamContext } from "./stream.js";
@@ -29,6 +29,7 @@ export interface EppOptions {
   scrapeTimeoutMs?: number; // default 1000
   maxBodyBytes?: number; // default 8 MiB
   retryAfterSeconds?: number; // on 429 (default 1)
+  fallbacks?: number; // next-best endpoints after the primary in the header and metadata (default 0)
   healthPollMs?: number; // how often a health Watch re-checks readiness (default 250)
   log?: Logger;
 }
@@ -59,6 +60,8 @@ export async function startEpp(opts: EppOptions): Promise<RunningEpp> {
   const metricsAt = parseHttpListen(opts.metricsListen ?? "off", "metrics-listen");
   const maxBody = opts.maxBodyBytes ?? 8 * 1024 * 1024;
   if (!(Number.isInteger(maxBody) && maxBody > 0 && maxBody <= MAX_EPP_BODY)) throw new TesseraError("TESSERA_CONFIG", `--max-body-bytes=${maxBody}: expected 1..${MAX_EPP_BODY} (256 MiB)`);
+  const fallbacks = opts.fallbacks ?? 0;
+  if (!(Number.isInteger(fallbacks) && fallbacks >= 0 && fallbacks <= MAX_FALLBACKS)) throw new TesseraError("TESSERA_CONFIG", `--fallbacks=${fallbacks}: expected 0..${MAX_FALLBACKS}`);
   const router = createWasmPrefixRouter({ saturationQueue: 128, coldSlack: DEFAULT_EPP_COLD_SLACK, ...opts.router });
   let endpoints!: EndpointTable;
   const metrics = createRouterMetrics("tessera_epp", () => endpoints.states(), (id) => router.indexedBlocks(id));
@@ -82,11 +85,11 @@ export async function startEpp(opts: EppOptions): Promise<RunningEpp> {
     defaultBodyMode: opts.bodyMode === "buffered" ? "BUFFERED" : "FULL_DUPLEX_STREAMED",
     retryAfterSeconds: opts.retryAfterSeconds ?? 1,
     decide(kind, body, subset): PickResult {
-      if (kind) return pickForBody(router, kind, body, endpoints.states(), { subset });
+      if (kind) return pickForBody(router, kind, body, endpoints.states(), { subset, fallbacks });
       const states = subset ? endpoints.states().filter((s) => subset.has(s.id)) : endpoints.states();
-      const s = leastBusy(states);
+      const [s, ...rest] = leastBusyList(states, 1 + fallbacks);
       return s
-        ? { kind: "picked", endpoint: s.id, reason: "other", matchedBlocks: 0, totalBlocks: 0, request: { model: "", prompt: "", salt: undefined } }
+        ? { kind: "picked", endpoint: s.id, reason: "other", matchedBlocks: 0, totalBlocks: 0, request: { model: "", prompt: "", salt: undefined }, ...(fallbacks > 0 ? { fallbacks: rest.map((e) => e.id) } : {}) }
         : { kind: "refused", status: 503, code: "TESSERA_NO_ENDPOINT", message: subset ? "no ready endpoint in the gateway's subset hint" : undefined };
     },
     acquire(id) {

@@ -98,10 +98,12 @@ export function createStreamHandler(ctx: StreamContext): StreamHandler {
       out = { refuse: immediate(result.status, result.code, result.message, result.status === 429 ? { "retry-after": String(ctx.retryAfterSeconds) } : {}) };
     } else {
       if (ctx.acquire(result.endpoint)) held = result.endpoint;
+      // primary first, then the fallbacks (the gateway tries them in order): "ip:port,ip:port,..."
+      const value = result.fallbacks && result.fallbacks.length > 0 ? [result.endpoint, ...result.fallbacks].join(",") : result.endpoint;
       out = {
         headers: {
-          request_headers: { response: { header_mutation: { set_headers: [setHeader(DESTINATION_HEADER, result.endpoint)] }, clear_route_cache: true } },
-          dynamic_metadata: toStruct({ [LB_NAMESPACE]: { [DESTINATION_HEADER]: result.endpoint } }),
+          request_headers: { response: { header_mutation: { set_headers: [setHeader(DESTINATION_HEADER, value)] }, clear_route_cache: true } },
+          dynamic_metadata: toStruct({ [LB_NAMESPACE]: { [DESTINATION_HEADER]: value } }),
         },
       };
     }

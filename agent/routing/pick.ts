@@ -41,6 +41,8 @@ export type PickResult =
       matchedBlocks: number;
       totalBlocks: number;
       request: RoutedRequest;
+      /** Next-best endpoints by the same scores, distinct from `endpoint` (PickOptions.fallbacks). */
+      fallbacks?: readonly string[];
     }
   | { kind: "refused"; status: 400 | 413 | 429 | 503; code: ErrorCode; message: string | undefined };
 
@@ -49,7 +51,12 @@ export interface PickOptions {
   pinned?: string;
   /** Only these endpoints are eligible (the gateway's subset hint); none of them ready: 503. */
   subset?: ReadonlySet<string>;
+  /** How many next-best endpoints to add after the primary (the picker's fallback list; default 0). */
+  fallbacks?: number;
 }
+
+/** Largest fallback list a caller may ask for. */
+export const MAX_FALLBACKS = 16;
 
 const refused = (status: 400 | 429 | 503, code: ErrorCode, message?: string): PickResult => ({ kind: "refused", status, code, message });
 
@@ -72,6 +79,30 @@ export function pickForBody(router: WasmPrefixRouter, kind: RoutedKind, body: Ui
   return pickForRequest(router, rr, states, opts);
 }
 
+/** Up to `n` more endpoints, each the router's choice (same scores, no indexing) once the ones
+ *  before it are left out; stops early when no ready endpoint is left or the rest are saturated. */
+function nextBest(router: WasmPrefixRouter, rr: RoutedRequest, eligible: readonly EndpointState[], primary: string, n: number): string[] {
+  const out: string[] = [];
+  let rest = eligible.filter((s) => s.id !== primary);
+  while (out.length < n && rest.some((s) => s.ready)) {
+    let id: string;
+    try {
+      id = router.peek(rr.prompt, rr.model, rest, rr.salt).endpoint;
+    } catch {
+      break; // saturated or no endpoint: the list ends here
+    }
+    out.push(id);
+    rest = rest.filter((s) => s.id !== id);
+  }
+  return out;
+}
+
+/** The ready endpoints with the fewest requests in flight, fewest first, at most n (header-only
+ *  requests: the primary and its fallbacks). */
+export function leastBusyList(states: readonly EndpointState[], n: number): EndpointState[] {
+  return states.filter((s) => s.ready).sort((a, b) => a.inFlight - b.inFlight).slice(0, n);
+}
+
 /** Picks for an already extracted request (the proxy's retry path uses it too). */
 export function pickForRequest(router: WasmPrefixRouter, rr: RoutedRequest, states: readonly EndpointState[], opts: PickOptions = {}): PickResult {
   const subset = opts.subset;
@@ -85,7 +116,9 @@ export function pickForRequest(router: WasmPrefixRouter, rr: RoutedRequest, stat
   if (subset && !eligible.some((s) => s.ready)) return refused(503, "TESSERA_NO_ENDPOINT", "no ready endpoint in the gateway's subset hint");
   try {
     const d = router.route(rr.prompt, rr.model, eligible, rr.salt);
-    return { kind: "picked", endpoint: d.endpoint, reason: d.reason, matchedBlocks: d.matchedBlocks, totalBlocks: d.totalBlocks, request: rr };
+    const picked: PickResult = { kind: "picked", endpoint: d.endpoint, reason: d.reason, matchedBlocks: d.matchedBlocks, totalBlocks: d.totalBlocks, request: rr };
+    if (opts.fallbacks) picked.fallbacks = nextBest(router, rr, eligible, d.endpoint, opts.fallbacks);
+    return picked;
   } catch (err) {
     if (isTesseraError(err) && err.code === "TESSERA_SATURATED") return refused(429, "TESSERA_SATURATED");
     if (isTesseraError(err) && err.code === "TESSERA_NO_ENDPOINT") return refused(503, "TESSERA_NO_ENDPOINT");

@@ -6,12 +6,17 @@ import { createRng } from "./prng.js";
 import type { EngineConfig, LiveRequest, SimServer } from "./server.js";
 import { BLOCK_TOKENS } from "./kv-cache.js";
 import { promptBytes, type RequestSpec } from "./workloads.js";
+import { createAibrixRouter, createGieRouter } from "./peer-routers.js";
 
-export type RouterName = "random" | "round-robin" | "least-request" | "load-only" | "tessera" | "tessera-x2" | "epp" | "epp-x2" | "epp-x4" | "oracle";
-/** tessera-x2: two uncoordinated proxies; epp-xN: N uncoordinated `tessera epp` pickers (cold-prefix rendezvous). */
-export const ROUTER_NAMES: readonly RouterName[] = ["random", "round-robin", "least-request", "load-only", "tessera", "tessera-x2", "epp", "epp-x2", "epp-x4", "oracle"];
+export type RouterName = "random" | "round-robin" | "least-request" | "load-only" | "gie-prefix" | "aibrix-prefix" | "tessera" | "tessera-x2" | "epp" | "epp-x2" | "epp-x4" | "oracle";
+/** tessera-x2: two uncoordinated proxies; epp-xN: N uncoordinated `tessera epp` pickers (cold-prefix rendezvous);
+ *  gie-prefix / aibrix-prefix: the Inference Extension's and AIBrix's prefix-cache routers (peer-routers.ts). */
+export const ROUTER_NAMES: readonly RouterName[] = ["random", "round-robin", "least-request", "load-only", "gie-prefix", "aibrix-prefix", "tessera", "tessera-x2", "epp", "epp-x2", "epp-x4", "oracle"];
 /** What `bench routing` runs without --routers (epp-x4 only when named: it keeps --quick short). */
 export const DEFAULT_ROUTER_NAMES: readonly RouterName[] = ROUTER_NAMES.filter((r) => r !== "epp-x4");
+/** `--quick` without --routers also leaves out aibrix-prefix: its 4-byte blocks hash and index
+ *  every token (~25 s of CPU for W1's ladder), which would break the 60 s budget. */
+export const QUICK_ROUTER_NAMES: readonly RouterName[] = DEFAULT_ROUTER_NAMES.filter((r) => r !== "aibrix-prefix");
 
 export interface RouteContext {
   now: number;
@@ -81,6 +86,15 @@ export function createRouter(name: RouterName, env: RouterEnv): SimRouter {
           });
         },
       };
+    case "gie-prefix": {
+      // AutoTune (GIE's default): the LRU per server holds as many blocks as the server's KV cache
+      const gie = createGieRouter({ model: env.model, capacityPerServer: env.capacityBlocks, rng });
+      return { name, replicas: 1, pick: (ctx) => gie.pick(promptBytes(ctx.spec), ctx.states) };
+    }
+    case "aibrix-prefix": {
+      const aibrix = createAibrixRouter({ rng });
+      return { name, replicas: 1, pick: (ctx) => aibrix.pick(promptBytes(ctx.spec), ctx.states) };
+    }
     case "tessera":
     case "tessera-x2":
     case "epp":

@@ -2,6 +2,7 @@
 //
 //	allocator  Tier 2: scheduler allocator vs Tessera's on examples × fixtures and random cases
 //	kubelet    Tier 1: the kubelet's gRPC clients against a running `tessera agent`
+//	epp        Tier 1: an ext_proc client from envoy's Go API module against a running `tessera epp`
 //	gen        print seeded random cases as JSON lines
 //	oracle     allocate JSON-line cases from stdin with the scheduler's allocator
 //	replay     run both allocators again on saved disagreement files (bin/out/disagreements/*.json)
@@ -23,6 +24,7 @@ import (
 	"syscall"
 	"time"
 
+	"tessera.dev/conformance/epp"
 	"tessera.dev/conformance/gen"
 	"tessera.dev/conformance/kubelet"
 	"tessera.dev/conformance/oracle"
@@ -32,7 +34,7 @@ import (
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: tessera-conformance allocator|kubelet|gen|oracle [flags]")
+		fmt.Fprintln(os.Stderr, "usage: tessera-conformance allocator|kubelet|epp|gen|oracle|replay [flags]")
 		os.Exit(2)
 	}
 	// A reader that went away must not kill us before we stop what we started.
@@ -45,6 +47,8 @@ func main() {
 		failed = runAllocator(ctx, os.Args[2:])
 	case "kubelet":
 		failed = kubelet.Main(ctx, os.Args[2:])
+	case "epp":
+		failed = epp.Main(ctx, os.Args[2:])
 	case "gen":
 		runGen(os.Args[2:])
 	case "oracle":
