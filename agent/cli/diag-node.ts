@@ -136,7 +136,7 @@ async function publishedDiff(cfg: NodeConfig, io: CliIO, build: (generation: num
   const { openKube, parseKubeSpec } = await import("../kube/kube-source.js");
   const { sliceBackendFor } = await import("../slices/backend.js");
   const { kubeApiError } = await import("../kube/api-error.js");
-  const backend = sliceBackendFor(openKube(parseKubeSpec(cfg.kube), io.env), cfg.nodeName, cfg.driverName);
+  const backend = sliceBackendFor(await openKube(parseKubeSpec(cfg.kube), io.env), cfg.nodeName, cfg.driverName);
   let items: ResourceSlice[];
   try {
     items = await backend.list();
