@@ -3,7 +3,6 @@
 // NVIDIA Container Toolkit's specs to learn which nvidia.com/gpu=<uuid> IDs exist.
 import { promises as fsp } from "node:fs";
 import * as path from "node:path";
-import { parse as parseYaml } from "yaml";
 import { ensureDirDurable, removeFileDurable, writeFileAtomic } from "../common/atomic-file.js";
 import { nodeDurableFs, type DurableFs } from "../common/durable-fs.js";
 import { TesseraError } from "../common/errors.js";
@@ -197,6 +196,8 @@ export function createToolkitScanner(dirs: readonly string[]): () => Promise<Set
     if (hit && hit.mtimeMs === st.mtimeMs && hit.size === st.size) return hit.uuids;
     const uuids: string[] = [];
     try {
+      // yaml (~9 MB of RSS) is loaded with the first toolkit spec, not at agent start
+      const { parse: parseYaml } = await import("yaml");
       const doc = parseYaml(await fsp.readFile(file, "utf8")) as { kind?: unknown; devices?: { name?: unknown }[] } | null;
       if (doc?.kind === TOOLKIT_KIND && Array.isArray(doc.devices)) {
         for (const d of doc.devices) if (typeof d?.name === "string" && /^(GPU|MIG)-/.test(d.name)) uuids.push(d.name);
