@@ -235,16 +235,27 @@ export function createDeviceState(deps: DeviceStateDeps): DeviceState {
     // create, no sharing setting) has no intent to record: its one checkpoint write is the outcome,
     // PrepareCompleted, still ahead of the spec. A power loss before the spec is durable leaves an
     // entry whose spec every restore and every repeated Prepare re-creates (cdi.ensure), as after a
-    // reboot; the kubelet had no answer yet. Two fsync'd writes (4 fsyncs) instead of three (6).
+    // reboot; the kubelet had no answer yet. Two fsync'd writes (4 fsyncs) instead of three (6),
+    // the spec's file fsync overlapping the checkpoint write: 3 fsyncs on the critical path.
     const intent = owned(prepared.devices).length > 0 || prepared.devices.some((d) => d.sharing !== undefined);
     checkpoint.set(key.uid, { state: intent ? "PrepareStarted" : "PrepareCompleted", namespace: key.namespace, name: key.name, devices: prepared.devices });
     try {
-      await checkpoint.save();
       if (intent) {
+        await checkpoint.save();
         await materialize(key, "PrepareStarted", prepared.devices, ours);
         await applySharing(deps.sharing, prepared);
+        await cdi.ensure(forCdi);
+      } else {
+        // The spec's temp file is written and fsynced while the checkpoint write is in flight;
+        // it is renamed into place only once the checkpoint is durable (still written ahead).
+        const [saved, staged] = await Promise.allSettled([checkpoint.save(), cdi.stage(forCdi)]);
+        if (saved.status === "rejected") {
+          if (staged.status === "fulfilled") await staged.value.abort().catch(() => undefined);
+          throw saved.reason;
+        }
+        if (staged.status === "rejected") throw staged.reason;
+        await staged.value.commit();
       }
-      await cdi.ensure(forCdi);
       if (intent) {
         checkpoint.set(key.uid, { state: "PrepareCompleted", namespace: key.namespace, name: key.name, devices: prepared.devices });
         await checkpoint.save();
