@@ -189,6 +189,35 @@ t.test("semantics: CEL environment (quantity, semver, domains) and errors", asyn
   t.throws(() => run(sl, claim("c", { requests: [req("g")], constraints: [{ matchAttribute: "pcieRoot" }] })), { code: "TESSERA_VALIDATION", message: /constraints\[0\]\.matchAttribute/ });
 });
 
+t.test("selector memo by device content: fresh copies hit, changed content is evaluated again", async (t) => {
+  const mk = (profile: string, rack: string): Device[] => [0, 1, 2].map((i) => dev(`gpu-${i}`, { type: "gpu", profile: i === 1 ? profile : "7g", "example.com/rack": rack }));
+  const c = claim("memo", { requests: [req("g", { selectors: [{ cel: { expression: `device.attributes["gpu.tessera.dev"].profile == "1g" && device.attributes["example.com"].rack == "r1"` } }] })] });
+  const names = (o: AllocateOutput): string[] => (o.ok ? o.devices.map((d) => d.device) : []);
+  t.same(names(run([slice(mk("1g", "r1"))], c)), ["gpu-1"], "first input");
+  t.same(names(run(structuredClone([slice(mk("1g", "r1"))]), c)), ["gpu-1"], "a fresh copy answers alike");
+  t.notOk(run([slice(mk("1g", "r2"))], c).ok, "another rack (a second read path) is a new key, evaluated again");
+  const moved = [slice(mk("7g", "r1"))];
+  (moved[0]?.spec.devices?.[2]?.attributes as Record<string, { string: string }>).profile = { string: "1g" };
+  t.same(names(run(moved, c)), ["gpu-2"], "the profile moved to another device: follows the content, not the name or position");
+  const short = [slice([dev("gpu-0", { type: "gpu", profile: "7g", "gpu.tessera.dev/profile": "1g", "example.com/rack": "r1" })])];
+  const qualifiedWins = run(short, c).ok;
+  const swapped = [slice([dev("gpu-0", { type: "gpu", profile: "1g", "gpu.tessera.dev/profile": "7g", "example.com/rack": "r1" })])];
+  t.not(run(swapped, c).ok, qualifiedWins, "short and qualified names of the driver's domain are both in the key");
+  const { selectorDeps } = await import("../agent/allocator/cel-deps.js");
+  const table: [string, string[] | undefined][] = [
+    [`device.attributes["d.io"].x == "device.attributes"`, ["attributes d.io x"]],
+    [`device.capacity['d.io']["m.n"].compareTo(quantity("1")) > 0 && device.driver == "d.io"`, ["capacity d.io m.n"]],
+    [`has(device.attributes["d.io"].x)`, ["attributes d.io x"]],
+    [`"x" in device.attributes["d.io"]`, undefined],
+    [`device.attributes["d.io"].exists(k, k == "x")`, undefined],
+    [`device.attributes["d.io"].size() > 0`, undefined],
+    [`[1].all(device, device > 0)`, undefined],
+    [`device.attributes["d.io"].x == "a\\"b"`, undefined],
+    [`device.attributes["d.io"].x == 1 // device.attributes`, undefined],
+  ];
+  for (const [e, want] of table) t.same(selectorDeps(e)?.paths.map((p) => `${p.kind} ${p.domain} ${p.name}`), want, e);
+});
+
 // ---- CLI -----------------------------------------------------------------------------------
 function snapshot(dir: string): string {
   const walk = (d: string): string[] => readdirSync(d, { withFileTypes: true }).flatMap((e) => (e.isDirectory() ? walk(join(d, e.name)) : [`${join(d, e.name)}:${statSync(join(d, e.name)).mtimeMs}:${readFileSync(join(d, e.name), "utf8").length}`]));

@@ -203,3 +203,21 @@ t.test("restore: orphan CDI specs are removed with a trusted checkpoint, adopted
   t.match(b.checkpoint.get(uid(9)), { state: "PrepareStarted", rebuilt: true }, "orphan adopted");
   t.same(await specUIDs(bare), [uid(9)], "adopted spec kept");
 });
+
+t.test("fsyncs per prepare: a plain 1-GPU claim costs 4 (one checkpoint write, one CDI spec), a repeat 0", async (t) => {
+  const fs = createPowerLossFs();
+  const c = claim({ name: "f", uid: uid(7), results: [{ device: "gpu-0" }] });
+  await createStandaloneStore(storeDir, fs).putClaim(c);
+  const a = await boot(fs, "b");
+  await a.state.prepare(ref(c)); // first prepare also creates the CDI root
+  await a.state.unprepare(ref(c));
+  const ops = (from: number): string[] => fs.snapshots.slice(from).map((s) => s.op).filter((op) => op.startsWith("fsync"));
+  const before = fs.opCount();
+  await a.state.prepare(ref(c));
+  const synced = ops(before);
+  t.equal(synced.length, 4, `fsyncs: ${synced.join(", ")}`);
+  t.equal(a.checkpoint.get(uid(7))?.state, "PrepareCompleted", "recorded as completed by its one write");
+  const again = fs.opCount();
+  await a.state.prepare(ref(c));
+  t.same(ops(again), [], "a repeated prepare (checkpoint hit, spec present) writes nothing");
+});

@@ -4,7 +4,7 @@ import t from "tap";
 import { existsSync, mkdtempSync, readdirSync, readFileSync, statSync } from "node:fs";
 import { spawnSync } from "node:child_process";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import * as k8s from "@kubernetes/client-node";
 import { ERROR_CATALOGUE, TesseraError, formatError, describeChain } from "../agent/common/errors.js";
 import { NODE_FLAGS, OUTPUT_FLAG, parseFlags, resolveNodeConfig, assertSocketPath } from "../agent/common/config.js";
@@ -146,4 +146,31 @@ t.test("node range: engines cover every runtime dependency's, the image's Node m
   t.match(readFileSync(join(root, ".ci", "run"), "utf8"), /^node scripts\/run-tests-image-node\.mjs/m, "CI runs the suite on the image's Node major");
   t.match(readFileSync(join(root, "README.md"), "utf8"), `Node.js ≥ ${pkg.engines.node.replace(">=", "")}`, "README states the range");
   t.throws(() => script.imageNodeMajor("FROM node:24-slim\n"), /no `ARG NODE_IMAGE/);
+});
+
+t.test("start-up graph: the agent and node-only verbs load no heavy module they do not use", async (t) => {
+  // What `tessera agent --kube standalone:…` and `diag topology` load before their first await:
+  // the compiled modules' static imports, followed from the entry (`import type` is erased by tsc).
+  const dist = new URL("../agent/", import.meta.url).pathname;
+  const reach = (entry: string): Set<string> => {
+    const seen = new Set<string>();
+    const pkgs = new Set<string>();
+    const walk = (file: string): void => {
+      if (seen.has(file)) return;
+      seen.add(file);
+      const src = readFileSync(file, "utf8");
+      for (const m of src.matchAll(/^(?:import|export)\s[^;]*?from\s+"([^"]+)"|^import\s+"([^"]+)"/gm)) {
+        const spec = (m[1] ?? m[2]) as string;
+        if (spec.startsWith(".")) walk(join(dirname(file), spec));
+        else if (!spec.startsWith("node:")) pkgs.add(spec.startsWith("@") ? spec.split("/").slice(0, 2).join("/") : (spec.split("/")[0] as string));
+      }
+    };
+    walk(join(dist, entry));
+    return pkgs;
+  };
+  const heavy = ["@kubernetes/client-node", "undici", "systeminformation", "@bufbuild/cel", "yaml"];
+  for (const entry of ["cli/agent.js", "cli/diag-node.js", "cli/main.js"]) {
+    const pkgs = reach(entry);
+    t.same(heavy.filter((p) => pkgs.has(p)), [], `${entry} loads none of ${heavy.join(", ")} at start (it loads: ${[...pkgs].sort().join(", ")})`);
+  }
 });

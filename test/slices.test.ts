@@ -322,7 +322,7 @@ t.test("startNodePublishing (what `tessera agent` calls): fixture node -> standa
   const signals = new EventEmitter();
   const seen: Inventory[] = [];
   const np = await startNodePublishing({
-    config: { ...config("fixture:workstation-2numa-4gpu"), kube: `standalone:${dir}` }, target: openKube({ mode: "standalone", dir }),
+    config: { ...config("fixture:workstation-2numa-4gpu"), kube: `standalone:${dir}` }, target: await openKube({ mode: "standalone", dir }),
     logger: createMemoryLogger(), rediscoverIntervalS: 0, signals, onInventory: (inv) => seen.push(inv),
   });
   t.teardown(() => np.stop());

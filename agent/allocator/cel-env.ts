@@ -7,6 +7,7 @@ import { FileDescriptorProtoSchema, FieldDescriptorProto_Label, FieldDescriptorP
 import { celEnv, celFunc, celMethod, CelScalar, isCelError, mapType, objectType, parse, plan, type CelEnv } from "@bufbuild/cel";
 import { TesseraError } from "../common/errors.js";
 import type { Device } from "../kube/types.js";
+import { selectorDeps, type SelectorDeps } from "./cel-deps.js";
 import { compareSemver, parseQuantityNano, parseSemver, type Semver } from "./quantity.js";
 
 // Quantity and Semver are opaque CEL object types; one-field messages are how @bufbuild/cel models them.
@@ -109,13 +110,18 @@ export function celDevice(driver: string, device: Device): CelDevice {
 export type SelectorResult = boolean | { error: string };
 
 export interface CompiledSelector {
+  /** Unique per compilation (memo keys of results use it, not the expression text). */
+  id: number;
   expression: string;
+  /** What it reads of the device, when the expression is in the plain subset (cel-deps.ts). */
+  deps: SelectorDeps | undefined;
   /** Domains named by string literals: looked up as empty maps when a device has none (as upstream). */
   domains: string[];
   evaluate(device: CelDevice): SelectorResult;
 }
 
 const cache = new Map<string, CompiledSelector | TesseraError>();
+let nextId = 1;
 
 /** Compiles (cached) a selector; throws TESSERA_CEL with `where`, the expression and the column. */
 export function compileSelector(expression: string, where: string): CompiledSelector {
@@ -173,7 +179,7 @@ function compileUncached(expression: string): CompiledSelector | TesseraError {
   if (typeof probe !== "boolean" && /no matching overload|must evaluate to a bool|unknown function|not a valid/.test(probe.error)) {
     return new TesseraError("TESSERA_CEL", `CEL type error in \`${expression}\`: ${probe.error}`);
   }
-  return { expression, domains, evaluate };
+  return { id: nextId++, expression, deps: selectorDeps(expression), domains, evaluate };
 }
 
 /** Drops every compiled expression (benchmarks measure the cold path with it). */

@@ -4,6 +4,7 @@
 // integers, constraint attributes interned to small ints.
 import { TesseraError } from "../common/errors.js";
 import type { Device, DeviceClass, DeviceToleration, ResourceClaim, ResourceSlice } from "../kube/types.js";
+import { depsKey } from "./cel-deps.js";
 import { celDevice, compileSelector, type CelDevice, type CompiledSelector } from "./cel-env.js";
 import { parseQuantityNano } from "./quantity.js";
 import type { NormAlternative, NormRequest } from "./types.js";
@@ -51,9 +52,19 @@ export interface FlattenInput {
   driverName?: string;
 }
 
-// Selector results per device object: slices are immutable snapshots (informer objects, parsed
-// files), so a device evaluated once need not be evaluated again by the next claim.
-const celMemo = new WeakMap<Device, { driver: string; view: CelDevice; results: Map<string, boolean | string> }>();
+// Selector results, shared across calls. A selector whose reads of `device` are known (cel-deps.ts:
+// the plain `device.attributes["d"].x` forms nearly every DeviceClass and claim uses) is memoized
+// by exactly those values, so freshly parsed inputs (`claims apply`, `diag explain`, a new
+// informer object) hit as well as the same objects do (docs/performance.md "Allocation"). Others
+// keep a memo per device object. Bounded: cleared past RESULT_MEMO_MAX keys.
+const resultMemo = new Map<string, boolean | string>();
+const RESULT_MEMO_MAX = 65_536;
+const objectMemo = new WeakMap<Device, { driver: string; view: CelDevice; results: Map<string, boolean | string> }>();
+
+/** Drops the memoized selector results (benchmarks measure the path without them). */
+export function clearSelectorMemo(): void {
+  resultMemo.clear();
+}
 
 const B_CLASS = 0, B_SELECT = 1, B_CAPFIT = 2, B_TOLERATED = 3, B_POISON = 4;
 
@@ -127,6 +138,17 @@ export function tolerated(device: Device, tolerations: readonly DeviceToleration
   return true;
 }
 
+// attribute names are few and repeat on every device: test each one once
+const numaNames = new Map<string, boolean>();
+function isNumaName(name: string): boolean {
+  let v = numaNames.get(name);
+  if (v === undefined) {
+    if (numaNames.size > 4096) numaNames.clear();
+    numaNames.set(name, (v = /(^|\/)numa(Node)?$/i.test(name)));
+  }
+  return v;
+}
+
 const devKey = (driver: string, pool: string, name: string): string => `${driver}\u0000${pool}\u0000${name}`;
 const stripDomain = (name: string, driver: string): string => (name.startsWith(`${driver}/`) ? name.slice(driver.length + 1) : name);
 
@@ -183,9 +205,12 @@ function nodeView(slices: readonly ResourceSlice[], nodeName: string, driverName
   const input = { slices };
   const knownDomains = new Set<string>();
   for (const ref of devices) {
-    for (const name of [...Object.keys(ref.device.attributes ?? {}), ...Object.keys(ref.device.capacity ?? {})]) {
-      const slash = name.indexOf("/");
-      knownDomains.add(slash < 0 ? ref.driver : name.slice(0, slash));
+    for (const map of [ref.device.attributes, ref.device.capacity]) {
+      if (!map) continue;
+      for (const name of Object.keys(map)) {
+        const slash = name.indexOf("/");
+        knownDomains.add(slash < 0 ? ref.driver : name.slice(0, slash));
+      }
     }
   }
   // shared capacity of multi-allocatable devices and counters
@@ -196,27 +221,42 @@ function nodeView(slices: readonly ResourceSlice[], nodeName: string, driverName
   const capIndex = new Map<string, number>();
   const byKey = new Map<string, number>();
   const counters: Problem["counters"] = [];
-  const counterIndex = new Map<string, number>();
-  const counterTotals = new Map<string, bigint>();
+  // pool ("driver\0pool") -> counter set -> counter name -> slot: a MIG device consumes a dozen
+  // counters, and building a four-part string key for each one was a third of this function
+  const counterIndex = new Map<string, Map<string, Map<string, number>>>();
+  const counterTotals = new Map<string, Map<string, Map<string, bigint>>>();
+  const inner = <V>(m: Map<string, Map<string, V>>, k: string): Map<string, V> => {
+    let x = m.get(k);
+    if (!x) m.set(k, (x = new Map()));
+    return x;
+  };
   for (const s of input.slices) {
     for (const set of s.spec?.sharedCounters ?? []) {
-      for (const [cn, c] of Object.entries(set.counters ?? {})) counterTotals.set(`${s.spec.driver}\u0000${s.spec.pool.name}\u0000${set.name}\u0000${cn}`, parseQuantityNano(c.value) ?? 0n);
+      const totals = inner(inner(counterTotals, `${s.spec.driver}\u0000${s.spec.pool.name}`), set.name);
+      for (const [cn, c] of Object.entries(set.counters ?? {})) totals.set(cn, parseQuantityNano(c.value) ?? 0n);
     }
   }
-  const devCnt = devices.map((ref) =>
-    (ref.device.consumesCounters ?? []).flatMap((cc) =>
-      Object.entries(cc.counters ?? {}).map(([cn, c]) => {
-        const key = `${ref.driver}\u0000${ref.pool}\u0000${cc.counterSet}\u0000${cn}`;
-        let slot = counterIndex.get(key);
+  const devCnt = devices.map((ref) => {
+    const row: { slot: number; amount: bigint }[] = [];
+    const consumes = ref.device.consumesCounters;
+    if (!consumes || consumes.length === 0) return row;
+    const pool = `${ref.driver}\u0000${ref.pool}`;
+    const poolSets = inner(counterIndex, pool);
+    for (const cc of consumes) {
+      const slots = inner(poolSets, cc.counterSet);
+      const cs = cc.counters ?? {};
+      for (const cn in cs) {
+        let slot = slots.get(cn);
         if (slot === undefined) {
           slot = counters.length;
-          counterIndex.set(key, slot);
-          counters.push({ key, total: counterTotals.get(key) ?? 0n, used: 0n });
+          slots.set(cn, slot);
+          counters.push({ key: `${pool}\u0000${cc.counterSet}\u0000${cn}`, total: counterTotals.get(pool)?.get(cc.counterSet)?.get(cn) ?? 0n, used: 0n });
         }
-        return { slot, amount: parseQuantityNano(c.value) ?? 0n };
-      }),
-    ),
-  );
+        row.push({ slot, amount: parseQuantityNano((cs[cn] as { value: string }).value) ?? 0n });
+      }
+    }
+    return row;
+  });
   devices.forEach((ref, d) => {
     byKey.set(devKey(ref.driver, ref.pool, ref.device.name), d);
     devCapStart.push(capEntries.length);
@@ -240,9 +280,8 @@ function nodeView(slices: readonly ResourceSlice[], nodeName: string, driverName
       if (id === undefined) roots.set(root, (id = roots.size));
       devRoot[d] = id;
     }
-    for (const [name, a] of Object.entries(ref.device.attributes ?? {})) {
-      if (/(^|\/)numa(Node)?$/i.test(name) && a.int !== undefined) devNuma[d] = a.int;
-    }
+    const attrs = ref.device.attributes;
+    if (attrs) for (const name of Object.keys(attrs)) if (isNumaName(name) && attrs[name]?.int !== undefined) devNuma[d] = attrs[name]?.int as number;
   });
   const view = { devices, incomplete, knownDomains, multi, capEntries, devCapStart, devCapCount, capIndex, byKey, counters, devCnt, devRoot, devNuma };
   perNode.set(key, view);
@@ -271,10 +310,22 @@ export function flatten(input: FlattenInput): Problem {
   const classSel = classes.map((c, i) => (c.spec.selectors ?? []).map((s, j) => compileSelector(s.cel?.expression ?? "", `DeviceClass ${c.metadata.name} selectors[${j}] (used by ${alts[i]?.path})`)));
   const reqSel = alts.map((a) => a.selectors.map((s) => compileSelector(s.expression, s.path)));
 
+  const views: (CelDevice | undefined)[] = new Array(n);
   const evalSel = (sel: CompiledSelector, d: number): boolean | string => {
     const ref = devices[d] as DeviceRef;
-    let memo = celMemo.get(ref.device);
-    if (!memo || memo.driver !== ref.driver) celMemo.set(ref.device, (memo = { driver: ref.driver, view: celDevice(ref.driver, ref.device), results: new Map() }));
+    if (sel.deps) {
+      const key = depsKey(sel.id, sel.deps, ref.driver, ref.device);
+      let v = resultMemo.get(key);
+      if (v === undefined) {
+        const r = sel.evaluate((views[d] ??= celDevice(ref.driver, ref.device)));
+        v = typeof r === "boolean" ? r : r.error;
+        if (resultMemo.size >= RESULT_MEMO_MAX) resultMemo.clear();
+        resultMemo.set(key, v);
+      }
+      return v;
+    }
+    let memo = objectMemo.get(ref.device);
+    if (!memo || memo.driver !== ref.driver) objectMemo.set(ref.device, (memo = { driver: ref.driver, view: views[d] ?? celDevice(ref.driver, ref.device), results: new Map() }));
     let v = memo.results.get(sel.expression);
     if (v === undefined) {
       const r = sel.evaluate(memo.view);

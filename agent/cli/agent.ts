@@ -102,8 +102,8 @@ export interface AgentHandle {
   stop(deadlineMs?: number): Promise<void>;
 }
 
-export function claimSourceFor(config: NodeConfig, env: NodeJS.ProcessEnv = process.env): ClaimSource {
-  return claimSourceOf(openKube(parseKubeSpec(config.kube), env));
+export async function claimSourceFor(config: NodeConfig, env: NodeJS.ProcessEnv = process.env): Promise<ClaimSource> {
+  return claimSourceOf(await openKube(parseKubeSpec(config.kube), env));
 }
 
 function claimSourceOf(target: KubeTarget): ClaimSource {
@@ -157,7 +157,7 @@ export async function startAgent(config: NodeConfig, deps: AgentDeps = {}): Prom
   assertSocketPath(config.draSocket);
   assertSocketPath(config.registrationSocket);
   await unlessAborted(signal, "checking directories", checkDirs(writableDirs(config)));
-  const target: KubeTarget = openKube(parseKubeSpec(config.kube), deps.env);
+  const target: KubeTarget = await openKube(parseKubeSpec(config.kube), deps.env);
   // Publish only what this API server validates: its minor decides the allowed layouts.
   let version: ServerVersion | undefined;
   if (target.mode === "cluster") {

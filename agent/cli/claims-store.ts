@@ -2,8 +2,8 @@
 // and remove the claims of a standalone store (--kube standalone:<dir>), -o table|json.
 import { outputFormat, parseFlags, str, VERB_FLAGS, type ParsedArgs } from "../common/config.js";
 import { TesseraError } from "../common/errors.js";
-import { openKube, parseKubeSpec } from "../kube/kube-source.js";
-import type { StandaloneStore } from "../kube/standalone-store.js";
+import { parseKubeSpec } from "../kube/kube-source.js";
+import { createStandaloneStore, type StandaloneStore } from "../kube/standalone-store.js";
 import type { ResourceClaim } from "../kube/types.js";
 import type { CliIO } from "./io.js";
 import { claimRef, isAllocated, parseRef, table } from "./view.js";
@@ -14,11 +14,10 @@ function open(argv: string[], io: CliIO, verb: StoreVerb): { args: ParsedArgs; s
   const args = parseFlags(argv, VERB_FLAGS[verb], io.env);
   const format = outputFormat(args);
   const spec = parseKubeSpec(str(args, "kube"));
-  const target = spec.mode === "standalone" ? openKube(spec, io.env) : undefined;
-  if (target?.mode !== "standalone") {
+  if (spec.mode !== "standalone") {
     throw new TesseraError("TESSERA_USAGE", `tessera ${verb} reads a standalone store only (--kube standalone:<dir>); in a cluster use \`kubectl ${verb.split(" ")[1]} resourceclaims\``);
   }
-  return { args, store: target.store, format };
+  return { args, store: createStandaloneStore(spec.dir), format };
 }
 
 async function getOrFail(store: StandaloneStore, ns: string, name: string): Promise<ResourceClaim> {

@@ -3,12 +3,12 @@
 // (dry run: which devices, or why not). Both read YAML or JSON, ResourceClaims or
 // ResourceClaimTemplates, one result per document (claim-input.ts).
 import { randomUUID } from "node:crypto";
-import * as k8s from "@kubernetes/client-node";
 import { outputFormat, parseFlags, resolveNodeConfig, str, VERB_FLAGS, type NodeConfig } from "../common/config.js";
 import { formatError, TesseraError } from "../common/errors.js";
 import { kubeApiError } from "../kube/api-error.js";
 import { allocateClaim, STAGE_NAMES, validateClaim, type AllocateOutput, type RequestReport, type Strategy } from "../allocator/index.js";
 import { discoverNodeSlices } from "../allocator/node-slices.js";
+import { loadClientNode } from "../kube/client-node.js";
 import { openKube, parseKubeSpec } from "../kube/kube-source.js";
 import type { StandaloneStore } from "../kube/standalone-store.js";
 import type { DeviceClass, ResourceClaim, ResourceSlice } from "../kube/types.js";
@@ -37,13 +37,13 @@ async function nodeSlices(config: NodeConfig, stored: ResourceSlice[]): Promise<
 }
 
 async function loadWorld(config: NodeConfig, env: NodeJS.ProcessEnv): Promise<World> {
-  const target = openKube(parseKubeSpec(config.kube), env);
+  const target = await openKube(parseKubeSpec(config.kube), env);
   if (target.mode === "standalone") {
     const s = target.store;
     const { slices, source } = await nodeSlices(config, await s.listSlices());
     return { slices, deviceClasses: await s.listDeviceClasses(), allocatedClaims: (await s.listClaims()).filter(isAllocated), source };
   }
-  const api = target.config.makeApiClient(k8s.CustomObjectsApi);
+  const api = target.config.makeApiClient((await loadClientNode()).CustomObjectsApi);
   const list = async <T>(plural: string, fieldSelector?: string): Promise<T[]> => {
     try {
       const r = (await api.listClusterCustomObject({ group: "resource.k8s.io", version: "v1", plural, ...(fieldSelector ? { fieldSelector } : {}) })) as { items?: T[] };
@@ -168,7 +168,7 @@ export async function runExplain(argv: string[], io: CliIO): Promise<number> {
 export async function runApply(argv: string[], io: CliIO): Promise<number> {
   const { config, format, strategy, docs } = await prepare(argv, io, "claims apply");
   const spec = parseKubeSpec(config.kube);
-  const target = spec.mode === "standalone" ? openKube(spec, io.env) : undefined;
+  const target = spec.mode === "standalone" ? await openKube(spec, io.env) : undefined;
   if (target?.mode !== "standalone") throw new TesseraError("TESSERA_USAGE", "claims apply works on a standalone store only (--kube standalone:<dir>); in a cluster the scheduler allocates");
   const store = target.store;
   // Each document sees the allocations of those before it: the world is read again every time.

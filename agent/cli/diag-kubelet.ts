@@ -75,7 +75,7 @@ function kubeletStatusText(s: { plugin_registered: boolean; error: string; at: s
 async function claimUID(config: NodeConfig, io: CliIO, ref: { namespace: string; name: string }): Promise<string> {
   // Loaded here, not at the top: `diag ping` runs as the liveness probe and must stay light.
   const { claimSourceFor } = await import("./agent.js");
-  const claim = await claimSourceFor(config, io.env).get(ref.namespace, ref.name);
+  const claim = await (await claimSourceFor(config, io.env)).get(ref.namespace, ref.name);
   const uid = claim.metadata.uid;
   if (!uid) throw new TesseraError("TESSERA_INPUT", `ResourceClaim ${ref.namespace}/${ref.name} has no metadata.uid`);
   return uid;

@@ -143,7 +143,7 @@ async function publishedDiff(cfg: NodeConfig, io: CliIO, build: (generation: num
   const { sliceBackendFor } = await import("../slices/backend.js");
   const { kubeApiError } = await import("../kube/api-error.js");
   const { publishableTaints, readServerVersion } = await import("../kube/server-version.js");
-  const target = openKube(parseKubeSpec(cfg.kube), io.env);
+  const target = await openKube(parseKubeSpec(cfg.kube), io.env);
   const backend = sliceBackendFor(target, cfg.nodeName, cfg.driverName);
   const version = target.mode === "cluster" ? await readServerVersion(target.config) : undefined;
   const forServer = publishableTaints(taints, version);

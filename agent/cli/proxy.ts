@@ -68,7 +68,7 @@ export async function inferencePoolSource(args: ParsedArgs, io: CliIO, log: Logg
   if (pool === undefined) return undefined;
   // loaded only here: @kubernetes/client-node is heavy and --endpoints does not need it
   const { openKube, parseKubeSpec } = await import("../kube/kube-source.js");
-  const kube = openKube(parseKubeSpec(str(args, "kube")), io.env);
+  const kube = await openKube(parseKubeSpec(str(args, "kube")), io.env);
   if (kube.mode !== "cluster") throw new TesseraError("TESSERA_CONFIG", "--inference-pool needs a cluster: --kube auto or kubeconfig:<path>");
   const { createInferencePoolSource } = await import("../endpoints/inference-pool.js");
   return createInferencePoolSource({ kube: kube.config, pool, nodeName, log });

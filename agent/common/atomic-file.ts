@@ -6,7 +6,17 @@ import * as path from "node:path";
 import { randomBytes } from "node:crypto";
 import { nodeDurableFs, type DurableFs } from "./durable-fs.js";
 
-export async function writeFileAtomic(file: string, data: string | Uint8Array, mode = 0o644, fs: DurableFs = nodeDurableFs): Promise<void> {
+/** A temp file written and fsynced beside its target, not yet renamed over it. */
+export interface StagedFile {
+  /** rename over the target, then fsync of the directory: durable when this resolves. */
+  commit(): Promise<void>;
+  /** Removes the temp file (the target is untouched). */
+  abort(): Promise<void>;
+}
+
+/** The first half of writeFileAtomic: temp file, write, fsync. The target is unchanged until
+ *  commit(), so the slow fsync can overlap other work that must be durable first. */
+export async function stageFileAtomic(file: string, data: string | Uint8Array, mode = 0o644, fs: DurableFs = nodeDurableFs): Promise<StagedFile> {
   const dir = path.dirname(file);
   const tmp = path.join(dir, `.${path.basename(file)}.tmp-${process.pid}-${randomBytes(4).toString("hex")}`);
   const handle = await fs.open(tmp, mode);
@@ -17,13 +27,27 @@ export async function writeFileAtomic(file: string, data: string | Uint8Array, m
     } finally {
       await handle.close();
     }
-    await fs.rename(tmp, file);
   } catch (err) {
     // A failed write (ENOSPC, EIO) must not leave a temp file behind per retry.
     await fs.unlink(tmp);
     throw err;
   }
-  await fs.fsyncDir(dir);
+  return {
+    async commit() {
+      try {
+        await fs.rename(tmp, file);
+      } catch (err) {
+        await fs.unlink(tmp);
+        throw err;
+      }
+      await fs.fsyncDir(dir);
+    },
+    abort: () => fs.unlink(tmp),
+  };
+}
+
+export async function writeFileAtomic(file: string, data: string | Uint8Array, mode = 0o644, fs: DurableFs = nodeDurableFs): Promise<void> {
+  await (await stageFileAtomic(file, data, mode, fs)).commit();
 }
 
 /** Removes a file (missing is fine) and makes the removal durable before resolving. */

@@ -6,7 +6,8 @@
 // none: events are logged. Recording never throws and never delays the caller's answer.
 import { echoInput } from "../common/errors.js";
 import { randomBytes } from "node:crypto";
-import { CoreV1Api, setHeaderOptions, type CoreV1Event, type KubeConfig } from "@kubernetes/client-node";
+import type { CoreV1Api, CoreV1Event, KubeConfig } from "@kubernetes/client-node";
+import { loadClientNode, type ClientNode as ClientNodeModule } from "./client-node.js";
 import type { AgentMetrics } from "../common/agent-metrics.js";
 import { noMetrics } from "../common/agent-metrics.js";
 import { describeChain } from "../common/errors.js";
@@ -42,11 +43,15 @@ export const EVENT_MIN_INTERVAL_MS = 60_000;
 export const EVENT_COMPONENT = "tessera-agent";
 
 export function clusterEventSink(kc: KubeConfig): EventSink {
-  const api = kc.makeApiClient(CoreV1Api);
+  let api: Promise<{ core: CoreV1Api; mergePatch: ReturnType<ClientNodeModule["setHeaderOptions"]> }> | undefined;
+  const client = () =>
+    (api ??= loadClientNode().then((k) => ({ core: kc.makeApiClient(k.CoreV1Api), mergePatch: k.setHeaderOptions("Content-Type", "application/merge-patch+json") })));
   return {
-    create: async (namespace, body) => void (await api.createNamespacedEvent({ namespace, body })),
-    patch: async (namespace, name, body) =>
-      void (await api.patchNamespacedEvent({ name, namespace, body }, setHeaderOptions("Content-Type", "application/merge-patch+json"))),
+    create: async (namespace, body) => void (await (await client()).core.createNamespacedEvent({ namespace, body })),
+    async patch(namespace, name, body) {
+      const { core, mergePatch } = await client();
+      await core.patchNamespacedEvent({ name, namespace, body }, mergePatch);
+    },
   };
 }
 

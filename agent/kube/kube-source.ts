@@ -5,7 +5,8 @@
 import { existsSync } from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
-import { KubeConfig } from "@kubernetes/client-node";
+import type { KubeConfig } from "@kubernetes/client-node";
+import { loadClientNode } from "./client-node.js";
 import { TesseraError } from "../common/errors.js";
 import { createStandaloneStore, type StandaloneStore } from "./standalone-store.js";
 
@@ -26,13 +27,15 @@ export function parseKubeSpec(spec: string): KubeSpec {
 
 export type KubeTarget = { mode: "cluster"; config: KubeConfig } | { mode: "standalone"; store: StandaloneStore };
 
-export function openKube(spec: KubeSpec, env: NodeJS.ProcessEnv = process.env): KubeTarget {
+/** The standalone store, or the cluster's credentials (loading client-node only then). */
+export async function openKube(spec: KubeSpec, env: NodeJS.ProcessEnv = process.env): Promise<KubeTarget> {
   if (spec.mode === "standalone") return { mode: "standalone", store: createStandaloneStore(spec.dir) };
+  const { KubeConfig } = await loadClientNode();
   const config = new KubeConfig();
   try {
     if (spec.mode === "kubeconfig") config.loadFromFile(spec.path);
     else if (env.KUBERNETES_SERVICE_HOST) config.loadFromCluster();
-    else loadKubeconfigs(config, env);
+    else loadKubeconfigs(config, env, () => new KubeConfig());
   } catch (err) {
     if (err instanceof TesseraError) throw err;
     throw new TesseraError("TESSERA_CONFIG", `cannot load Kubernetes credentials for --kube=${spec.mode}; pass --kube kubeconfig:<path> or --kube standalone:<dir>`, { cause: err });
@@ -48,7 +51,7 @@ export function openKube(spec: KubeSpec, env: NodeJS.ProcessEnv = process.env): 
  * ~/.kube/config, merged in order. None there is a Tessera error saying what was looked for,
  * not client-node's fallback to http://localhost:8080 and its TLS complaint.
  */
-function loadKubeconfigs(config: KubeConfig, env: NodeJS.ProcessEnv): void {
+function loadKubeconfigs(config: KubeConfig, env: NodeJS.ProcessEnv, fresh: () => KubeConfig): void {
   const home = env.HOME || os.homedir();
   const fromEnv = (env.KUBECONFIG ?? "").split(path.delimiter).filter((p) => p.length > 0);
   const candidates = fromEnv.length > 0 ? fromEnv : [path.join(home, ".kube", "config")];
@@ -63,7 +66,7 @@ function loadKubeconfigs(config: KubeConfig, env: NodeJS.ProcessEnv): void {
   found.forEach((p, i) => {
     if (i === 0) config.loadFromFile(p);
     else {
-      const more = new KubeConfig();
+      const more = fresh();
       more.loadFromFile(p);
       config.mergeConfig(more, true); // the first file's current-context wins, as in kubectl
     }

@@ -2,7 +2,8 @@
 // the server at start (GET /version), so a mode the server's validation would reject is refused
 // with a clear error instead of a publisher retrying forever. The range is what conformance
 // checks with each minor's own k8s.io/kubernetes/pkg/apis/resource/validation (docs/conformance.md).
-import { VersionApi, type KubeConfig } from "@kubernetes/client-node";
+import type { KubeConfig } from "@kubernetes/client-node";
+import { loadClientNode } from "./client-node.js";
 import { TesseraError } from "../common/errors.js";
 import { kubeApiError } from "./api-error.js";
 import type { DeviceTaint } from "./types.js";
@@ -39,7 +40,7 @@ export async function readServerVersion(kc: KubeConfig, timeoutMs = 10_000): Pro
   const timeout = new Promise<never>((_, reject) => {
     timer = setTimeout(() => reject(new TesseraError("TESSERA_KUBE_TIMEOUT", `the API server did not answer GET /version within ${timeoutMs / 1000} s; check --kube and the network`)), timeoutMs);
   });
-  const call = kc.makeApiClient(VersionApi).getCode();
+  const call = loadClientNode().then((k) => kc.makeApiClient(k.VersionApi).getCode());
   try {
     return parseServerVersion(await Promise.race([call, timeout]));
   } catch (err) {

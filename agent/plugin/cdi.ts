@@ -3,8 +3,7 @@
 // NVIDIA Container Toolkit's specs to learn which nvidia.com/gpu=<uuid> IDs exist.
 import { promises as fsp } from "node:fs";
 import * as path from "node:path";
-import { parse as parseYaml } from "yaml";
-import { ensureDirDurable, removeFileDurable, writeFileAtomic } from "../common/atomic-file.js";
+import { ensureDirDurable, removeFileDurable, stageFileAtomic, type StagedFile } from "../common/atomic-file.js";
 import { nodeDurableFs, type DurableFs } from "../common/durable-fs.js";
 import { TesseraError } from "../common/errors.js";
 import { MPS_CONTAINER_LOG_DIR, MPS_CONTAINER_PIPE_DIR, MPS_CONTAINER_SHM_DIR } from "../sharing/mps.js";
@@ -109,12 +108,21 @@ export function renderSpec(claim: PreparedClaim): string {
   return JSON.stringify(buildSpec(claim), null, 2) + "\n";
 }
 
+export interface StagedSpec {
+  /** Makes the spec durable under its name; true if written (false: it already held these bytes). */
+  commit(): Promise<boolean>;
+  abort(): Promise<void>;
+}
+
 export type CdiRemoval = "removed" | "absent" | "root-not-a-directory";
 
 export interface CdiWriter {
   readonly root: string;
   /** Writes the spec unless the file already holds exactly these bytes. Returns true if written. */
   ensure(claim: PreparedClaim): Promise<boolean>;
+  /** ensure() in two halves: the spec's bytes written and fsynced to a temp file now (not a spec:
+   *  runtimes and list() read only the final name), renamed into place by commit(). */
+  stage(claim: PreparedClaim): Promise<StagedSpec>;
   /**
    * Removes the claim's spec. "absent" also when --cdi-root is gone or not a directory (then no
    * spec can exist there); any other failure is a TESSERA_CDI error.
@@ -126,21 +134,33 @@ export interface CdiWriter {
 
 /** Every read and write of our claim specs goes through `fs` (default: node:fs). */
 export function createCdiWriter(root: string, fs: DurableFs = nodeDurableFs): CdiWriter {
+  const stage = async (claim: PreparedClaim): Promise<StagedSpec> => {
+    const file = specPath(root, claim.uid);
+    const text = renderSpec(claim);
+    const current = await fs.readFile(file).catch(() => undefined);
+    if (current === text) return { commit: async () => false, abort: async () => undefined };
+    const failed = (err: unknown): TesseraError => new TesseraError("TESSERA_CDI", `cannot write CDI spec ${file}; check that --cdi-root is writable`, { cause: err });
+    let staged: StagedFile;
+    try {
+      await ensureDirDurable(root, 0o755, fs);
+      staged = await stageFileAtomic(file, text, 0o644, fs);
+    } catch (err) {
+      throw failed(err);
+    }
+    return {
+      async commit() {
+        await staged.commit().catch((err: unknown) => {
+          throw failed(err);
+        });
+        return true;
+      },
+      abort: () => staged.abort(),
+    };
+  };
   return {
     root,
-    async ensure(claim) {
-      const file = specPath(root, claim.uid);
-      const text = renderSpec(claim);
-      const current = await fs.readFile(file).catch(() => undefined);
-      if (current === text) return false;
-      try {
-        await ensureDirDurable(root, 0o755, fs);
-        await writeFileAtomic(file, text, 0o644, fs);
-      } catch (err) {
-        throw new TesseraError("TESSERA_CDI", `cannot write CDI spec ${file}; check that --cdi-root is writable`, { cause: err });
-      }
-      return true;
-    },
+    ensure: async (claim) => (await stage(claim)).commit(),
+    stage,
     async remove(uid) {
       // The removal is made durable before the caller drops the checkpoint entry: otherwise a
       // power loss could bring back a spec whose claim the kubelet was told is unprepared.
@@ -199,6 +219,8 @@ export function createToolkitScanner(dirs: readonly string[]): () => Promise<Set
     if (hit && hit.mtimeMs === st.mtimeMs && hit.size === st.size) return hit.uuids;
     const uuids: string[] = [];
     try {
+      // yaml (~9 MB of RSS) is loaded with the first toolkit spec, not at agent start
+      const { parse: parseYaml } = await import("yaml");
       const doc = parseYaml(await fsp.readFile(file, "utf8")) as { kind?: unknown; devices?: { name?: unknown }[] } | null;
       if (doc?.kind === TOOLKIT_KIND && Array.isArray(doc.devices)) {
         for (const d of doc.devices) if (typeof d?.name === "string" && /^(GPU|MIG)-/.test(d.name)) uuids.push(d.name);

@@ -1,7 +1,8 @@
 // Where NodePrepareResources reads ResourceClaims from: the Kubernetes API (resource.k8s.io/v1
 // through @kubernetes/client-node) or the standalone store. API reads are bounded (30 s by
 // default) because the kubelet gives up at 45 s and a hung read must become a clear error.
-import { ApiException, ResourceV1Api, type KubeConfig } from "@kubernetes/client-node";
+import type { KubeConfig, ResourceV1Api } from "@kubernetes/client-node";
+import { loadClientNode } from "../kube/client-node.js";
 import { kubeApiError } from "../kube/api-error.js";
 import { echoInput, TesseraError } from "../common/errors.js";
 import type { StandaloneStore } from "../kube/standalone-store.js";
@@ -29,7 +30,8 @@ export function createStoreClaimSource(store: StandaloneStore): ClaimSource {
 }
 
 export function createKubeClaimSource(config: KubeConfig, opts: { timeoutMs?: number } = {}): ClaimSource {
-  const api = config.makeApiClient(ResourceV1Api);
+  let api: Promise<ResourceV1Api> | undefined;
+  const client = (): Promise<ResourceV1Api> => (api ??= loadClientNode().then((k) => config.makeApiClient(k.ResourceV1Api)));
   const timeoutMs = opts.timeoutMs ?? CLAIM_READ_TIMEOUT_MS;
   return {
     async get(namespace, name) {
@@ -41,7 +43,7 @@ export function createKubeClaimSource(config: KubeConfig, opts: { timeoutMs?: nu
       });
       // The generated client takes Observable-style middleware only, so the bound is a race: the
       // abandoned request finishes (or fails) in the background and its result is dropped.
-      const read = api.readNamespacedResourceClaim({ name, namespace });
+      const read = client().then((a) => a.readNamespacedResourceClaim({ name, namespace }));
       try {
         const obj = await Promise.race([read, timeout]);
         // The client returns model instances (Date timestamps); a JSON round trip gives the
@@ -49,7 +51,7 @@ export function createKubeClaimSource(config: KubeConfig, opts: { timeoutMs?: nu
         return JSON.parse(JSON.stringify(obj)) as ResourceClaim;
       } catch (err) {
         if (err instanceof TesseraError) throw err;
-        if (err instanceof ApiException && err.code === 404) throw notFound(namespace, name, "the cluster");
+        if (err instanceof (await loadClientNode()).ApiException && err.code === 404) throw notFound(namespace, name, "the cluster");
         throw kubeApiError(err, { verb: "get", group: "resource.k8s.io", resource: "resourceclaims", what: `reading ResourceClaim ${echoInput(namespace)}/${echoInput(name)}` }, "the kubelet will retry");
       } finally {
         clearTimeout(timer);

@@ -1,8 +1,8 @@
 // Where slices are published: the cluster (resource.k8s.io/v1 through @kubernetes/client-node) or
 // the standalone store. One small interface so the publisher's logic is tested once against both.
 import { randomUUID } from "node:crypto";
-import { CoreV1Api, KubeConfig, ResourceV1Api, Watch, type V1ResourceSlice } from "@kubernetes/client-node";
-import { ObjectSerializer } from "@kubernetes/client-node/dist/gen/models/ObjectSerializer.js";
+import type { CoreV1Api, KubeConfig, ResourceV1Api, V1ResourceSlice } from "@kubernetes/client-node";
+import { loadClientNode, loadClientNodeSerializer, type ClientNode, type ClientNodeSerializer } from "../kube/client-node.js";
 import type { StandaloneStore } from "../kube/standalone-store.js";
 import type { KubeTarget } from "../kube/kube-source.js";
 import type { OwnerReference, ResourceSlice } from "../kube/types.js";
@@ -34,22 +34,39 @@ function fieldSelector(nodeName: string, driverName: string): string {
 // client-node's generated models rename some wire fields (DeviceAttribute `int` is `_int` inside
 // the model) and its serializer drops keys it does not know: a plain object passed as a body would
 // lose every int attribute. Convert at this border, both ways, through the model serializer.
-const asSlice = (o: V1ResourceSlice): ResourceSlice => ObjectSerializer.serialize(o, "V1ResourceSlice", "") as ResourceSlice;
-const asV1 = (s: ResourceSlice): V1ResourceSlice => ObjectSerializer.deserialize(JSON.parse(JSON.stringify(s)), "V1ResourceSlice", "") as V1ResourceSlice;
+type Serializer = ClientNodeSerializer["ObjectSerializer"];
+const asSlice = (ser: Serializer, o: V1ResourceSlice): ResourceSlice => ser.serialize(o, "V1ResourceSlice", "") as ResourceSlice;
+const asV1 = (ser: Serializer, s: ResourceSlice): V1ResourceSlice => ser.deserialize(JSON.parse(JSON.stringify(s)), "V1ResourceSlice", "") as V1ResourceSlice;
+
+interface ClusterClients {
+  k: ClientNode;
+  ser: Serializer;
+  api: ResourceV1Api;
+  core: CoreV1Api;
+}
 
 export function clusterSliceBackend(kc: KubeConfig, nodeName: string, driverName: string): SliceBackend {
-  const api = kc.makeApiClient(ResourceV1Api);
-  const core = kc.makeApiClient(CoreV1Api);
+  let clients: Promise<ClusterClients> | undefined;
+  const client = (): Promise<ClusterClients> =>
+    (clients ??= Promise.all([loadClientNode(), loadClientNodeSerializer()]).then(([k, s]) => ({ k, ser: s.ObjectSerializer, api: kc.makeApiClient(k.ResourceV1Api), core: kc.makeApiClient(k.CoreV1Api) })));
   const selector = fieldSelector(nodeName, driverName);
   return {
     describe: `cluster ${kc.getCurrentCluster()?.server ?? "?"}`,
     async list() {
+      const { api, ser } = await client();
       const res = await api.listResourceSlice({ fieldSelector: selector });
-      return res.items.map(asSlice);
+      return res.items.map((o) => asSlice(ser, o));
     },
-    create: async (s) => asSlice(await api.createResourceSlice({ body: asV1(s) })),
-    update: async (s) => asSlice(await api.replaceResourceSlice({ name: s.metadata.name ?? "", body: asV1(s) })),
+    async create(s) {
+      const { api, ser } = await client();
+      return asSlice(ser, await api.createResourceSlice({ body: asV1(ser, s) }));
+    },
+    async update(s) {
+      const { api, ser } = await client();
+      return asSlice(ser, await api.replaceResourceSlice({ name: s.metadata.name ?? "", body: asV1(ser, s) }));
+    },
     async delete(name) {
+      const { api } = await client();
       try {
         await api.deleteResourceSlice({ name });
       } catch (err) {
@@ -58,6 +75,7 @@ export function clusterSliceBackend(kc: KubeConfig, nodeName: string, driverName
     },
     async ownerReference() {
       try {
+        const { core } = await client();
         const node = await core.readNode({ name: nodeName });
         const uid = node.metadata?.uid;
         return uid ? { apiVersion: "v1", kind: "Node", name: nodeName, uid, controller: true } : undefined;
@@ -66,7 +84,8 @@ export function clusterSliceBackend(kc: KubeConfig, nodeName: string, driverName
       }
     },
     async watch(onEvent, onDone) {
-      const w = new Watch(kc);
+      const { k } = await client();
+      const w = new k.Watch(kc);
       const ctl = await w.watch(
         "/apis/resource.k8s.io/v1/resourceslices",
         { fieldSelector: selector, allowWatchBookmarks: true },
