@@ -3,7 +3,7 @@
 // a rate ladder; Tessera is the real WASM routing core (createWasmPrefixRouter), one instance per
 // proxy replica. Stdout: contract JSON lines (baselines: round-robin and the oracle, same run).
 // Stderr: tables and the validation gate. Full runs of the shipped profile also write
-// docs/routing-ttft.svg. --guard-threshold overrides the Tessera routers' guard (profile sweeps).
+// docs/routing-ttft.svg. --guard-threshold and --router-config override the Tessera routers' profile (sweeps).
 import { mkdirSync, writeFileSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -12,7 +12,7 @@ import { TesseraError, formatError } from "../agent/common/errors.js";
 import { knee, simulate, type RunFigures } from "./sim/engine.js";
 import { DEFAULT_ROUTER_NAMES, QUICK_ROUTER_NAMES, ROUTER_NAMES, type RouterName } from "./sim/routers.js";
 import { DEFAULT_ENGINE, ISSUE_ENGINE } from "./sim/server.js";
-import { DEFAULT_ROUTER_CONFIG } from "../agent/routing/index.js";
+import { DEFAULT_ROUTER_CONFIG, PICKER_COLD_SLACK, resolveRouterConfig, type RouterConfigInput } from "../agent/routing/index.js";
 import { createRouterPool } from "./sim/router-pool.js";
 import { renderChart, type Panel } from "./sim/svg.js";
 import { ALL_WORKLOAD_NAMES, WORKLOAD_NAMES, buildWorkload, type Workload, type WorkloadName } from "./sim/workloads.js";
@@ -27,6 +27,7 @@ const FLAGS: FlagSpec[] = [
   { name: "scrape-ms", type: "int", default: 50, help: "metric snapshot period" },
   { name: "staleness-ms", type: "int", default: 0, help: "extra delay before a snapshot reaches the routers" },
   { name: "guard-threshold", type: "int", default: DEFAULT_ROUTER_CONFIG.guardThreshold, help: "Tessera's saturation guard, in requests (default: the router's)" },
+  { name: "router-config", type: "string", help: "JSON profile overrides for the Tessera routers, e.g. '{\"weights\":{\"inflight\":0}}' (keys of agent/routing/config.ts)" },
   { name: "calibration", type: "string", default: "gate", help: "gate (published) | issue (the issue's literal t0=15 ms, a_d=0.3 ms)" },
   { name: "chart", type: "string", help: "SVG output path (default docs/routing-ttft.svg on full runs with the default guard)" },
 ];
@@ -70,7 +71,9 @@ function main(argv: string[]): number {
   const engine = calibration === "gate" ? DEFAULT_ENGINE : ISSUE_ENGINE;
   const guardThreshold = args.values["guard-threshold"] as number;
   if (guardThreshold < 0) throw new TesseraError("TESSERA_USAGE", `--guard-threshold ${guardThreshold}: expected a whole number >= 0`);
-  const pool = createRouterPool({ guardThreshold });
+  const overrides = parseRouterConfig(args.values["router-config"] as string | undefined);
+  const profile = resolveRouterConfig({ ...overrides, guardThreshold: overrides.guardThreshold ?? guardThreshold });
+  const pool = createRouterPool({ ...overrides, guardThreshold: profile.guardThreshold });
   const opts = {
     engine,
     scrapeInterval: (args.values["scrape-ms"] as number) / 1000,
@@ -80,7 +83,8 @@ function main(argv: string[]): number {
   const started = Date.now();
   process.stderr.write(`routing: seed ${seed}, calibration ${calibration} (t0 ${engine.t0 * 1000} ms, a_p ${engine.aPrefill * 1e6} us/token, a_d ${engine.aDecode * 1e6} us), scrape ${opts.scrapeInterval * 1000} ms + ${opts.staleness * 1000} ms staleness, ${seeds} seed(s)\n`);
   const rc = DEFAULT_ROUTER_CONFIG;
-  process.stderr.write(`tessera = WASM core (createWasmPrefixRouter), profile: weights ${JSON.stringify(rc.weights)}, guard ${guardThreshold}${guardThreshold === rc.guardThreshold ? "" : ` (default ${rc.guardThreshold})`}, ${rc.blockSize}-byte blocks, ${rc.maxBlocks} blocks/prompt max\n`);
+  if (args.values["router-config"] !== undefined) process.stderr.write(`tessera profile overrides: ${JSON.stringify(overrides)}\n`);
+  process.stderr.write(`tessera = WASM core (createWasmPrefixRouter), profile: weights ${JSON.stringify(profile.weights)}, guard ${profile.guardThreshold}${profile.guardThreshold === rc.guardThreshold ? "" : ` (default ${rc.guardThreshold})`}, ${profile.blockSize}-byte blocks, ${profile.maxBlocks} blocks/prompt max, coldSlack ${profile.coldSlack} (epp: ${PICKER_COLD_SLACK} unless set)\n`);
 
   const lines: Line[] = [];
   const panels: Panel[] = [];
@@ -137,7 +141,7 @@ function main(argv: string[]): number {
   for (const l of lines) emitLine(l);
   // The published chart is rewritten only by a full run of the shipped profile on the published
   // workloads (a W5 run must not replace the four panels).
-  const published = !quick && guardThreshold === rc.guardThreshold && workloads.every((n) => WORKLOAD_NAMES.includes(n));
+  const published = !quick && guardThreshold === rc.guardThreshold && args.values["router-config"] === undefined && workloads.every((n) => WORKLOAD_NAMES.includes(n));
   const chart = (args.values.chart as string | undefined) ?? (published ? join(root, "docs", "routing-ttft.svg") : undefined);
   if (chart) {
     mkdirSync(dirname(chart), { recursive: true });
@@ -146,6 +150,19 @@ function main(argv: string[]): number {
   }
   process.stderr.write(`routing: ${((Date.now() - started) / 1000).toFixed(1)} s\n`);
   return 0;
+}
+
+/** --router-config: a JSON object; main() resolves it (unknown keys and bad values are TESSERA_CONFIG). */
+function parseRouterConfig(text: string | undefined): RouterConfigInput {
+  if (text === undefined) return {};
+  let v: unknown;
+  try {
+    v = JSON.parse(text);
+  } catch {
+    throw new TesseraError("TESSERA_USAGE", `--router-config ${text}: not JSON; expected an object such as '{"guardThreshold":32}'`);
+  }
+  if (v === null || typeof v !== "object" || Array.isArray(v)) throw new TesseraError("TESSERA_USAGE", `--router-config ${text}: expected a JSON object`);
+  return v as RouterConfigInput; // checked key by key where the profile is resolved, before any run
 }
 
 /** Per rate, the median of every figure across seeds (each figure separately). */

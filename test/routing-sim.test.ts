@@ -2,6 +2,8 @@
 // admission and preemption, determinism of whole runs (with the real WASM router), and the
 // validation gate on the reference workload W1, and the saturation guard on the hot prefix W5.
 import t from "tap";
+import { spawnSync } from "node:child_process";
+import { fileURLToPath } from "node:url";
 import { createKvCache, createKeyInterner } from "../bench/sim/kv-cache.js";
 import { createServer, DEFAULT_ENGINE, stepTime, type LiveRequest, type SimServer } from "../bench/sim/server.js";
 import { addRequest, buildWorkload, promptBytes, type RequestSpec } from "../bench/sim/workloads.js";
@@ -317,4 +319,20 @@ t.test("saturation guard: on a hot prefix (W5) the default guard spreads prefill
   const [a, b] = w.requests as [RequestSpec, RequestSpec];
   t.same(a.blocks.subarray(0, 375), b.blocks.subarray(0, 375), "one prefix shared by every request");
   t.not(a.blocks[375], b.blocks[375], "questions differ");
+});
+
+t.test("bench --router-config: one checked line for a bad profile, exit 1, before any run", async (t) => {
+  const bench = fileURLToPath(new URL("../bench/routing.js", import.meta.url));
+  const cases: [string, RegExp][] = [
+    ['{"guardThreshhold":8}', /^TESSERA_CONFIG: router config guardThreshhold: unknown key/],
+    ['{"weights":{"inflight":-1}}', /^TESSERA_CONFIG: router config weights\.inflight: -1 is outside/],
+    ["guard=8", /^TESSERA_USAGE: --router-config guard=8: not JSON/],
+    ["[8]", /^TESSERA_USAGE: --router-config \[8\]: expected a JSON object/],
+  ];
+  for (const [json, want] of cases) {
+    const r = spawnSync(process.execPath, [bench, "--quick", "--router-config", json], { encoding: "utf8", timeout: 30_000 });
+    t.equal(r.status, 1, `${json}: exit 1`);
+    t.match(r.stderr, want, `${json}: the error line`);
+    t.notMatch(r.stderr, /routing: seed/, `${json}: rejected before simulating`);
+  }
 });
