@@ -1,16 +1,23 @@
 // `npm run bench -- route [--quick]`: one routing decision (prompt copied into WASM memory,
 // chained hashing, prefix match on every endpoint, scoring, index insert with LRU eviction) for
 // 1K/8K/32K/100K-token prompts (4 bytes per token) x 8/32/100 endpoints whose indexes are full
-// (31,250 blocks each; --quick: 4,096). Prompts share one of 16 system prefixes with the index,
-// then diverge. p50/p99 over many decisions; memory per index entry from the router's own
+// (31,250 blocks each; --quick: 4,096). Every decision gets a fresh prompt, as the proxy does:
+// one of 16 system prefixes the index holds, then a numbered tag, then text, so every block after
+// the prefix is new and its insert evicts an old one (cycling a few prompts would only refresh
+// blocks already indexed). p50/p99 over many decisions; memory per index entry from the router's own
 // accounting. No baseline: there is no other in-process prefix router to compare with.
 import { createWasmPrefixRouter, type EndpointState } from "../agent/routing/index.js";
 import { quantile } from "./_report.js";
 
 const quick = process.argv.includes("--quick");
 const CAPACITY = quick ? 4096 : 31_250;
-const TOKENS = [1000, 8000, 32_000, 100_000];
-const ENDPOINTS = [8, 32, 100];
+const only = (name: string): number[] | undefined => {
+  const i = process.argv.indexOf(`--${name}`);
+  return i >= 0 ? [Number(process.argv[i + 1])] : undefined;
+};
+// --tokens N / --endpoints N run one case (for profiling: node --cpu-prof dist/bench/route.js ...)
+const TOKENS = only("tokens") ?? [1000, 8000, 32_000, 100_000];
+const ENDPOINTS = only("endpoints") ?? [8, 32, 100];
 const DECISIONS = quick ? 400 : 3000;
 
 let seed = 99;
@@ -39,8 +46,8 @@ for (const eps of ENDPOINTS) {
   const perEntry = router.indexBytes() / entries;
   process.stdout.write(JSON.stringify({ bench: "route", case: `${eps} endpoints, full index (${CAPACITY} blocks each)`, metric: "index_bytes_per_entry", unit: "B", value: +perEntry.toFixed(1), baseline: null, baselineValue: null, ratio: null }) + "\n");
   for (const tokens of TOKENS) {
-    // 32 distinct prompts, built (and flattened by join) outside the timed region
-    const prompts = Array.from({ length: 32 }, (_, i) => [systems[i % 16] as string, text(tokens * 4 - 4096)].join(""));
+    // 32 tails; each decision's prompt is built (and flattened by join) outside the timed region
+    const tails = Array.from({ length: 32 }, () => text(tokens * 4 - 4096 - 16));
     const times: number[] = [];
     for (let i = 0; i < DECISIONS + 50; i++) {
       for (const s of states) {
@@ -48,7 +55,7 @@ for (const eps of ENDPOINTS) {
         s.kvCacheUsage = rand();
         s.inFlight = Math.floor(rand() * 3);
       }
-      const prompt = prompts[i % 32] as string;
+      const prompt = [systems[i % 16] as string, `#${tokens}:${i}#`.padEnd(16, "."), tails[i % 32] as string].join("");
       const t0 = process.hrtime.bigint();
       router.route(prompt, "m", states);
       const us = Number(process.hrtime.bigint() - t0) / 1000;

@@ -5,9 +5,9 @@
 // failure becomes an HTTP answer or a closed connection.
 import * as http from "node:http";
 import type { Duplex, Readable } from "node:stream";
-import { pipeline } from "node:stream/promises";
 import { performance } from "node:perf_hooks";
 import type { AddressInfo } from "node:net";
+import type { Dispatcher } from "undici";
 import { TesseraError } from "../common/errors.js";
 import { silentLogger, type Logger } from "../common/log.js";
 import { createWasmPrefixRouter, type WasmPrefixRouter } from "../routing/wasm-router.js";
@@ -16,7 +16,8 @@ import { leastBusy, pickForBody, pickForRequest, routedKind, type RoutedKind } f
 import type { EndpointState } from "../routing/types.js";
 import { createEndpointTable, fillEndpoints, type Endpoint, type EndpointSource, type EndpointTable } from "../endpoints/table.js";
 import { createRouterMetrics, recordPick, type RouterMetrics } from "../endpoints/metrics.js";
-import { DESTINATION_HEADER, declaredTooLarge, downstreamHeaders, isConnectFailure, isOriginForm, isRequestRefused, limitedBody, readBody, sendError, upstreamHeaders } from "./http-util.js";
+import { startRelay, type Relay, type RelayOutcome } from "./relay.js";
+import { DESTINATION_HEADER, declaredTooLarge, isConnectFailure, isOriginForm, isRequestRefused, limitedBody, readBody, sendError, upstreamHeaders } from "./http-util.js";
 
 export type { EndpointSource };
 
@@ -107,75 +108,62 @@ export async function startProxy(opts: ProxyOptions): Promise<RunningProxy> {
 
   /** Forwards to `ep`; on a connection failure before any byte, once more to the next best. */
   async function forward(req: http.IncomingMessage, res: http.ServerResponse, ep: Endpoint, path: string, body: Buffer | Readable, t0: number, retry: (() => Endpoint | undefined) | undefined): Promise<void> {
-    const ac = new AbortController();
-    let clientGone = false;
+    let relay: Relay | undefined;
     let overLimit = false;
     if (!Buffer.isBuffer(body)) {
-      // a streamed body is counted as it passes; over the limit the backend request is aborted
+      // a streamed body is counted as it passes; over the limit the backend request is stopped
       const limited = limitedBody(maxBody, () => {
         overLimit = true;
         req.unpipe();
-        ac.abort();
+        relay?.cancel();
       });
-      // Once aborted, undici no longer listens to the body: the limit's error is ours to take
+      // Once stopped, undici no longer listens to the body: the limit's error is ours to take
       // (answered as 413 below), never an uncaught exception that would end the proxy.
       limited.on("error", () => {
         overLimit = true;
       });
       body = body.pipe(limited);
     }
-    const onClose = (): void => {
-      if (res.writableFinished) return;
-      clientGone = true;
-      ac.abort();
-    };
-    res.on("close", onClose);
+    const headers = upstreamHeaders(req.headers);
+    if (Buffer.isBuffer(body)) headers["content-length"] = String(body.length);
+    const method = req.method as Dispatcher.HttpMethod;
     ep.state.inFlight++;
+    let outcome: RelayOutcome;
     try {
-      const headers = upstreamHeaders(req.headers);
-      if (Buffer.isBuffer(body)) headers["content-length"] = String(body.length);
-      const pending = ep.pool.request({ path: req.url ?? path, method: req.method as "POST", headers, body: req.method === "GET" || req.method === "HEAD" ? null : body, signal: ac.signal });
+      relay = startRelay(ep.pool, { path: req.url ?? path, method, headers, body: method === "GET" || method === "HEAD" ? null : body }, res, ep.state.id, stallMs);
+      if (overLimit) relay.cancel();
       metrics.addedLatency.observe((performance.now() - t0) / 1000);
-      const up = await pending;
-      // headers leave with the first body chunk (one packet); SSE chunks are written as they come
-      res.writeHead(up.statusCode, downstreamHeaders(up.headers, ep.state.id));
-      // A client that stops reading pauses undici, whose body timeout then never fires: bound the
-      // stall on our socket instead (no listener: Node destroys it, the close aborts upstream).
-      res.setTimeout(stallMs);
-      await pipeline(up.body, res);
-      count(path, up.statusCode);
-    } catch (err) {
-      if (overLimit) {
-        count(path, 413);
-        return sendError(res, 413, "TESSERA_BODY_TOO_LARGE", `request body over ${maxBody} bytes; raise --max-body-bytes or send less`, {}, true);
-      }
-      if (clientGone) {
-        metrics.aborts.inc();
-        count(path, 499);
-        return;
-      }
-      if (!res.headersSent && isRequestRefused(err)) {
-        count(path, 400);
-        return sendError(res, 400, "TESSERA_BAD_REQUEST", `the request cannot be forwarded as sent: ${err instanceof Error ? err.message : String(err)}`, {}, true);
-      }
-      if (!res.headersSent && retry && isConnectFailure(err)) {
-        ep.state.ready = false; // until its next successful scrape
-        const next = retry();
-        if (next) {
-          metrics.retries.inc();
-          log.warn("connection failed; retrying on the next best endpoint", { endpoint: ep.state.id, next: next.state.id });
-          res.off("close", onClose);
-          await forward(req, res, next, path, body, t0, undefined);
-          return;
-        }
-      }
-      log.warn("upstream failed", { endpoint: ep.state.id, error: err instanceof Error ? err.message : String(err) });
-      count(path, 502);
-      sendError(res, 502, "TESSERA_UPSTREAM", `endpoint ${ep.state.id}: ${err instanceof Error ? err.message : String(err)}`);
+      outcome = await relay.done;
     } finally {
       ep.state.inFlight--;
-      res.off("close", onClose);
     }
+    if (outcome.kind === "done") return count(path, outcome.status);
+    if (overLimit) {
+      count(path, 413);
+      return sendError(res, 413, "TESSERA_BODY_TOO_LARGE", `request body over ${maxBody} bytes; raise --max-body-bytes or send less`, {}, true);
+    }
+    if (outcome.kind === "client-gone" || outcome.kind === "cancelled") {
+      metrics.aborts.inc();
+      count(path, 499);
+      return;
+    }
+    const err = outcome.error;
+    if (!outcome.headersSent && isRequestRefused(err)) {
+      count(path, 400);
+      return sendError(res, 400, "TESSERA_BAD_REQUEST", `the request cannot be forwarded as sent: ${err.message}`, {}, true);
+    }
+    if (!outcome.headersSent && retry && isConnectFailure(err)) {
+      ep.state.ready = false; // until its next successful scrape
+      const next = retry();
+      if (next) {
+        metrics.retries.inc();
+        log.warn("connection failed; retrying on the next best endpoint", { endpoint: ep.state.id, next: next.state.id });
+        return forward(req, res, next, path, body, t0, undefined);
+      }
+    }
+    log.warn("upstream failed", { endpoint: ep.state.id, error: err.message });
+    count(path, 502);
+    sendError(res, 502, "TESSERA_UPSTREAM", `endpoint ${ep.state.id}: ${err.message}`);
   }
 
   const ready = (): EndpointState[] => endpoints.states().filter((s) => s.ready);

@@ -1,6 +1,9 @@
-// The per-router prefix index in flat memory: one open-addressing table (linear probing,
-// backward-shift deletion, no tombstones) keyed by (block hash, endpoint), and per endpoint an
-// LRU list of the blocks it holds, with a capacity in blocks. Regions come from heap.alloc (the
+// The per-router prefix index in flat memory: per endpoint one open-addressing table (linear
+// probing, backward-shift deletion, no tombstones) keyed by block hash, and an LRU list of the
+// blocks it holds, with a capacity in blocks. One table per endpoint, not one keyed by (hash,
+// endpoint) for the whole router: a decision's inserts and evictions all land in the chosen
+// endpoint's table (1 MiB at 31,250 blocks) instead of a 128 MiB one, so they stay within the
+// TLB's reach and, for the endpoints that hot prefixes go to, in cache (docs/performance.md). Regions come from heap.alloc (the
 // stub runtime's bump allocator shared with the allocator module) and grow by doubling; a
 // replaced region is not reused (no free in the stub runtime), so growth costs at most 2x.
 import { mix64 } from "./routing-xxh64";
@@ -8,11 +11,11 @@ import { mix64 } from "./routing-xxh64";
 // @ts-ignore: decorator
 @inline export const NIL: u32 = 0xFFFFFFFF;
 // @ts-ignore: decorator
-@inline const SLOT_BYTES: usize = 16; // hash u64 | endpoint+1 u32 (0 = empty) | node u32
+@inline const SLOT_BYTES: usize = 16; // hash u64 | used u32 (0 = empty) | node u32
 // @ts-ignore: decorator
 @inline const NODE_BYTES: usize = 16; // hash u64 | prev u32 | next u32
 // @ts-ignore: decorator
-@inline const MIN_TABLE: u32 = 4096;
+@inline const MIN_TABLE: u32 = 1024;
 // @ts-ignore: decorator
 @inline const MIN_POOL: u32 = 256;
 
@@ -27,16 +30,16 @@ import { mix64 } from "./routing-xxh64";
   poolCap: u32 = 0;
   nodes: usize = 0;
   key: u64 = 0; // rendezvous key: hash of the endpoint's id
+  table: usize = 0; // this endpoint's hash table (0 until the slot is first used)
+  tableMask: u32 = 0;
+  tableCount: u32 = 0;
 }
 
 @unmanaged export class Router {
   blockSize: u32 = 0;
   maxBlocks: u32 = 0;
   maxEndpoints: u32 = 0;
-  tableMask: u32 = 0;
-  tableCount: u32 = 0;
-  bytes: u32 = 0; // bytes of live index memory (current table + node pools)
-  table: usize = 0;
+  bytes: u32 = 0; // bytes of live index memory (current tables + node pools)
   eps: usize = 0; // maxEndpoints Endpoint records
   state: usize = 0; // maxEndpoints x STATE_STRIDE f64, written by the bridge per decision
   matched: usize = 0; // maxEndpoints u32 scratch: matched blocks per endpoint
@@ -55,8 +58,8 @@ import { mix64 } from "./routing-xxh64";
 }
 
 // @ts-ignore: decorator
-@inline function home(hash: u64, ep1: u32, mask: u32): u32 {
-  return <u32>mix64(hash + <u64>ep1 * 0x9E3779B97F4A7C15) & mask;
+@inline function home(hash: u64, mask: u32): u32 {
+  return <u32>mix64(hash) & mask;
 }
 
 /** Allocates and zeroes `bytes` from the shared heap. */
@@ -66,66 +69,68 @@ export function allocZeroed(bytes: usize): usize {
   return p;
 }
 
-export function initTable(r: Router): void {
-  r.table = allocZeroed(<usize>MIN_TABLE * SLOT_BYTES);
-  r.tableMask = MIN_TABLE - 1;
-  r.bytes += MIN_TABLE * <u32>SLOT_BYTES;
+/** Gives endpoint `ep` an empty table: a fresh one the first time, its old one (cleared) after. */
+export function initTable(r: Router, e: Endpoint): void {
+  if (e.table == 0) {
+    e.table = allocZeroed(<usize>MIN_TABLE * SLOT_BYTES);
+    e.tableMask = MIN_TABLE - 1;
+    r.bytes += MIN_TABLE * <u32>SLOT_BYTES;
+  } else if (e.tableCount != 0) {
+    memory.fill(e.table, 0, <usize>(e.tableMask + 1) * SLOT_BYTES);
+  }
+  e.tableCount = 0;
 }
 
-/** Slot index of (hash, endpoint), or -1. */
-export function find(r: Router, hash: u64, ep: u32): i32 {
-  const ep1 = ep + 1;
-  const mask = r.tableMask;
-  const t = r.table;
-  let i = home(hash, ep1, mask);
+/** Slot index of `hash` in endpoint `e`'s table, or -1. */
+export function find(e: Endpoint, hash: u64): i32 {
+  const mask = e.tableMask;
+  const t = e.table;
+  let i = home(hash, mask);
   while (true) {
     const s = t + <usize>i * SLOT_BYTES;
-    const e = load<u32>(s, 8);
-    if (e == 0) return -1;
-    if (e == ep1 && load<u64>(s) == hash) return <i32>i;
+    if (load<u32>(s, 8) == 0) return -1;
+    if (load<u64>(s) == hash) return <i32>i;
     i = (i + 1) & mask;
   }
 }
 
-function place(t: usize, mask: u32, hash: u64, ep1: u32, node: u32): void {
-  let i = home(hash, ep1, mask);
+function place(t: usize, mask: u32, hash: u64, node: u32): void {
+  let i = home(hash, mask);
   while (load<u32>(t + <usize>i * SLOT_BYTES, 8) != 0) i = (i + 1) & mask;
   const s = t + <usize>i * SLOT_BYTES;
   store<u64>(s, hash);
-  store<u32>(s, ep1, 8);
+  store<u32>(s, 1, 8);
   store<u32>(s, node, 12);
 }
 
 /** Doubles the table when it would pass half full (linear probing: misses stay short); amortized. */
-function growIfNeeded(r: Router): void {
-  const cap = r.tableMask + 1;
-  if ((r.tableCount + 1) * 2 <= cap) return;
+function growIfNeeded(r: Router, e: Endpoint): void {
+  const cap = e.tableMask + 1;
+  if ((e.tableCount + 1) * 2 <= cap) return;
   const ncap = cap << 1;
   const nt = allocZeroed(<usize>ncap * SLOT_BYTES);
   r.bytes += (ncap - cap) * <u32>SLOT_BYTES;
   const nmask = ncap - 1;
-  const t = r.table;
+  const t = e.table;
   for (let i: u32 = 0; i < cap; i++) {
     const s = t + <usize>i * SLOT_BYTES;
-    const e = load<u32>(s, 8);
-    if (e != 0) place(nt, nmask, load<u64>(s), e, load<u32>(s, 12));
+    if (load<u32>(s, 8) != 0) place(nt, nmask, load<u64>(s), load<u32>(s, 12));
   }
-  r.table = nt;
-  r.tableMask = nmask;
+  e.table = nt;
+  e.tableMask = nmask;
 }
 
 /** Backward-shift deletion: keeps every probe chain unbroken without tombstones. */
-function removeSlot(r: Router, at: u32): void {
-  const t = r.table;
-  const mask = r.tableMask;
+function removeSlot(e: Endpoint, at: u32): void {
+  const t = e.table;
+  const mask = e.tableMask;
   let i = at;
   let j = at;
   while (true) {
     j = (j + 1) & mask;
     const sj = t + <usize>j * SLOT_BYTES;
-    const e = load<u32>(sj, 8);
-    if (e == 0) break;
-    const k = home(load<u64>(sj), e, mask);
+    if (load<u32>(sj, 8) == 0) break;
+    const k = home(load<u64>(sj), mask);
     // entry j may move back to i only if its home is not cyclically within (i, j]
     const inRange = i <= j ? (i < k && k <= j) : (i < k || k <= j);
     if (inRange) continue;
@@ -133,7 +138,7 @@ function removeSlot(r: Router, at: u32): void {
     i = j;
   }
   store<u32>(t + <usize>i * SLOT_BYTES, 0, 8);
-  r.tableCount--;
+  e.tableCount--;
 }
 
 // @ts-ignore: decorator
@@ -161,10 +166,10 @@ function pushFront(e: Endpoint, n: u32): void {
 }
 
 /** Drops the least recently used block of endpoint `ep`; returns its node (now unlinked). */
-function evictTail(r: Router, ep: u32, e: Endpoint): u32 {
+function evictTail(e: Endpoint): u32 {
   const n = e.tail;
-  const at = find(r, load<u64>(nodePtr(e, n)), ep);
-  if (at >= 0) removeSlot(r, <u32>at);
+  const at = find(e, load<u64>(nodePtr(e, n)));
+  if (at >= 0) removeSlot(e, <u32>at);
   unlink(e, n);
   e.size--;
   return n;
@@ -193,9 +198,9 @@ function takeNode(r: Router, e: Endpoint): u32 {
 export function touch(r: Router, ep: u32, hash: u64): void {
   const e = endpointAt(r, ep);
   if (e.capacity == 0) return;
-  const at = find(r, hash, ep);
+  const at = find(e, hash);
   if (at >= 0) {
-    const n = load<u32>(r.table + <usize>at * SLOT_BYTES, 12);
+    const n = load<u32>(e.table + <usize>at * SLOT_BYTES, 12);
     if (e.head != n) {
       unlink(e, n);
       pushFront(e, n);
@@ -203,21 +208,21 @@ export function touch(r: Router, ep: u32, hash: u64): void {
     return;
   }
   let n: u32;
-  if (e.size >= e.capacity) n = evictTail(r, ep, e);
+  if (e.size >= e.capacity) n = evictTail(e);
   else n = takeNode(r, e);
   store<u64>(nodePtr(e, n), hash);
   pushFront(e, n);
   e.size++;
-  growIfNeeded(r);
-  place(r.table, r.tableMask, hash, ep + 1, n);
-  r.tableCount++;
+  growIfNeeded(r, e);
+  place(e.table, e.tableMask, hash, n);
+  e.tableCount++;
 }
 
 /** Evicts down to `capacity`, freed nodes go to the endpoint's free list. */
 export function setCapacity(r: Router, ep: u32, capacity: u32): void {
   const e = endpointAt(r, ep);
   while (e.size > capacity) {
-    const n = evictTail(r, ep, e);
+    const n = evictTail(e);
     store<u32>(nodePtr(e, n), e.freeHead, 12);
     e.freeHead = n;
   }
@@ -227,13 +232,7 @@ export function setCapacity(r: Router, ep: u32, capacity: u32): void {
 /** Forgets every block of endpoint `ep`; its node pool stays for the next endpoint in this slot. */
 export function clearEndpoint(r: Router, ep: u32): void {
   const e = endpointAt(r, ep);
-  let n = e.head;
-  while (n != NIL) {
-    const p = nodePtr(e, n);
-    const at = find(r, load<u64>(p), ep);
-    if (at >= 0) removeSlot(r, <u32>at);
-    n = load<u32>(p, 12);
-  }
+  initTable(r, e);
   e.size = 0;
   e.head = NIL;
   e.tail = NIL;
@@ -243,7 +242,37 @@ export function clearEndpoint(r: Router, ep: u32): void {
 
 /** Leading blocks of `hashes[0..n)` that endpoint `ep` holds. */
 export function matchPrefix(r: Router, ep: u32, hashes: usize, n: u32): u32 {
+  const e = endpointAt(r, ep);
   let m: u32 = 0;
-  while (m < n && find(r, load<u64>(hashes + (<usize>m << 3)), ep) >= 0) m++;
+  while (m < n && find(e, load<u64>(hashes + (<usize>m << 3))) >= 0) m++;
   return m;
+}
+
+/**
+ * Loads, without using them, the table slots a coming insert of `hashes[0..n)` into endpoint `ep`
+ * will probe: the home slot of every new block and of every LRU tail block it will evict. These
+ * loads are independent of each other, so the CPU overlaps their cache misses; the dependent walks
+ * of touch() then find the lines in cache. Returns a value the caller keeps, so the loads stay.
+ */
+export function warmInsert(r: Router, ep: u32, hashes: usize, n: u32): u32 {
+  const e = endpointAt(r, ep);
+  const t = e.table;
+  const mask = e.tableMask;
+  let acc: u32 = 0;
+  for (let k: u32 = 0; k < n; k++) acc ^= load<u32>(t + <usize>home(load<u64>(hashes + (<usize>k << 3)), mask) * SLOT_BYTES, 8);
+  let victims: u32 = e.size + n > e.capacity ? e.size + n - e.capacity : 0;
+  let v = e.tail;
+  while (victims > 0 && v != NIL) {
+    const p = nodePtr(e, v);
+    acc ^= load<u32>(t + <usize>home(load<u64>(p), mask) * SLOT_BYTES, 8);
+    v = load<u32>(p, 8);
+    victims--;
+  }
+  return acc;
+}
+
+/** The home slot of `hash` in endpoint `ep`'s table, loaded and returned (see warmInsert). */
+export function warmFind(r: Router, ep: u32, hash: u64): u32 {
+  const e = endpointAt(r, ep);
+  return load<u32>(e.table + <usize>home(hash, e.tableMask) * SLOT_BYTES, 8);
 }
