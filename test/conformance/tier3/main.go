@@ -36,9 +36,10 @@ import (
 )
 
 // tier is 3 (the API server checks) or, with -tier 4, real scheduling (scheduling.go) on
-// the same API server: one binary, one k8s.io/kubernetes build.
+// the same API server: one binary, one k8s.io/kubernetes build. -tier serve (serve.go) runs
+// no checks: the API server with a pool of ready Pods, for benches that need Kubernetes.
 var tier = 3
-var tierFlag = flag.Int("tier", 3, "3: API server, RBAC and slice checks; 4: kube-scheduler + ResourceClaim controller + kubelet DRA manager")
+var tierFlag = flag.String("tier", "3", "3: API server, RBAC and slice checks; 4: kube-scheduler + ResourceClaim controller + kubelet DRA manager; serve: API server + ready Pods until SIGTERM (serve.go)")
 
 const token = "tessera-conformance-token"
 
@@ -92,7 +93,15 @@ func run(ctx context.Context, repo, fixture string) (failed bool) {
 		failed = failed || !ok
 		return ok
 	}
-	tier = *tierFlag
+	switch *tierFlag {
+	case "3", "4":
+		tier = int((*tierFlag)[0] - '0')
+	case "serve":
+		tier = 0
+	default:
+		check("flags", fmt.Errorf("-tier %q: want 3, 4 or serve", *tierFlag))
+		return
+	}
 	dir, err := os.MkdirTemp("", fmt.Sprintf("tessera-t%d-", tier))
 	if !check("tempdir", err) {
 		return
@@ -158,6 +167,9 @@ func run(ctx context.Context, repo, fixture string) (failed bool) {
 		return
 	}
 	server := fmt.Sprintf("https://127.0.0.1:%d", port)
+	if *tierFlag == "serve" {
+		return serve(ctx, server, kubeconfig, client, check)
+	}
 	if tier == 4 {
 		return runScheduling(ctx, repo, dir, server, kubeconfig, client, check)
 	}
