@@ -458,3 +458,29 @@ t.test("CLI flags: one endpoint source, body mode, cold slack; errors are TESSER
   t.equal(eppOptionsFromArgs(parseFlags([], EPP_FLAGS, { EPP_ENDPOINTS: "http://a:1", EPP_BODY_MODE: "buffered" })).bodyMode, "buffered", "env mirrors");
   await t.rejects(startEpp({ listen: "nohost", endpoints: [] }), { code: "TESSERA_CONFIG" });
 });
+
+t.test("endpoints: a scrape cut short by close() is not logged as the endpoint failing", async (t) => {
+  const { createServer } = await import("node:http");
+  const { createEndpointTable } = await import("../agent/endpoints/table.js");
+  const { createMemoryLogger } = await import("../agent/common/log.js");
+  let arrived!: () => void;
+  const got = new Promise<void>((r) => (arrived = r));
+  const server = createServer(() => arrived()); // never answers /metrics
+  await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+  t.teardown(() => new Promise<void>((r) => server.close(() => r())));
+  const port = (server.address() as { port: number }).port;
+  const log = createMemoryLogger();
+  const table = createEndpointTable({
+    scrapeIntervalMs: 60_000, scrapeTimeoutMs: 30_000, connections: 1, keepAliveMs: 1000, upstreamHeadersTimeoutMs: 30_000,
+    upstreamBodyTimeoutMs: 30_000, connectTimeoutMs: 1000, blockSizeBytes: 64, log, onAdded: () => {}, onRemoved: () => {}, onCapacity: () => {},
+  });
+  table.setEndpoints([`http://127.0.0.1:${port}`]);
+  const ep = table.byId.get(`127.0.0.1:${port}`);
+  if (ep) ep.state.ready = true; // as after an earlier good scrape
+  const scrape = table.scrapeAll();
+  await got;
+  await table.close();
+  await scrape;
+  server.closeAllConnections();
+  t.same(log.records.filter((r) => r.msg === "endpoint not ready: scrape failed"), [], "no warning for a scrape the shutdown destroyed");
+});

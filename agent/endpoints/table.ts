@@ -92,6 +92,8 @@ export function createEndpointTable(opts: EndpointTableOptions): EndpointTable {
       if (!ep.state.ready) opts.log.info("endpoint ready", { endpoint: ep.state.id });
       ep.state.ready = true;
     } catch (err) {
+      // a scrape cut short by close() or by the endpoint's removal is not the endpoint failing
+      if (closed || byId.get(ep.state.id) !== ep) return;
       if (ep.state.ready) opts.log.warn("endpoint not ready: scrape failed", { endpoint: ep.state.id, error: err instanceof Error ? err.message : String(err) });
       ep.state.ready = false;
     }
