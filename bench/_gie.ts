@@ -10,8 +10,10 @@ import { spawn, spawnSync, type ChildProcess } from "node:child_process";
 import { createHash } from "node:crypto";
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { createServer } from "node:net";
-import { homedir, tmpdir } from "node:os";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { tesseraCacheDir } from "../test/support/go-tools.js";
+import { stopChild } from "./_child.js";
 
 export const GIE_MODULE = "sigs.k8s.io/gateway-api-inference-extension";
 export const GIE_VERSION = "v1.3.1";
@@ -39,7 +41,6 @@ schedulingProfiles:
 
 export type Found = { path: string; note: string } | { missing: string };
 
-const cacheDir = (env: NodeJS.ProcessEnv): string => join(env.XDG_CACHE_HOME ?? join(homedir(), ".cache"), "tessera");
 const tail = (s: string): string => s.trim().split("\n").slice(-3).join(" | ");
 const goBuild = (cwd: string, out: string, pkg: string): string | undefined => {
   mkdirSync(join(out, ".."), { recursive: true });
@@ -63,7 +64,7 @@ export function findTier3(repo: string, build: boolean, env: NodeJS.ProcessEnv =
   if (existsSync(bin) && statSync(bin).mtimeMs >= newest) return { path: bin, note: `${bin}, already built` };
   const hash = createHash("sha256");
   for (const f of files) hash.update(f).update(readFileSync(join(src, f)));
-  const out = join(cacheDir(env), `tier3-${hash.digest("hex").slice(0, 12)}`, "tier3");
+  const out = join(tesseraCacheDir(env), `tier3-${hash.digest("hex").slice(0, 12)}`, "tier3");
   if (existsSync(out)) return { path: out, note: `${out}, already built` };
   if (!build) return { missing: `tier3 (-tier serve) is not built or older than ${src}: run \`npm run bench -- epp\` once without --quick (it runs \`go build\` there)` };
   const t0 = Date.now();
@@ -75,7 +76,7 @@ export function findTier3(repo: string, build: boolean, env: NodeJS.ProcessEnv =
 export function findGie(build: boolean, env: NodeJS.ProcessEnv = process.env): Found {
   const override = env[GIE_ENV];
   if (override) return existsSync(override) ? { path: override, note: `${GIE_ENV}=${override}` } : { missing: `${GIE_ENV}=${override}: no such file` };
-  const out = join(cacheDir(env), `epp-${GIE_VERSION}`, "epp");
+  const out = join(tesseraCacheDir(env), `epp-${GIE_VERSION}`, "epp");
   if (existsSync(out)) return { path: out, note: "already built" };
   if (!build) return { missing: `${GIE_MODULE}@${GIE_VERSION} cmd/epp is not built at ${out}: run \`npm run bench -- epp\` once without --quick (a cold build took 552 s here)` };
   const dl = spawnSync("go", ["mod", "download", "-json", `${GIE_MODULE}@${GIE_VERSION}`], { encoding: "utf8", timeout: 10 * 60_000, env: { ...process.env, GOFLAGS: "-mod=mod" } });
@@ -128,14 +129,6 @@ export interface GieRun {
   stop(): Promise<void>;
 }
 
-async function stopChild(child: ChildProcess): Promise<void> {
-  if (child.exitCode !== null || child.signalCode !== null) return;
-  const exited = new Promise((resolve) => child.once("exit", resolve));
-  child.kill("SIGTERM");
-  const t = setTimeout(() => child.kill("SIGKILL"), 30_000);
-  await exited;
-  clearTimeout(t);
-}
 
 /**
  * Starts tier3 `-tier serve` with one Pod per podIP, then the EPP against it (selector app=bench,

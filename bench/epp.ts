@@ -17,6 +17,7 @@ import { createExtProcClient, type ExtProcClient, type ProcessingRequest } from 
 import { startMockModelServer, type MockModelServer } from "../agent/proxy/index.js";
 import { benchLine, emitLine, quantile } from "./_report.js";
 import { findGie, findTier3, GIE_LABEL, startGie } from "./_gie.js";
+import { stopChild } from "./_child.js";
 
 const quick = process.argv.includes("--quick");
 const ROUNDS = quick ? 300 : 3000;
@@ -146,11 +147,6 @@ async function startMocks(): Promise<MockModelServer[]> {
   }
 }
 
-async function stopPicker(child: ChildProcess): Promise<void> {
-  const exited = new Promise((resolve) => child.once("exit", resolve));
-  child.kill("SIGTERM");
-  await exited; // before the mocks close, or its scrapes log their resets
-}
 
 /** The reference picker's figures on the same pool, or why there are none. */
 async function measureGie(mocks: MockModelServer[]): Promise<{ f: Figures; note: string } | { why: string }> {
@@ -186,7 +182,7 @@ async function main(): Promise<void> {
       t = await measure(client, true);
     } finally {
       client.close();
-      await stopPicker(child);
+      await stopChild(child);
     }
     const g = await measureGie(mocks);
     const gf = "f" in g ? g.f : undefined;

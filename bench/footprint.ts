@@ -18,6 +18,7 @@ import { createStandaloneStore } from "../agent/kube/standalone-store.js";
 import type { ResourceClaim } from "../agent/kube/types.js";
 import { createDraClient, createRegistrationClient } from "../agent/plugin/protos.js";
 import { benchLine, emitLine, quantile, type BenchLine } from "./_report.js";
+import { stopChild } from "./_child.js";
 
 const quick = process.argv.includes("--quick");
 const STARTS = quick ? 3 : 7;
@@ -55,13 +56,6 @@ async function answeredAt(t0: number, probe: () => Promise<void>, child: ChildPr
   }
 }
 
-function stopChild(child: ChildProcess): Promise<void> {
-  return new Promise((resolve) => {
-    if (child.exitCode !== null) return resolve();
-    child.once("exit", () => resolve());
-    child.kill("SIGTERM");
-  });
-}
 
 interface Run { startMs: number; idleMiB: number; afterMiB: number | undefined }
 

@@ -9,9 +9,7 @@
 // Whole GPUs only (the mode is per GPU and a GPU in MIG mode refuses it). Lost when the driver
 // reloads (a reboot): the state module sets it again for prepared MPS claims.
 import { TesseraError } from "../common/errors.js";
-import type { Logger } from "../common/log.js";
-import type { ExecFn, ExecOptions } from "../discovery/exec.js";
-import { toolMessage } from "../mig/commands.js";
+import { runForGpu, type NvidiaSmiDeps } from "./nvidia-smi.js";
 
 export type ComputeMode = "DEFAULT" | "EXCLUSIVE_PROCESS";
 /** As `--query-gpu=compute_mode` prints each mode. */
@@ -32,23 +30,11 @@ export interface ComputeModes {
   ensure(gpuUUID: string, mode: ComputeMode): Promise<"set" | "unchanged">;
 }
 
-export interface ComputeModeDeps {
-  exec: ExecFn;
-  /** The nvidia-smi executable (--nvidia-smi). */
-  bin: string;
-  execOptions: ExecOptions;
-  log: Logger;
-}
+export type ComputeModeDeps = NvidiaSmiDeps;
 
 export function createComputeModes(deps: ComputeModeDeps): ComputeModes {
-  async function run(gpuUUID: string, args: string[], what: string): Promise<string> {
-    const cmd = `${deps.bin} ${args.join(" ")}`;
-    const r = await deps.exec(deps.bin, args, deps.execOptions).catch((err: unknown) => {
-      throw new TesseraError("TESSERA_SHARING", `GPU ${gpuUUID}: cannot ${what}: \`${cmd}\` could not run; check --nvidia-smi`, { cause: err });
-    });
-    if (r.code !== 0) throw new TesseraError("TESSERA_SHARING", `GPU ${gpuUUID}: cannot ${what} (\`${cmd}\` exited ${r.code}: ${toolMessage(r.stdout, r.stderr) || "no output"}); check \`nvidia-smi -q -d COMPUTE\` and that no other tool manages this GPU's compute mode`);
-    return r.stdout;
-  }
+  const run = (gpuUUID: string, args: string[], what: string): Promise<string> =>
+    runForGpu(deps, gpuUUID, args, what, "check `nvidia-smi -q -d COMPUTE` and that no other tool manages this GPU's compute mode");
   async function get(gpuUUID: string): Promise<string> {
     const out = (await run(gpuUUID, queryComputeModeArgs(gpuUUID), "read the compute mode")).trim();
     if (out === "" || out.includes("\n")) throw new TesseraError("TESSERA_SHARING", `GPU ${gpuUUID}: \`${deps.bin} ${queryComputeModeArgs(gpuUUID).join(" ")}\` answered ${JSON.stringify(out.slice(0, 200))}, not one compute mode; check --nvidia-smi`);

@@ -25,8 +25,13 @@ export const TOOLS_BY_TEST: Record<string, readonly GoTool[]> = { "deploy.test.j
 /** A cold build on this project's 2 shared cores: helm 3.22 took minutes (docs/install.md). */
 const BUILD_TIMEOUT_MS = 40 * 60_000;
 
+/** ~/.cache/tessera (or $XDG_CACHE_HOME/tessera): where Go programs the tests and benches run are built once. */
+export function tesseraCacheDir(env: NodeJS.ProcessEnv = process.env): string {
+  return join(env.XDG_CACHE_HOME ?? join(homedir(), ".cache"), "tessera");
+}
+
 export function toolDir(tool: GoTool, env: NodeJS.ProcessEnv = process.env): string {
-  return join(env.XDG_CACHE_HOME ?? join(homedir(), ".cache"), "tessera", `${tool.name}-${tool.version}`);
+  return join(tesseraCacheDir(env), `${tool.name}-${tool.version}`);
 }
 
 export function toolPath(tool: GoTool, env: NodeJS.ProcessEnv = process.env): string {
