@@ -20,6 +20,7 @@ import { createStandaloneStore } from "../agent/kube/standalone-store.js";
 import type { DeviceAllocationConfiguration } from "../agent/kube/types.js";
 import { createDraClient } from "../agent/plugin/protos.js";
 import { createComputeModes } from "../agent/sharing/compute-mode.js";
+import { createTimeSlicer } from "../agent/sharing/timeslice.js";
 import { decodeGpuConfig, driverConfigs, sharingForDevice } from "../agent/sharing/config.js";
 import { agentProcess } from "./support/agent-process.js";
 import { claim, nodeConfig, ref, startEnv, tempDir, uid, DRIVER } from "./support/kubelet-env.js";
@@ -281,6 +282,13 @@ t.test("simulated nvidia-smi compute mode: -i <id> -c <mode> and --query-gpu=com
   t.equal(await modes.ensure(GPU(4), "DEFAULT"), "set", "DEFAULT set");
   const refused = await modes.ensure(GPU(0), "EXCLUSIVE_PROCESS").then(() => "no error", (err: unknown) => (err instanceof TesseraError ? `${err.code}: ${err.message}` : String(err)));
   t.match(refused, /^TESSERA_SHARING: GPU GPU-00000000-0000-0000-0000-000000000000: compute mode is still Default after `nvidia-smi -i GPU-00000000-0000-0000-0000-000000000000 -c EXCLUSIVE_PROCESS` \(it said: Setting compute mode to EXCLUSIVE_PROCESS is not supported on a MIG-enabled device\. Unable to set the compute mode for GPU [0-9A-F:.]+: Not Supported Treating as warning and moving on\.\); MPS needs a whole GPU/, "the MIG-mode refusal (exit 0) is an error naming the GPU, the command and what it said");
+  // A non-zero exit (and a tool that cannot run) is a per-claim error for both settings that go through nvidia-smi.
+  const failing = { exec: async () => ({ code: 3, stdout: "", stderr: "Insufficient Permissions\n" }), bin: "nvidia-smi", execOptions: { timeoutMs: 1000, maxBytes: 1 << 20 }, log: createMemoryLogger() };
+  const why = (p: Promise<unknown>): Promise<string> => p.then(() => "no error", (err: unknown) => (err instanceof TesseraError ? `${err.code}: ${err.message}` : String(err)));
+  t.match(await why(createTimeSlicer(failing).set(GPU(1), "Long")), /^TESSERA_SHARING: GPU GPU-0+1-.*: cannot set time-slice interval Long \(`nvidia-smi compute-policy -i GPU-\S+ --set-timeslice 3` exited 3: Insufficient Permissions\); check `nvidia-smi compute-policy -l`/, "time-slice: a non-zero exit is an error naming the GPU, the command and what it said");
+  t.match(await why(createComputeModes(failing).ensure(GPU(1), "EXCLUSIVE_PROCESS")), /^TESSERA_SHARING: GPU GPU-0+1-.*: cannot read the compute mode \(`nvidia-smi -i GPU-\S+ --query-gpu=compute_mode --format=csv,noheader,nounits` exited 3: Insufficient Permissions\)/, "compute mode: a non-zero exit is an error");
+  const missing = { ...failing, exec: async () => { throw new Error("spawn nvidia-smi ENOENT"); } };
+  t.match(await why(createTimeSlicer(missing).set(GPU(1), "Short")), /cannot set time-slice interval Short: `nvidia-smi compute-policy .*` could not run; check --nvidia-smi/, "a tool that cannot run: check --nvidia-smi");
 });
 
 const specOf = (dir: string, u: string): { cdiVersion: string; containerEdits: { env: string[]; mounts?: { hostPath: string; containerPath: string; options: string[] }[] } } =>
