@@ -17,6 +17,8 @@ import { execFile } from "../agent/discovery/exec.js";
 import type { Inventory } from "../agent/discovery/model.js";
 import { deviceFacts } from "../agent/discovery/model.js";
 import { parseNvidiaSmiXml, normalizeBusId, memBytes } from "../agent/discovery/nvsmi-xml.js";
+import { parseXml, XmlSyntaxError } from "../agent/discovery/xml-tree.js";
+import { XMLValidator } from "fast-xml-parser";
 import { parseListGpus, parseMigLgi } from "../agent/discovery/nvsmi-text.js";
 import { pcieRootFromLink, parseMigMinors } from "../agent/discovery/sysfs.js";
 import { computeCapability } from "../agent/discovery/mig-profiles.js";
@@ -109,6 +111,77 @@ t.test("xml parser robustness: clear error or sensible partial result, never a c
       if (!isTesseraError(err) || err.code !== "TESSERA_PARSE") t.fail(`cut at ${cut}: ${String(err)}`);
     }
   }
+});
+
+t.test("xml reader: well-formedness as a general validator sees it, stricter only where XML 1.0 is", async (t) => {
+  // fast-xml-parser's validator (a devDependency, the parser discovery used before) is the oracle: on
+  // seeded, bounded mutations of a real capture, everything it rejects our reader rejects too. Where
+  // ours rejects what it accepts, the reason must be one XML 1.0 itself gives: an undefined entity or
+  // an illegal character reference (no DTD is read, so only the five predefined entities exist), a
+  // DOCTYPE that is misplaced or misshapen, "]]>" outside a CDATA section.
+  const base = xmlOf("a100-80gb-mig");
+  let seed = 7;
+  const rnd = (n: number): number => (seed = (seed * 1103515245 + 12345) % 2 ** 31) % n;
+  const toks = ["<", ">", "&", '"', "'", "/", "=", "!", "?", "-", "<a>", "</a>", "<b/>", "&amp;", "&bogus;", "&#0;", "<!-- x -->", "<![CDATA[x]]>", " ", "\u0001", "]]>", "--", "<?pi x?>", "<!DOCTYPE x>", 'x="1"'];
+  const missed: string[] = [];
+  const stricter = new Map<string, number>();
+  let rejected = 0;
+  const N = 1500;
+  for (let i = 0; i < N; i++) {
+    const p = rnd(base.length);
+    const k = rnd(4);
+    const q = rnd(base.length);
+    const doc = k === 0 ? base.slice(0, p) + base.slice(p + 1 + rnd(5)) : k === 1 ? base.slice(0, p) + (toks[rnd(toks.length)] as string) + base.slice(p) : k === 2 ? base.slice(0, p) + base.slice(q, q + rnd(40)) + base.slice(p) : base.slice(0, p);
+    const oracle = XMLValidator.validate(doc) === true;
+    let ours: string | undefined;
+    try {
+      parseXml(doc);
+    } catch (err) {
+      if (!(err instanceof XmlSyntaxError)) throw err;
+      ours = err.message;
+    }
+    if (ours !== undefined) rejected++;
+    if (!oracle && ours === undefined) missed.push(`mutation ${i} at ${p}: ${JSON.stringify(doc.slice(Math.max(0, p - 30), p + 30))}`);
+    if (oracle && ours !== undefined) {
+      const why = /^bad reference|DOCTYPE|markup declaration inside an element|"\]\]>" in character data/.exec(ours)?.[0] ?? ours;
+      stricter.set(why, (stricter.get(why) ?? 0) + 1);
+    }
+  }
+  t.same(missed, [], `of ${N} mutations, none the oracle rejects is accepted (${rejected} rejected)`);
+  t.ok(rejected > N / 3, `the mutations do break documents (${rejected} of ${N})`);
+  for (const why of stricter.keys()) t.match(why, /^(bad reference|DOCTYPE|markup declaration inside an element|"\]\]>" in character data)$/, `stricter than the oracle only as XML 1.0 is: ${why}`);
+
+  const bad: [string, RegExp][] = [
+    ["<a><b></a></b>", /<\/a> does not close <b>/],
+    ["<a></a><a></a>", /second root/],
+    ["<a x=1></a>", /not quoted/],
+    ['<a x="1" x="2"></a>', /repeated/],
+    ['<a x="<"></a>', /"<" in the value/],
+    ["<a>&lt</a>", /bad reference/],
+    ["<a>&#xD800;</a>", /bad reference/],
+    ["<a><!-- a -- b --></a>", /"--" inside a comment/],
+    ["<a>x]]>y</a>", /"\]\]>" in character data/],
+    ["text<a/>", /text before the root/],
+    ["<a/>text", /text after the root/],
+    ["<a>", /not closed/],
+    ["<1a/>", /expected a name/],
+    ["<a\u0001/>", /expected whitespace before an attribute|expected ">"/],
+    [" <?xml version=\"1.0\"?><a/>", /XML declaration is only allowed at the start/],
+    ["<a/><!DOCTYPE a>", /DOCTYPE declaration is only allowed once, before the root/],
+    ["<a>" + "<b>".repeat(300), /nested deeper than 256/],
+  ];
+  for (const [doc, re] of bad) t.throws(() => parseXml(doc), re, `refused: ${JSON.stringify(doc.slice(0, 30))}`);
+  const err = (() => {
+    try {
+      parseXml("<a>\n  <b>\n  </c>\n</a>");
+    } catch (e) {
+      return e as XmlSyntaxError;
+    }
+    return undefined;
+  })();
+  t.same([err?.line, err?.column], [3, 3], "errors carry the 1-based line and column of the offending markup");
+  const ok = parseXml('\ufeff<?xml version="1.0"?>\n<!DOCTYPE r SYSTEM "r.dtd" [ <!ENTITY x "y"> ]>\n<r a=\'1 &amp; 2\'><x>&lt;&#65;&#x42;<![CDATA[<raw>]]></x><!-- c --><?pi data?><y/></r>\n');
+  t.same(ok, { name: "r", attrs: { a: "1 & 2" }, text: "", children: [{ name: "x", attrs: {}, text: "<AB<raw>", children: [] }, { name: "y", attrs: {}, text: "", children: [] }] }, "BOM, declaration, DOCTYPE with an internal subset, references, CDATA, comment, PI");
 });
 
 t.test("-L, mig -lgi, sysfs helpers and compute capability", async (t) => {
