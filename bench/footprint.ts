@@ -13,6 +13,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import * as grpc from "@grpc/grpc-js";
+import { AGENT_NODE_OPTIONS } from "../agent/cli/agent.js";
 import { gpuDeviceName } from "../agent/discovery/model.js";
 import { createStandaloneStore } from "../agent/kube/standalone-store.js";
 import type { ResourceClaim } from "../agent/kube/types.js";
@@ -31,6 +32,8 @@ const CLAIMS = 8;
 const here = fileURLToPath(new URL(".", import.meta.url));
 const root = join(here, "..", "..");
 
+/** Both processes run with the Node options the DaemonSet gives the agent (same flags on both sides). */
+const NODE_ENV = { ...process.env, NODE_OPTIONS: AGENT_NODE_OPTIONS };
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 const median = (xs: number[]): number => quantile([...xs].sort((a, b) => a - b), 0.5);
 const after = (runs: Run[]): number[] => runs.flatMap((r) => (r.afterMiB === undefined ? [] : [r.afterMiB]));
@@ -78,7 +81,7 @@ async function agentRun(dir: string, load: boolean): Promise<Run> {
   const args = [join(root, "bin", "tessera.js"), "agent", "--discovery", `fixture:${FIXTURE}`, "--node-name", NODE, "--kube", `standalone:${join(dir, "store")}`,
     "--kubelet-root", k, "--cdi-root", join(dir, "cdi"), "--http-listen", "127.0.0.1:0", "--log-level", "warn", "--rediscover-interval", "0"];
   const t0 = performance.now();
-  const child = spawn(process.execPath, args, { stdio: ["ignore", "ignore", "inherit"] });
+  const child = spawn(process.execPath, args, { stdio: ["ignore", "ignore", "inherit"], env: NODE_ENV });
   try {
     const regAt = answeredAt(t0, async () => {
       if (!existsSync(reg)) throw new Error("no socket yet");
@@ -117,7 +120,7 @@ async function agentRun(dir: string, load: boolean): Promise<Run> {
 async function bareRun(dir: string, load: boolean): Promise<Run> {
   const sock = join(dir, "bare.sock");
   const t0 = performance.now();
-  const child = spawn(process.execPath, [join(here, "_bare-grpc.js"), sock], { stdio: ["ignore", "ignore", "inherit"] });
+  const child = spawn(process.execPath, [join(here, "_bare-grpc.js"), sock], { stdio: ["ignore", "ignore", "inherit"], env: NODE_ENV });
   const Ctor = grpc.makeGenericClientConstructor({ Echo: { path: "/bare.Bare/Echo", requestStream: false, responseStream: false, requestSerialize: (b: Buffer) => b, requestDeserialize: (b: Buffer) => b, responseSerialize: (b: Buffer) => b, responseDeserialize: (b: Buffer) => b } }, "Bare");
   const call = (c: grpc.Client): Promise<void> =>
     new Promise((resolve, reject) => (c as unknown as { Echo(req: Buffer, opts: grpc.CallOptions, cb: (e: Error | null) => void): void }).Echo(Buffer.alloc(0), { deadline: Date.now() + 500 }, (e) => (e ? reject(e) : resolve())));
@@ -158,7 +161,7 @@ async function main(): Promise<void> {
     }
   }
   const BASE = "bare Node + @grpc/grpc-js answering one unary call on a unix socket";
-  const kase = `tessera agent, fixture ${FIXTURE}, standalone store, median of ${STARTS} starts`;
+  const kase = `tessera agent, fixture ${FIXTURE}, standalone store, NODE_OPTIONS=${AGENT_NODE_OPTIONS} as deployed (both sides), median of ${STARTS} starts`;
   const r2 = (x: number): number => Math.round(x * 100) / 100;
   const lines: BenchLine[] = [
     benchLine("footprint", kase, "start_to_sockets_ms", "ms", r2(median(agent.map((r) => r.startMs))), BASE, r2(median(bare.map((r) => r.startMs)))),

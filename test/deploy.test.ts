@@ -19,7 +19,7 @@ import { ClusterRole, ClusterRoleBinding, Role, RoleBinding } from "kubernetes-m
 import { ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding } from "kubernetes-models/admissionregistration.k8s.io/v1";
 import { DeviceClass } from "kubernetes-models/resource.k8s.io/v1";
 import { AGENT_FLAGS, DEFAULT_HTTP_LISTEN, EPP_FLAGS, NODE_FLAGS, parseFlags, resolveNodeConfig } from "../agent/common/config.js";
-import { SHUTDOWN_DEADLINE_MS } from "../agent/cli/agent.js";
+import { AGENT_NODE_OPTIONS, SHUTDOWN_DEADLINE_MS } from "../agent/cli/agent.js";
 import { createKubeClaimSource } from "../agent/plugin/claim-source.js";
 import { createDiscovery } from "../agent/discovery/index.js";
 import { celDevice, compileSelector } from "../agent/allocator/cel-env.js";
@@ -567,6 +567,7 @@ function imageWrapper(dockerfile: string, tool: string): string | undefined {
 /** Env the agent container sets that are not flag mirrors, each with the reason it exists. */
 const EXTRA_ENV: Record<string, string> = {
   NVIDIA_DRIVER_ROOT: "read by the image's nvidia-smi and nvidia-cuda-mps-control wrappers (Dockerfile), not by tessera",
+  NODE_OPTIONS: "read by Node.js itself (AGENT_NODE_OPTIONS)",
 };
 
 t.test("DaemonSet: env names, paths and probes match the CLI's flags and contracts.md", async (t) => {
@@ -589,6 +590,7 @@ t.test("DaemonSet: env names, paths and probes match the CLI's flags and contrac
       t.ok(flag || EXTRA_ENV[envName], `${name}: env ${envName} is ${flag ? `the mirror of --${flag.name}` : EXTRA_ENV[envName] ?? "UNKNOWN to the CLI"}`);
     }
     t.equal(at(env.get("NODE_NAME"), "valueFrom", "fieldRef", "fieldPath"), "spec.nodeName", `${name}: NODE_NAME from the downward API`);
+    t.equal(env.get("NODE_OPTIONS")?.value, AGENT_NODE_OPTIONS, `${name}: the agent runs with the Node options the footprint bench measures (${AGENT_NODE_OPTIONS})`);
     t.equal(at(env.get("POD_UID"), "valueFrom", "fieldRef", "fieldPath"), "metadata.uid", `${name}: POD_UID from the downward API`);
     // Surge: the new pod comes up beside the old one (per-pod sockets from POD_UID) before the
     // old one goes, so the kubelet always has a plugin on the node.

@@ -354,6 +354,13 @@ export async function startAgent(config: NodeConfig, deps: AgentDeps = {}): Prom
 
 export const SHUTDOWN_DEADLINE_MS = 10_000;
 
+/**
+ * The Node.js options the DaemonSet gives the agent (`NODE_OPTIONS` in deploy/base and the Helm
+ * chart; test/deploy.test.ts holds both to this value, bench/footprint.ts starts the agent with it):
+ * 1 MiB semi-spaces, so the young generation the start-up burst grows is not kept committed.
+ */
+export const AGENT_NODE_OPTIONS = "--max-semi-space-size=1";
+
 export async function runAgent(argv: string[], io: CliIO): Promise<number> {
   const args = parseFlags(argv, VERB_FLAGS.agent, io.env);
   if (args.positionals.length > 0) throw new TesseraError("TESSERA_USAGE", `tessera agent takes no arguments, got "${args.positionals.join(" ")}"`);
