@@ -272,7 +272,8 @@ export function routeDecide(h: usize, seedLen: usize, promptLen: usize, seq: f64
   else if (tied > 1) reason = R_TIE;
   else if (bm > 0 && bm == bestPM) reason = R_PREFIX;
   if (insert) {
-    // newest first is the prompt's head: the tail of a prompt is evicted before its prefix
+    // newest first is the prompt's head: the tail of a prompt is evicted before its prefix, which
+    // keeps each endpoint's blocks prefix-closed (matchPrefix's binary search relies on it)
     sink ^= warmInsert(r, <u32>best, hashesPtr, n);
     for (let k = <i32>n - 1; k >= 0; k--) touch(r, <u32>best, load<u64>(hashesPtr + (<usize>k << 3)));
   }
