@@ -162,6 +162,40 @@ t.test("index: binary-search prefix match equals a linear walk of a plain LRU mo
   t.equal(compared, 600 * 5 - 10, "every probe compared");
 });
 
+t.test("index update left pending by route(): flush() applies it, and no call ever sees the index without it", async (t) => {
+  const prompt = "P".repeat(64 * 8);
+  const other = "Q".repeat(64 * 8);
+  const r = createWasmPrefixRouter({ capacityBlocks: 100 });
+  const eps = [ep("a:1"), ep("b:1")];
+  const first = r.route(prompt, "m", eps);
+  const second = r.route(prompt, "m", eps); // no flush between: the pending endpoint is a candidate
+  t.same([second.endpoint, second.matchedBlocks, second.reason], [first.endpoint, 8, "prefix"], "the next decision sees the pending update");
+  t.equal(r.flush(), 8, "flush applies the second decision's 8 blocks");
+  t.equal(r.flush(), 0, "nothing left pending");
+  const rest = eps.filter((e) => e.id !== first.endpoint);
+  const otherId = (rest[0] as EndpointState).id;
+  const third = "R".repeat(64 * 8);
+  r.route(third, "m", eps.filter((e) => e.id === first.endpoint)); // pending on first.endpoint
+  t.equal(r.peek(third, "m", rest).matchedBlocks, 0, "a peek without the pending endpoint is unaffected");
+  r.route(other, "m", rest); // a new pending update on the other endpoint: the first must not be lost
+  t.equal(r.flush(), 8);
+  t.equal(r.matchedBlocks(other, "m", otherId), 8);
+  t.equal(r.matchedBlocks(third, "m", first.endpoint), 8, "the earlier pending update was applied, not dropped");
+  // a pending update for an endpoint that is removed must not land on the next endpoint in its slot
+  const r2 = createWasmPrefixRouter({ capacityBlocks: 100 });
+  r2.route(prompt, "m", [ep("gone:1")]);
+  r2.removeEndpoint("gone:1");
+  r2.addEndpoint("new:1");
+  r2.flush();
+  t.equal(r2.matchedBlocks(prompt, "m", "new:1"), 0, "the slot's new endpoint holds nothing");
+  // reads see the update without a flush
+  const r3 = createWasmPrefixRouter({ capacityBlocks: 100 });
+  r3.route(prompt, "m", [ep("a:1")]);
+  t.equal(r3.indexedBlocks("a:1"), 8, "indexedBlocks applies it first");
+  r3.route(other, "m", [ep("a:1")]);
+  t.equal(r3.matchedBlocks(other, "m", "a:1"), 8, "matchedBlocks applies it first");
+});
+
 t.test("scoring decisions on crafted states", async (t) => {
   const prompt = "P".repeat(64 * 8);
   const fresh = () => {

@@ -50,6 +50,9 @@ import { mix64 } from "./routing-xxh64";
   guardThreshold: f64 = 0;
   saturationQueue: f64 = 0;
   coldSlack: f64 = 0; // > 0: cold prefixes go by rendezvous hash among endpoints within this many waiting of the least
+  pending: usize = 0; // maxBlocks u64: block hashes of the last decision's insert, not yet applied
+  pendingSlot: u32 = 0; // its endpoint, NIL when nothing is pending
+  pendingN: u32 = 0;
 }
 
 // @ts-ignore: decorator
