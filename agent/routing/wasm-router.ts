@@ -2,8 +2,9 @@
 // is a handle into the one shared WASM instance from loadWasmCore(), so many independent routers
 // (the simulator runs one per policy) live in one process. Per request: the seed (model, salt)
 // and the prompt are written once into the staging buffer, the endpoint states into the router's
-// state region, then one routeDecide() call; the answer is read from the out-buffer. The WASM
-// heap never shrinks (stub runtime): a router lives as long as the process.
+// state region, then one routeDecide() call; the answer is read from the out-buffer. The index
+// update of a route() is left pending until flush() or the router's next call that could see it.
+// The WASM heap never shrinks (stub runtime): a router lives as long as the process.
 import { TesseraError } from "../common/errors.js";
 import { loadWasmCore, type WasmCore } from "../wasm/core.js";
 import { resolveRouterConfig, type RouterConfig, type RouterConfigInput } from "./config.js";
