@@ -1,10 +1,11 @@
 // `npm run bench -- route [--quick]`: one routing decision (prompt copied into WASM memory,
-// chained hashing, prefix match on every endpoint, scoring, index insert with LRU eviction) for
+// chained hashing, prefix match on every endpoint, scoring) and, timed apart, its index update
+// (router.flush(): insert with LRU eviction, which the proxy and epp run after answering) for
 // 1K/8K/32K/100K-token prompts (4 bytes per token) x 8/32/100 endpoints whose indexes are full
 // (31,250 blocks each; --quick: 4,096). Every decision gets a fresh prompt, as the proxy does:
 // one of 16 system prefixes the index holds, then a numbered tag, then text, so every block after
 // the prefix is new and its insert evicts an old one (cycling a few prompts would only refresh
-// blocks already indexed). p50/p99 over many decisions; memory per index entry from the router's own
+// blocks already indexed). p50/p99 over many decisions (decision, update, and the two together); memory per index entry from the router's own
 // accounting. No baseline: there is no other in-process prefix router to compare with.
 import { createWasmPrefixRouter, type EndpointState } from "../agent/routing/index.js";
 import { quantile } from "./_report.js";
@@ -49,6 +50,8 @@ for (const eps of ENDPOINTS) {
     // 32 tails; each decision's prompt is built (and flattened by join) outside the timed region
     const tails = Array.from({ length: 32 }, () => text(tokens * 4 - 4096 - 16));
     const times: number[] = [];
+    const updates: number[] = [];
+    const totals: number[] = [];
     for (let i = 0; i < DECISIONS + 50; i++) {
       for (const s of states) {
         s.waitingRequests = Math.floor(rand() * 4);
@@ -58,16 +61,28 @@ for (const eps of ENDPOINTS) {
       const prompt = [systems[i % 16] as string, `#${tokens}:${i}#`.padEnd(16, "."), tails[i % 32] as string].join("");
       const t0 = process.hrtime.bigint();
       router.route(prompt, "m", states);
-      const us = Number(process.hrtime.bigint() - t0) / 1000;
-      if (i >= 50) times.push(us);
+      const t1 = process.hrtime.bigint();
+      router.flush();
+      const t2 = process.hrtime.bigint();
+      if (i >= 50) {
+        times.push(Number(t1 - t0) / 1000);
+        updates.push(Number(t2 - t1) / 1000);
+        totals.push(Number(t2 - t0) / 1000);
+      }
     }
-    times.sort((a, b) => a - b);
+    for (const a of [times, updates, totals]) a.sort((x, y) => x - y);
     const c = `${tokens / 1000}K-token prompt x ${eps} endpoints`;
-    for (const [metric, v] of [["p50_us", pct(times, 50)], ["p99_us", pct(times, 99)]] as const) {
+    const metrics: [string, number][] = [
+      ["p50_us", pct(times, 50)], ["p99_us", pct(times, 99)],
+      ["update_p50_us", pct(updates, 50)], ["update_p99_us", pct(updates, 99)],
+      ["decision_plus_update_p50_us", pct(totals, 50)], ["decision_plus_update_p99_us", pct(totals, 99)],
+    ];
+    for (const [metric, v] of metrics) {
       process.stdout.write(JSON.stringify({ bench: "route", case: c, metric, unit: "us", value: +v.toFixed(1), baseline: null, baselineValue: null, ratio: null }) + "\n");
     }
-    rows.push(`${c.padEnd(34)} p50 ${pct(times, 50).toFixed(1).padStart(8)} us   p99 ${pct(times, 99).toFixed(1).padStart(8)} us`);
+    const cell = (a: number[]): string => `${pct(a, 50).toFixed(1).padStart(7)} / ${pct(a, 99).toFixed(1).padStart(7)}`;
+    rows.push(`${c.padEnd(34)} decision ${cell(times)}   update ${cell(updates)}   both ${cell(totals)} us (p50 / p99)`);
   }
   rows.push(`${eps} endpoints: ${entries} index entries, ${(router.indexBytes() / 2 ** 20).toFixed(1)} MiB, ${perEntry.toFixed(1)} B/entry`);
 }
-process.stderr.write(`route decision = encode + hash + match all endpoints + score + insert (${DECISIONS} decisions per case, node ${process.version})\n${rows.join("\n")}\n`);
+process.stderr.write(`route decision = encode + hash + match all endpoints + score; update = index insert + LRU eviction (router.flush) (${DECISIONS} decisions per case, node ${process.version})\n${rows.join("\n")}\n`);

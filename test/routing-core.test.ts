@@ -121,6 +121,81 @@ t.test("index: seeded random workload agrees with a plain LRU model", async (t) 
   t.equal(router.indexedBlocks("e:1"), cap, "filled to capacity");
 });
 
+t.test("index: binary-search prefix match equals a linear walk of a plain LRU model (long chains, self-evicting prompts, resizes)", async (t) => {
+  const r = rng(1234);
+  let cap = 23;
+  const router = createWasmPrefixRouter({ blockSize: 1, capacityBlocks: cap, maxBlocks: 48 });
+  const model = new Map<string, true>(); // key = the prefix each block's chained hash stands for
+  const linear = (prompt: string): number => {
+    let m = 0;
+    while (m < Math.min(prompt.length, 48) && model.has(prompt.slice(0, m + 1))) m++;
+    return m;
+  };
+  const prompts: string[] = [];
+  let compared = 0;
+  for (let step = 0; step < 600; step++) {
+    // a recent prompt's prefix (cut anywhere) plus new text, so matches end at every depth
+    const base = prompts.length > 0 && r() < 0.8 ? (prompts[Math.floor(r() * prompts.length)] as string) : "";
+    let prompt = base.slice(0, Math.floor(r() * (base.length + 1)));
+    const extra = Math.floor(r() * 40);
+    for (let i = 0; i < extra; i++) prompt += "abc"[Math.floor(r() * 3)];
+    if (prompt.length === 0) prompt = "a";
+    for (const probe of [prompt, ...prompts.slice(-4)]) {
+      if (router.matchedBlocks(probe, "m", "e:1") !== linear(probe)) t.fail(`step ${step}: matched ${router.matchedBlocks(probe, "m", "e:1")} vs ${linear(probe)} for ${probe.length}-block prompt`);
+      compared++;
+    }
+    router.route(prompt, "m", [ep("e:1")]);
+    for (let i = Math.min(prompt.length, 48) - 1; i >= 0; i--) {
+      const k = prompt.slice(0, i + 1);
+      model.delete(k);
+      model.set(k, true);
+      if (model.size > cap) model.delete(model.keys().next().value as string);
+    }
+    if (step % 97 === 96) {
+      cap = 5 + Math.floor(r() * 40); // shrink or grow: a shrink evicts least recently used first
+      router.setCapacity("e:1", cap);
+      while (model.size > cap) model.delete(model.keys().next().value as string);
+    }
+    prompts.push(prompt);
+    if (prompts.length > 16) prompts.shift();
+  }
+  t.equal(compared, 600 * 5 - 10, "every probe compared");
+});
+
+t.test("index update left pending by route(): flush() applies it, and no call ever sees the index without it", async (t) => {
+  const prompt = "P".repeat(64 * 8);
+  const other = "Q".repeat(64 * 8);
+  const r = createWasmPrefixRouter({ capacityBlocks: 100 });
+  const eps = [ep("a:1"), ep("b:1")];
+  const first = r.route(prompt, "m", eps);
+  const second = r.route(prompt, "m", eps); // no flush between: the pending endpoint is a candidate
+  t.same([second.endpoint, second.matchedBlocks, second.reason], [first.endpoint, 8, "prefix"], "the next decision sees the pending update");
+  t.equal(r.flush(), 8, "flush applies the second decision's 8 blocks");
+  t.equal(r.flush(), 0, "nothing left pending");
+  const rest = eps.filter((e) => e.id !== first.endpoint);
+  const otherId = (rest[0] as EndpointState).id;
+  const third = "R".repeat(64 * 8);
+  r.route(third, "m", eps.filter((e) => e.id === first.endpoint)); // pending on first.endpoint
+  t.equal(r.peek(third, "m", rest).matchedBlocks, 0, "a peek without the pending endpoint is unaffected");
+  r.route(other, "m", rest); // a new pending update on the other endpoint: the first must not be lost
+  t.equal(r.flush(), 8);
+  t.equal(r.matchedBlocks(other, "m", otherId), 8);
+  t.equal(r.matchedBlocks(third, "m", first.endpoint), 8, "the earlier pending update was applied, not dropped");
+  // a pending update for an endpoint that is removed must not land on the next endpoint in its slot
+  const r2 = createWasmPrefixRouter({ capacityBlocks: 100 });
+  r2.route(prompt, "m", [ep("gone:1")]);
+  r2.removeEndpoint("gone:1");
+  r2.addEndpoint("new:1");
+  r2.flush();
+  t.equal(r2.matchedBlocks(prompt, "m", "new:1"), 0, "the slot's new endpoint holds nothing");
+  // reads see the update without a flush
+  const r3 = createWasmPrefixRouter({ capacityBlocks: 100 });
+  r3.route(prompt, "m", [ep("a:1")]);
+  t.equal(r3.indexedBlocks("a:1"), 8, "indexedBlocks applies it first");
+  r3.route(other, "m", [ep("a:1")]);
+  t.equal(r3.matchedBlocks(other, "m", "a:1"), 8, "matchedBlocks applies it first");
+});
+
 t.test("scoring decisions on crafted states", async (t) => {
   const prompt = "P".repeat(64 * 8);
   const fresh = () => {

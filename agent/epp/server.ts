@@ -80,12 +80,19 @@ export async function startEpp(opts: EppOptions): Promise<RunningEpp> {
     onCapacity: (id, blocks) => router.setCapacity(id, blocks),
   });
 
+  const flushIndex = (): void => void router.flush();
   const ctx: StreamContext = {
     maxBodyBytes: maxBody,
     defaultBodyMode: opts.bodyMode === "buffered" ? "BUFFERED" : "FULL_DUPLEX_STREAMED",
     retryAfterSeconds: opts.retryAfterSeconds ?? 1,
     decide(kind, body, subset): PickResult {
-      if (kind) return pickForBody(router, kind, body, endpoints.states(), { subset, fallbacks });
+      if (kind) {
+        // The pick's index update runs after the header answer is written (the stream handler
+        // writes it synchronously after this returns), so it is not in the picker's latency; a
+        // decision that comes sooner applies it itself first.
+        setImmediate(flushIndex);
+        return pickForBody(router, kind, body, endpoints.states(), { subset, fallbacks });
+      }
       const states = subset ? endpoints.states().filter((s) => subset.has(s.id)) : endpoints.states();
       const [s, ...rest] = leastBusyList(states, 1 + fallbacks);
       return s

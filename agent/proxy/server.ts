@@ -105,6 +105,7 @@ export async function startProxy(opts: ProxyOptions): Promise<RunningProxy> {
   const count = (path: string, code: number): void => metrics.requests.inc({ path, code: String(code) });
   const routedPath = (path: string): string => (path === "/v1/completions" || path === "/v1/chat/completions" ? path : "other");
   const expectsContinue = new WeakSet<http.IncomingMessage>();
+  const flushIndex = (): void => void router.flush();
 
   /** Forwards to `ep`; on a connection failure before any byte, once more to the next best. */
   async function forward(req: http.IncomingMessage, res: http.ServerResponse, ep: Endpoint, path: string, body: Buffer | Readable, t0: number, retry: (() => Endpoint | undefined) | undefined): Promise<void> {
@@ -191,8 +192,13 @@ export async function startProxy(opts: ProxyOptions): Promise<RunningProxy> {
     const rr = picked.request;
     const retry = picked.reason === "header" ? undefined : (): Endpoint | undefined => {
       const next = pickForRequest(router, rr, endpoints.states().filter((s) => s.id !== first.state.id));
+      setImmediate(flushIndex);
       return next.kind === "picked" ? endpoints.byId.get(next.endpoint) : undefined;
     };
+    // The pick's index update runs once forward() below has started the upstream request (its
+    // synchronous part runs before any immediate), so it is not in the added latency; a decision
+    // that comes sooner applies it itself first.
+    setImmediate(flushIndex);
     await forward(req, res, chosen, path, got.body, t0, retry);
   }
 

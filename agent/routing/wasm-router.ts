@@ -2,14 +2,15 @@
 // is a handle into the one shared WASM instance from loadWasmCore(), so many independent routers
 // (the simulator runs one per policy) live in one process. Per request: the seed (model, salt)
 // and the prompt are written once into the staging buffer, the endpoint states into the router's
-// state region, then one routeDecide() call; the answer is read from the out-buffer. The WASM
-// heap never shrinks (stub runtime): a router lives as long as the process.
+// state region, then one routeDecide() call; the answer is read from the out-buffer. The index
+// update of a route() is left pending until flush() or the router's next call that could see it.
+// The WASM heap never shrinks (stub runtime): a router lives as long as the process.
 import { TesseraError } from "../common/errors.js";
 import { loadWasmCore, type WasmCore } from "../wasm/core.js";
 import { resolveRouterConfig, type RouterConfig, type RouterConfigInput } from "./config.js";
 import type { EndpointState, PrefixRouter, RouteDecision } from "./types.js";
 
-export const ROUTING_ABI_VERSION = 1;
+export const ROUTING_ABI_VERSION = 2;
 const STATE_STRIDE = 5;
 const REASONS: readonly RouteDecision["reason"][] = ["only", "prefix", "load", "guard", "tie", "cold"];
 
@@ -25,6 +26,7 @@ interface RoutingExports {
   routeSetCapacity(h: number, slot: number, capacity: number): void;
   routeRemoveEndpoint(h: number, slot: number): void;
   routeDecide(h: number, seedLen: number, promptLen: number, seq: number, insert: number): number;
+  routeFlush(h: number): number;
   routeMatch(h: number, slot: number, seedLen: number, promptLen: number): number;
   routeIndexSize(h: number, slot: number): number;
   routeIndexBytes(h: number): number;
@@ -47,6 +49,13 @@ export interface DetailedRouteDecision extends RouteDecision {
 export interface WasmPrefixRouter extends PrefixRouter {
   readonly config: RouterConfig;
   route(prompt: string | Uint8Array, model: string, endpoints: readonly EndpointState[], salt?: string): DetailedRouteDecision;
+  /**
+   * Applies the last route()'s index update (the prompt's blocks on the chosen endpoint) now; returns
+   * the blocks touched, 0 if none was pending. Optional for correctness: every other call of this
+   * router applies it first where it could matter. Servers call it once their answer is on its way,
+   * so the update is not part of the request's added latency.
+   */
+  flush(): number;
   /** Same scoring without indexing the prompt (dry run). */
   peek(prompt: string | Uint8Array, model: string, endpoints: readonly EndpointState[], salt?: string): DetailedRouteDecision;
   /** LRU capacity of one endpoint, e.g. derived from vllm:cache_config_info. */
@@ -185,6 +194,7 @@ export function createWasmPrefixRouter(options: WasmPrefixRouterOptions = {}): W
       x.routeSetCapacity(h, slot, capacityBlocks);
     },
     route: (prompt, model, endpoints, salt) => decide(prompt, model, endpoints, salt, true),
+    flush: () => x.routeFlush(h),
     peek: (prompt, model, endpoints, salt) => decide(prompt, model, endpoints, salt, false),
     matchedBlocks(prompt, model, id, salt) {
       const slot = slots.get(id);

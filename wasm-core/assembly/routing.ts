@@ -12,7 +12,8 @@
 //   routeAddEndpoint(h, capacityBlocks, key): i32 slot for a new endpoint (-1 when full); key = id hash · bridge, per endpoint added
 //   routeSetCapacity(h, slot, capacityBlocks)   resize one endpoint's LRU (evicts oldest) · bridge, when cache_config_info arrives
 //   routeRemoveEndpoint(h, slot)                drop an endpoint and its blocks · bridge, per endpoint removed
-//   routeDecide(h, seedLen, promptLen, seq, insert): i32   hash staged input, score, pick, index; slot, -1 none, -2 saturated · bridge, per request
+//   routeDecide(h, seedLen, promptLen, seq, insert): i32   hash staged input, score, pick; slot, -1 none, -2 saturated; insert: the prompt's index update is left pending · bridge, per request
+//   routeFlush(h): u32                          applies the pending index update now (blocks touched, 0 if none) · bridge, after the answer is on its way
 //   routeMatch(h, slot, seedLen, promptLen): u32  blocks of the staged prompt held by one endpoint · tests/diagnostics
 //   routeIndexSize(h, slot): u32                blocks indexed for one endpoint · metrics, per scrape
 //   routeIndexBytes(h): u32                     bytes of live index memory (table + LRU pools; replaced regions not counted) · benches, rarely
@@ -20,6 +21,11 @@
 //   hashXxh64(ptr, len, seed): u64              xxHash64 of bytes in memory · tests/benches, bridge for endpoint keys
 //   hashChain(ptr, len, seed, blockSize, maxBlocks, out): u32  chained block hashes to out (u64 each) · benches/tests
 // The staged input is [seed bytes = model, 0x00, salt][prompt bytes], written once per request.
+// A decision's index update (touch every block of the prompt on the chosen endpoint, evicting
+// LRU tails) is about half its cost, so it is kept pending and applied by routeFlush, which the
+// caller runs once its answer is on its way. The result never differs from updating at once: any
+// export that reads or changes the index applies it first, and so does routeDecide whenever the
+// pending endpoint is one of its candidates (no other endpoint's table is read by a decision).
 import { xxh64, chainBlocks, mix64 } from "./routing-xxh64";
 import {
   Router, Endpoint, NIL, endpointAt, allocZeroed, initTable, touch, setCapacity, clearEndpoint, matchPrefix, warmInsert, warmFind,
@@ -54,7 +60,7 @@ let outPtr: usize = 0;
 let sink: u32 = 0; // keeps the warm-up loads of routeDecide alive
 
 export function routingVersion(): u32 {
-  return 1;
+  return 2;
 }
 
 export function routeStage(bytes: usize): usize {
@@ -87,6 +93,8 @@ export function routeInit(maxEndpoints: u32, blockSize: u32, maxBlocks: u32): us
   r.wInflight = 1;
   r.guardThreshold = 16; // the profile default (agent/routing/config.ts); the bridge always sets it
   r.saturationQueue = 0;
+  r.pending = heap.alloc(<usize>maxBlocks << 3);
+  r.pendingSlot = NIL;
   if (maxBlocks > hashesCap) {
     hashesPtr = heap.alloc(<usize>maxBlocks << 3);
     hashesCap = maxBlocks;
@@ -113,8 +121,26 @@ export function routeStatePtr(h: usize): usize {
   return changetype<Router>(h).state;
 }
 
+/** Touches the pending prompt's blocks on its endpoint, newest first: the prompt's head is the
+ *  most recent, its tail is evicted before its prefix, which keeps every endpoint's blocks
+ *  prefix-closed (matchPrefix's binary search relies on it). */
+function applyPending(r: Router): u32 {
+  const slot = r.pendingSlot;
+  if (slot == NIL) return 0;
+  const n = r.pendingN;
+  r.pendingSlot = NIL;
+  sink ^= warmInsert(r, slot, r.pending, n);
+  for (let k = <i32>n - 1; k >= 0; k--) touch(r, slot, load<u64>(r.pending + (<usize>k << 3)));
+  return n;
+}
+
+export function routeFlush(h: usize): u32 {
+  return applyPending(changetype<Router>(h));
+}
+
 export function routeAddEndpoint(h: usize, capacityBlocks: u32, key: u64): i32 {
   const r = changetype<Router>(h);
+  applyPending(r);
   for (let i: u32 = 0; i < r.maxEndpoints; i++) {
     const e = endpointAt(r, i);
     if (e.active != 0) continue;
@@ -135,12 +161,14 @@ export function routeAddEndpoint(h: usize, capacityBlocks: u32, key: u64): i32 {
 
 export function routeSetCapacity(h: usize, slot: u32, capacityBlocks: u32): void {
   const r = changetype<Router>(h);
+  applyPending(r);
   if (slot >= r.maxEndpoints || endpointAt(r, slot).active == 0) return;
   setCapacity(r, slot, capacityBlocks);
 }
 
 export function routeRemoveEndpoint(h: usize, slot: u32): void {
   const r = changetype<Router>(h);
+  applyPending(r);
   if (slot >= r.maxEndpoints) return;
   const e = endpointAt(r, slot);
   if (e.active == 0) return;
@@ -150,12 +178,15 @@ export function routeRemoveEndpoint(h: usize, slot: u32): void {
 
 export function routeIndexSize(h: usize, slot: u32): u32 {
   const r = changetype<Router>(h);
+  applyPending(r);
   if (slot >= r.maxEndpoints) return 0;
   return endpointAt(r, slot).size;
 }
 
 export function routeIndexBytes(h: usize): u32 {
-  return changetype<Router>(h).bytes;
+  const r = changetype<Router>(h);
+  applyPending(r);
+  return r.bytes;
 }
 
 export function routeHeapMark(): usize {
@@ -180,6 +211,7 @@ function hashStaged(r: Router, seedLen: usize, promptLen: usize): u32 {
 export function routeMatch(h: usize, slot: u32, seedLen: usize, promptLen: usize): u32 {
   const r = changetype<Router>(h);
   if (slot >= r.maxEndpoints || seedLen + promptLen > stageCap) return 0;
+  applyPending(r);
   const n = hashStaged(r, seedLen, promptLen);
   return matchPrefix(r, slot, hashesPtr, n);
 }
@@ -192,6 +224,8 @@ export function routeMatch(h: usize, slot: u32, seedLen: usize, promptLen: usize
 export function routeDecide(h: usize, seedLen: usize, promptLen: usize, seq: f64, insert: bool): i32 {
   const r = changetype<Router>(h);
   if (seedLen + promptLen > stageCap) return -1;
+  const ps = r.pendingSlot;
+  if (ps != NIL && endpointAt(r, ps).active != 0 && st(r, ps, 0) == seq) applyPending(r);
   const n = hashStaged(r, seedLen, promptLen);
   // ties spread by the prompt's first block (the whole prompt when it has no full block)
   const tieKey = n > 0 ? load<u64>(hashesPtr) : xxh64(stagePtr + seedLen, promptLen, xxh64(stagePtr, seedLen, 0));
@@ -272,9 +306,10 @@ export function routeDecide(h: usize, seedLen: usize, promptLen: usize, seq: f64
   else if (tied > 1) reason = R_TIE;
   else if (bm > 0 && bm == bestPM) reason = R_PREFIX;
   if (insert) {
-    // newest first is the prompt's head: the tail of a prompt is evicted before its prefix
-    sink ^= warmInsert(r, <u32>best, hashesPtr, n);
-    for (let k = <i32>n - 1; k >= 0; k--) touch(r, <u32>best, load<u64>(hashesPtr + (<usize>k << 3)));
+    applyPending(r); // one pending update at a time; another endpoint's, so order does not matter
+    memory.copy(r.pending, hashesPtr, <usize>n << 3);
+    r.pendingSlot = <u32>best;
+    r.pendingN = n;
   }
   store<u32>(outPtr, <u32>best);
   store<u32>(outPtr, bm, 4);
