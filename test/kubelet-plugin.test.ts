@@ -11,7 +11,7 @@ import { captureIO } from "../agent/cli/io.js";
 import { startAgent } from "../agent/cli/agent.js";
 import { createMemoryLogger } from "../agent/common/log.js";
 import { decodeCheckpoint } from "../agent/plugin/checkpoint.js";
-import { createDraClient, loadKubeletProtos } from "../agent/plugin/protos.js";
+import { createDraClient, loadKubeletPackages, loadKubeletProtos } from "../agent/plugin/protos.js";
 import { claim, inventory, gpuUUID, nodeConfig, ref, startEnv, tempDir, uid, NODE, type Env } from "./support/kubelet-env.js";
 
 const spec = (env: Env, u: string): string => join(env.config.cdiRoot, `k8s.gpu.tessera.dev-claim_${u}.json`);
@@ -22,7 +22,7 @@ const checkpointClaims = (env: Env): Record<string, { state: string }> => {
 };
 
 t.test("protos: every field number and name is pinned to upstream", async (t) => {
-  const p = loadKubeletProtos().packages;
+  const p = await loadKubeletPackages();
   t.equal(loadKubeletProtos(), loadKubeletProtos(), "parsed once, not per client (diag ping builds two)");
   t.not(loadKubeletProtos({ defaults: false }), loadKubeletProtos(), "the presence-preserving client decoding is its own");
   const fields = (pkg: Record<string, unknown>, msg: string): string[] => {
