@@ -117,9 +117,11 @@ function skipField(r: Reader, end: number, wireType: number, fieldNo: number): v
       if (r.pos + 8 > end) throw outOfRange(r, 8);
       r.pos += 8;
       return;
-    case WIRE_LEN:
-      r.pos += readLength(r, end);
+    case WIRE_LEN: {
+      const n = readLength(r, end); // before the +=, which reads r.pos first
+      r.pos += n;
       return;
+    }
     case WIRE_I32:
       if (r.pos + 4 > end) throw outOfRange(r, 4);
       r.pos += 4;
@@ -181,7 +183,8 @@ function readValue(r: Reader, end: number, f: FieldSpec, defaults: boolean): unk
 const EMPTY = Buffer.alloc(0);
 
 function readMapEntry(r: Reader, end: number, f: FieldSpec, defaults: boolean, into: Record<string, unknown>): void {
-  const stop = r.pos + readLength(r, end);
+  const n = readLength(r, end);
+  const stop = r.pos + n;
   let key = "";
   let value: unknown;
   while (r.pos < stop) {
