@@ -141,10 +141,15 @@ function skipField(r: Reader, end: number, wireType: number, fieldNo: number): v
   }
 }
 
-const fieldIndex = new WeakMap<MessageSpec, Map<number, FieldSpec>>();
-function byNumber(spec: MessageSpec): Map<number, FieldSpec> {
+// Field number -> position in spec.fields (-1: unknown); the numbers here are all small.
+const fieldIndex = new WeakMap<MessageSpec, Int16Array>();
+function byNumber(spec: MessageSpec): Int16Array {
   let m = fieldIndex.get(spec);
-  if (!m) fieldIndex.set(spec, (m = new Map(spec.fields.map((f) => [f.no, f]))));
+  if (!m) {
+    m = new Int16Array(Math.max(0, ...spec.fields.map((f) => f.no)) + 1).fill(-1);
+    spec.fields.forEach((f, i) => ((m as Int16Array)[f.no] = i));
+    fieldIndex.set(spec, m);
+  }
   return m;
 }
 
@@ -201,26 +206,27 @@ function readMapEntry(r: Reader, end: number, f: FieldSpec, defaults: boolean, i
 }
 
 function decodeAt(spec: MessageSpec, r: Reader, end: number, defaults: boolean): Record<string, unknown> {
-  const fields = byNumber(spec);
-  const seen = new Map<FieldSpec, unknown>();
+  const index = byNumber(spec);
+  const seen: unknown[] = new Array<unknown>(spec.fields.length);
   while (r.pos < end) {
     const tag = readVarint32(r, end);
     const no = tag >>> 3;
     const wt = tag & 7;
-    const f = fields.get(no);
+    const i = no < index.length ? (index[no] as number) : -1;
+    const f = i >= 0 ? spec.fields[i] : undefined;
     if (!f || wt !== wireTypeOf(f)) {
       skipField(r, end, wt, no);
       continue;
     }
     if (f.kind === "map") {
-      let m = seen.get(f) as Record<string, unknown> | undefined;
-      if (!m) seen.set(f, (m = {}));
+      let m = seen[i] as Record<string, unknown> | undefined;
+      if (!m) seen[i] = m = {};
       readMapEntry(r, end, f, defaults, m);
     } else if (f.repeated) {
-      let a = seen.get(f) as unknown[] | undefined;
-      if (!a) seen.set(f, (a = []));
+      let a = seen[i] as unknown[] | undefined;
+      if (!a) seen[i] = a = [];
       a.push(readValue(r, end, f, defaults));
-    } else seen.set(f, readValue(r, end, f, defaults)); // the last one wins, as in protobufjs
+    } else seen[i] = readValue(r, end, f, defaults); // the last one wins, as in protobufjs
   }
   if (r.pos !== end) throw outOfRange(r, r.pos - end);
   const o: Record<string, unknown> = {};
@@ -229,8 +235,9 @@ function decodeAt(spec: MessageSpec, r: Reader, end: number, defaults: boolean):
     for (const f of spec.fields) if (f.kind === "map") o[f.name] = {};
     for (const f of spec.fields) if (!f.repeated && f.kind !== "map" && !f.presence) o[f.name] = defaultOf(f);
   }
-  for (const f of spec.fields) {
-    const v = seen.get(f);
+  for (let i = 0; i < spec.fields.length; i++) {
+    const f = spec.fields[i] as FieldSpec;
+    const v = seen[i];
     if (v === undefined) continue;
     if (f.kind === "map" && Object.keys(v as object).length === 0) continue;
     o[f.name] = v;
