@@ -9,7 +9,7 @@ import { join } from "node:path";
 import { ResourceSlice as ResourceSliceModel } from "kubernetes-models/resource.k8s.io/v1/ResourceSlice";
 import type { DeviceTaint, ResourceClaim } from "../agent/kube/types.js";
 import { checkSlice } from "../agent/slices/limits.js";
-import { createDraClient, loadKubeletProtos, watchHealth, type HealthApiVersion, type HealthMessage, type HealthWatch } from "../agent/plugin/protos.js";
+import { createDraClient, loadKubeletPackages, watchHealth, type HealthApiVersion, type HealthMessage, type HealthWatch } from "../agent/plugin/protos.js";
 import { clampMessage } from "../agent/plugin/health-service.js";
 import { claim, nodeConfig, ref, startEnv, tempDir, uid, NODE, type Env } from "./support/kubelet-env.js";
 import { EventEmitter } from "node:events";
@@ -63,7 +63,7 @@ async function nextMatching(w: HealthWatch, pred: (m: Msg) => boolean): Promise<
 }
 
 t.test("protos: DRAResourceHealth v1 and v1alpha1 field numbers and names are upstream's", async (t) => {
-  const p = loadKubeletProtos().packages;
+  const p = await loadKubeletPackages();
   for (const [v, pkg] of [["v1", p.healthV1], ["v1alpha1", p.healthV1alpha1]] as const) {
     const fields = (msg: string): string[] => {
       const def = pkg[`${v}.${msg}`] as { type: { field: { name: string; number: number; label: string }[] } };

@@ -11,7 +11,10 @@ import { captureIO } from "../agent/cli/io.js";
 import { startAgent } from "../agent/cli/agent.js";
 import { createMemoryLogger } from "../agent/common/log.js";
 import { decodeCheckpoint } from "../agent/plugin/checkpoint.js";
-import { createDraClient, loadKubeletProtos } from "../agent/plugin/protos.js";
+import { createDraClient, loadKubeletPackages, loadKubeletProtos } from "../agent/plugin/protos.js";
+import { KUBELET_MESSAGES } from "../agent/plugin/kubelet-messages.js";
+import { decodeMessage, encodeMessage, type MessageSpec } from "../agent/plugin/wire.js";
+import { createRng, type Rng } from "../bench/sim/prng.js";
 import { claim, inventory, gpuUUID, nodeConfig, ref, startEnv, tempDir, uid, NODE, type Env } from "./support/kubelet-env.js";
 
 const spec = (env: Env, u: string): string => join(env.config.cdiRoot, `k8s.gpu.tessera.dev-claim_${u}.json`);
@@ -22,7 +25,7 @@ const checkpointClaims = (env: Env): Record<string, { state: string }> => {
 };
 
 t.test("protos: every field number and name is pinned to upstream", async (t) => {
-  const p = loadKubeletProtos().packages;
+  const p = await loadKubeletPackages();
   t.equal(loadKubeletProtos(), loadKubeletProtos(), "parsed once, not per client (diag ping builds two)");
   t.not(loadKubeletProtos({ defaults: false }), loadKubeletProtos(), "the presence-preserving client decoding is its own");
   const fields = (pkg: Record<string, unknown>, msg: string): string[] => {
@@ -61,6 +64,162 @@ t.test("protos: every field number and name is pinned to upstream", async (t) =>
   t.same(device.type.oneofDecl.map((o) => o.name), ["_share_id"], "v1 share_id is proto3 optional (has presence)");
   const reg = p.registration["pluginregistration.Registration"] as Record<string, { path: string }>;
   t.same(Object.values(reg).map((m) => m.path), ["/pluginregistration.Registration/GetInfo", "/pluginregistration.Registration/NotifyRegistrationStatus"]);
+});
+
+// ---- the codec against proto-loader (protobufjs), the decoder the agent used before ---------
+
+interface FieldDesc { name: string; number: number; label: string; type: string; typeName: string; proto3Optional: boolean }
+interface TypeDesc { name: string; field: FieldDesc[]; nestedType: TypeDesc[]; options: { mapEntry?: boolean } | null }
+interface MessageDef { type: TypeDesc; serialize(o: unknown): Buffer; deserialize(b: Buffer): unknown }
+
+const pick = <T>(rng: Rng, xs: readonly T[]): T => xs[rng.int(xs.length)] as T;
+const STRINGS = ["", "a", "default", "gpu-0", "k8s.gpu.tessera.dev/gpu=gpu-0", "héllo wörld", "日本語のテキスト", "🎉🚀 emoji", "e\u0301 combining", "0", "-1", "tab\tnew\nline", "\u0000nul"];
+function randString(rng: Rng): string {
+  const r = rng.next();
+  if (r < 0.6) return pick(rng, STRINGS);
+  if (r < 0.8) return Array.from({ length: rng.int(40) }, () => String.fromCodePoint(pick(rng, [0x20 + rng.int(95), 0xa0 + rng.int(0x700), 0x4e00 + rng.int(0x5000), 0x1f300 + rng.int(0x300)]))).join("");
+  return pick(rng, ["x", "é", "語", "🎉"]).repeat(100 + rng.int(4000)); // long: multi-byte length varints
+}
+const INT64S = ["0", "1", "-1", "127", "128", "9223372036854775807", "-9223372036854775808", "1700000000", "-300"];
+
+/** A random object for a message, driven by proto-loader's descriptor (not by our tables). */
+function randObject(rng: Rng, pkg: Record<string, unknown>, ns: string, type: TypeDesc): Record<string, unknown> {
+  const o: Record<string, unknown> = {};
+  for (const f of type.field) {
+    const r = rng.next();
+    if (r < 0.25) continue; // absent
+    if (r < 0.3) { o[f.name] = null; continue; } // explicitly null: not on the wire
+    const entry = type.nestedType.find((n) => n.name === f.typeName && n.options?.mapEntry);
+    if (entry) {
+      const valueType = entry.field[1] as FieldDesc;
+      const m: Record<string, unknown> = {};
+      for (let i = rng.int(4); i > 0; i--) m[randString(rng)] = randObject(rng, pkg, ns, (pkg[`${ns}.${valueType.typeName}`] as MessageDef).type);
+      o[f.name] = m;
+    } else if (f.label === "LABEL_REPEATED") {
+      o[f.name] = Array.from({ length: rng.next() < 0.05 ? 50 + rng.int(200) : rng.int(4) }, () => randValue(rng, pkg, ns, f));
+    } else o[f.name] = randValue(rng, pkg, ns, f);
+  }
+  return o;
+}
+function randValue(rng: Rng, pkg: Record<string, unknown>, ns: string, f: FieldDesc): unknown {
+  switch (f.type) {
+    case "TYPE_STRING": return randString(rng);
+    case "TYPE_BOOL": return rng.next() < 0.5;
+    case "TYPE_INT64": return rng.next() < 0.3 ? Math.floor((rng.next() - 0.5) * 2 ** 53) : rng.next() < 0.5 ? pick(rng, INT64S) : String(Math.floor((rng.next() - 0.5) * 2 ** 40));
+    case "TYPE_ENUM": return pick(rng, ["UNKNOWN", "HEALTHY", "UNHEALTHY", 0, 1, 2, 7]); // 7: a number the enum does not name
+    case "TYPE_MESSAGE": return randObject(rng, pkg, ns, (pkg[`${ns}.${f.typeName}`] as MessageDef).type);
+    default: throw new Error(`generator lacks ${f.type}`);
+  }
+}
+
+// Unknown fields of every wire type, spliced in at every nesting level (lengths rewritten).
+const varint = (n: bigint): Buffer => {
+  const out: number[] = [];
+  let v = BigInt.asUintN(64, n);
+  while (v > 0x7fn) { out.push(Number(v & 0x7fn) | 0x80); v >>= 7n; }
+  out.push(Number(v));
+  return Buffer.from(out);
+};
+const tag = (no: number, wt: number): Buffer => varint(BigInt(no * 8 + wt));
+const lenField = (no: number, body: Buffer): Buffer => Buffer.concat([tag(no, 2), varint(BigInt(body.length)), body]);
+function unknownField(rng: Rng, known: Set<number>): Buffer {
+  let no = 0;
+  while (no === 0 || known.has(no)) no = pick(rng, [6, 7, 15, 16, 100, 2047, 2048, 536870911, 1 + rng.int(30)]);
+  switch (rng.int(5)) {
+    case 0: return Buffer.concat([tag(no, 0), varint(pick(rng, [0n, 1n, 300n, -1n, 2n ** 63n]))]);
+    case 1: return Buffer.concat([tag(no, 1), Buffer.alloc(8, 0xab)]);
+    case 2: return lenField(no, Buffer.from(randString(rng)));
+    case 3: return Buffer.concat([tag(no, 5), Buffer.alloc(4, 0xcd)]);
+    default: return Buffer.concat([tag(no, 3), tag(1, 0), varint(5n), lenField(2, Buffer.from("in a group")), tag(3, 3), tag(3, 4), tag(no, 4)]);
+  }
+}
+function readVarint(b: Buffer, pos: number): [bigint, number] {
+  let v = 0n;
+  for (let s = 0n; ; s += 7n) {
+    const x = b[pos++] as number;
+    v |= BigInt(x & 0x7f) << s;
+    if (x < 0x80) return [v, pos];
+  }
+}
+function inject(rng: Rng, pkg: Record<string, unknown>, ns: string, type: TypeDesc, b: Buffer): Buffer {
+  const known = new Set(type.field.map((f) => f.number));
+  const parts: Buffer[] = [];
+  const maybe = (): void => { if (rng.next() < 0.3) parts.push(unknownField(rng, known)); };
+  let pos = 0;
+  maybe();
+  while (pos < b.length) {
+    const [t, p1] = readVarint(b, pos);
+    const no = Number(t >> 3n);
+    const wt = Number(t & 7n);
+    const f = type.field.find((x) => x.number === no);
+    if (wt === 2) {
+      const [len, p2] = readVarint(b, p1);
+      let body = b.subarray(p2, p2 + Number(len));
+      pos = p2 + Number(len);
+      if (f?.type === "TYPE_MESSAGE") {
+        const entry = type.nestedType.find((n) => n.name === f.typeName);
+        const sub = entry ?? (pkg[`${ns}.${f.typeName}`] as MessageDef).type;
+        body = inject(rng, pkg, ns, sub, body);
+      }
+      parts.push(lenField(no, body));
+    } else {
+      const [, p2] = readVarint(b, p1);
+      parts.push(b.subarray(pos, p2));
+      pos = p2;
+    }
+    maybe();
+  }
+  return Buffer.concat(parts);
+}
+
+t.test("codec: every kubelet message encodes to proto-loader's bytes and decodes to its objects, both defaults modes, unknown fields skipped (seeded)", async (t) => {
+  const CASES = 40;
+  const oracle = { true: await loadKubeletPackages({ defaults: true }), false: await loadKubeletPackages({ defaults: false }) };
+  let checked = 0;
+  for (const file of Object.keys(KUBELET_MESSAGES) as (keyof typeof KUBELET_MESSAGES)[]) {
+    const ours: Record<string, MessageSpec> = KUBELET_MESSAGES[file];
+    const anyPkg = oracle.true[file] as Record<string, unknown>;
+    const names = Object.keys(anyPkg).filter((k) => "serialize" in (anyPkg[k] as object) && !("format" in (anyPkg[k] as object) && (anyPkg[k] as { format: string }).format.includes("Enum")));
+    t.same(names.map((k) => k.slice(k.lastIndexOf(".") + 1)).sort(), Object.keys(ours).sort(), `${file}: a codec for every message in the .proto`);
+    for (const full of names) {
+      const ns = full.slice(0, full.lastIndexOf("."));
+      const spec = ours[full.slice(ns.length + 1)] as MessageSpec;
+      const rng = createRng(0x5eed ^ full.length * 7919 ^ full.charCodeAt(ns.length + 1));
+      const problems: string[] = [];
+      for (let i = 0; i < CASES; i++) {
+        const obj = i === 0 ? {} : randObject(rng, anyPkg, ns, (anyPkg[full] as MessageDef).type);
+        for (const d of [true, false] as const) {
+          const theirs = (oracle[`${d}`][file] as Record<string, MessageDef>)[full] as MessageDef;
+          const tb = theirs.serialize(obj);
+          const ob = encodeMessage(spec, obj);
+          if (!ob.equals(tb)) problems.push(`case ${i}: bytes ${ob.toString("hex").slice(0, 80)} != ${tb.toString("hex").slice(0, 80)}`);
+          const want = JSON.stringify(theirs.deserialize(tb));
+          const got = JSON.stringify(decodeMessage(spec, tb, d));
+          if (got !== want) problems.push(`case ${i} defaults=${d}: ours decodes theirs ${got.slice(0, 200)} != ${want.slice(0, 200)}`);
+          const back = JSON.stringify(theirs.deserialize(ob));
+          if (back !== JSON.stringify(decodeMessage(spec, ob, d))) problems.push(`case ${i} defaults=${d}: theirs decodes ours ${back.slice(0, 200)}`);
+          const noisy = inject(rng, anyPkg, ns, (anyPkg[full] as MessageDef).type, tb);
+          let gotNoisy: string;
+          try { gotNoisy = JSON.stringify(decodeMessage(spec, noisy, d)); } catch (e) { gotNoisy = `${(e as Error).message} on ${noisy.toString("hex").slice(0, 400)}`; }
+          if (gotNoisy !== want || JSON.stringify(theirs.deserialize(noisy)) !== want) problems.push(`case ${i} defaults=${d}: with unknown fields ${gotNoisy.slice(0, 200)} != ${want.slice(0, 200)}`);
+          checked++;
+        }
+      }
+      t.same(problems.slice(0, 3), [], `${full}: ${CASES} seeded cases x 2 modes`);
+    }
+  }
+  t.ok(checked >= 2 * CASES * 25, `${checked} differential checks`);
+  // Bad shapes are refused alike (grpc-js turns the throw into a status).
+  const v1 = KUBELET_MESSAGES.v1;
+  const theirs = oracle.true.v1 as Record<string, MessageDef>;
+  for (const [name, bad] of [["NodePrepareResourcesResponse", { claims: "x" }], ["NodePrepareResourceResponse", { devices: {} }], ["NodePrepareResourcesRequest", { claims: [5] }]] as const) {
+    const full = `k8s.io.kubelet.pkg.apis.dra.v1.${name}`;
+    let want = "";
+    try { theirs[full]?.serialize(bad); } catch (e) { want = (e as Error).message; }
+    t.throws(() => encodeMessage(v1[name] as MessageSpec, bad), { name: "TypeError", message: want }, `${name}: ${want}`);
+  }
+  t.throws(() => decodeMessage(v1.Claim as MessageSpec, Buffer.from([0x0a, 0x05, 0x61]), true), /index out of range/, "a truncated string is an error, not a short read");
+  t.throws(() => decodeMessage(v1.Claim as MessageSpec, Buffer.from([0x0e]), true), /invalid wire type 6/);
 });
 
 t.test("registration: GetInfo answers fast; NotifyRegistrationStatus is kept; socket modes", async (t) => {
@@ -329,11 +488,27 @@ t.test("tessera agent process: a failed plugin start stops publishing and exits 
   t.match(stderr, /TESSERA_SOCKET: .*dra\.sock exists and is not a socket/);
 });
 
-t.test("tessera agent process: serves both sockets from a fixture node, SIGTERM removes them and exits 0", async (t) => {
+// Records every module the agent process resolves, ESM (a resolve hook, which runs on the loader
+// thread) and CommonJS (Module._resolveFilename, which grpc-js and protobufjs go through).
+const RESOLVE_LOG_HOOK = ((): string => {
+  const append = 'appendFileSync(process.env.TESSERA_TEST_RESOLVE_LOG, String(r.url ?? r) + "\\n")';
+  const esm = ['import { appendFileSync } from "node:fs";', `export async function resolve(s, c, next) { const r = await next(s, c); ${append}; return r; }`].join("\n");
+  const main = [
+    'import M, { register } from "node:module";',
+    'import { appendFileSync } from "node:fs";',
+    `register(${JSON.stringify(`data:text/javascript,${encodeURIComponent(esm)}`)});`,
+    "const orig = M._resolveFilename;",
+    `M._resolveFilename = function (...a) { const r = orig.apply(this, a); ${append}; return r; };`,
+  ].join("\n");
+  return `data:text/javascript,${encodeURIComponent(main)}`;
+})();
+
+t.test("tessera agent process: serves both sockets from a fixture node, SIGTERM removes them and exits 0; never loads proto-loader", async (t) => {
   const root = tempDir();
   const cfg = nodeConfig(root);
   const bin = new URL("../../bin/tessera.js", import.meta.url).pathname;
-  const child = spawn(process.execPath, [bin, "agent", "--discovery", "fixture:l40s-1x", "--kubelet-root", cfg.kubeletRoot, "--cdi-root", cfg.cdiRoot, "--kube", `standalone:${join(root, "store")}`, "--node-name", NODE, "--http-listen", "127.0.0.1:0"], { stdio: ["ignore", "ignore", "pipe"] });
+  const resolveLog = join(root, "resolved.txt");
+  const child = spawn(process.execPath, ["--import", RESOLVE_LOG_HOOK, bin, "agent", "--discovery", "fixture:l40s-1x", "--kubelet-root", cfg.kubeletRoot, "--cdi-root", cfg.cdiRoot, "--kube", `standalone:${join(root, "store")}`, "--node-name", NODE, "--http-listen", "127.0.0.1:0"], { stdio: ["ignore", "ignore", "pipe"], env: { ...process.env, TESSERA_TEST_RESOLVE_LOG: resolveLog } });
   t.teardown(() => void (child.exitCode === null && child.kill("SIGKILL")));
   let stderr = "";
   const serving = new Promise<void>((resolve, reject) => {
@@ -352,6 +527,12 @@ t.test("tessera agent process: serves both sockets from a fixture node, SIGTERM 
   t.notOk(existsSync(cfg.draSocket), "DRA socket removed");
   t.notOk(existsSync(cfg.registrationSocket), "registration socket removed");
   t.match(stderr, /"msg":"shutting down","signal":"SIGTERM"/);
+  // protobufjs + proto-loader were ~300 ms and ~10 MiB of the start; the codec replaced them. The
+  // positive controls show the hook saw both module systems.
+  const resolved = readFileSync(resolveLog, "utf8");
+  t.match(resolved, /agent\/plugin\/wire\.js/, "hook saw the ESM graph");
+  t.match(resolved, /@grpc\/grpc-js\/build\/src\/server\.js/, "hook saw grpc-js's CommonJS requires");
+  t.notMatch(resolved, /proto-loader|protobufjs/, "neither @grpc/proto-loader nor protobufjs is loaded");
 });
 
 t.test("hostile input: over-long names are refused with short errors, a recorded UID for another claim is refused, a huge registration error is cut", async (t) => {

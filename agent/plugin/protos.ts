@@ -1,11 +1,14 @@
-// The kubelet's wire contracts: loads protos/*.proto with @grpc/proto-loader (keepCase, so field
-// names are exactly the upstream snake_case ones) and exposes typed service definitions. The one
-// place that knows where the .proto files live and how they are decoded.
+// The kubelet's wire contracts: typed service definitions for protos/*.proto (field names are
+// the upstream snake_case ones), built from the codec tables in kubelet-messages.ts, which decode
+// to exactly what @grpc/proto-loader gave. proto-loader itself (protobufjs: ~300 ms and ~10 MiB
+// of the agent's start) is loaded only by loadKubeletPackages(), for the tests that read the
+// .proto files. The one place that knows where the .proto files live and how they are decoded.
 import { existsSync } from "node:fs";
 import * as path from "node:path";
 import { fileURLToPath } from "node:url";
 import * as grpc from "@grpc/grpc-js";
-import * as protoLoader from "@grpc/proto-loader";
+import type * as protoLoader from "@grpc/proto-loader";
+import { kubeletServiceDefinitions } from "./kubelet-messages.js";
 
 export const DRA_V1_SERVICE = "k8s.io.kubelet.pkg.apis.dra.v1.DRAPlugin";
 export const DRA_V1BETA1_SERVICE = "k8s.io.kubelet.pkg.apis.dra.v1beta1.DRAPlugin";
@@ -76,11 +79,13 @@ export const PROTO_FILES = {
 } as const;
 
 /**
- * Server side decodes with defaults (missing repeated fields become []). `defaults: false` is for
- * clients that must see which keys were really on the wire (share_id presence).
+ * The .proto files parsed by @grpc/proto-loader with the options the codec reproduces (keepCase,
+ * longs String, enums String, arrays, no virtual oneof keys): the field-number test and the
+ * differential test's oracle. Imported lazily so the agent never loads protobufjs.
  */
-export function loadProto(file: string, opts: { defaults?: boolean } = {}): protoLoader.PackageDefinition {
-  return protoLoader.loadSync(path.join(protosDir(), file), {
+export async function loadProto(file: string, opts: { defaults?: boolean } = {}): Promise<protoLoader.PackageDefinition> {
+  const loader = await import("@grpc/proto-loader");
+  return loader.loadSync(path.join(protosDir(), file), {
     keepCase: true,
     longs: String,
     enums: String,
@@ -90,46 +95,39 @@ export function loadProto(file: string, opts: { defaults?: boolean } = {}): prot
   });
 }
 
+export type KubeletPackages = Record<keyof typeof PROTO_FILES, protoLoader.PackageDefinition>;
+
+/** All five .proto files through proto-loader (tests only). */
+export async function loadKubeletPackages(opts: { defaults?: boolean } = {}): Promise<KubeletPackages> {
+  return {
+    registration: await loadProto(PROTO_FILES.registration, opts),
+    v1: await loadProto(PROTO_FILES.v1, opts),
+    v1beta1: await loadProto(PROTO_FILES.v1beta1, opts),
+    healthV1: await loadProto(PROTO_FILES.healthV1, opts),
+    healthV1alpha1: await loadProto(PROTO_FILES.healthV1alpha1, opts),
+  };
+}
+
+/**
+ * Server side decodes with defaults (missing repeated fields become [], missing strings "").
+ * `defaults: false` is for clients that must see which keys were really on the wire (share_id
+ * presence).
+ */
 export interface KubeletProtos {
   registration: grpc.ServiceDefinition;
   v1: grpc.ServiceDefinition;
   v1beta1: grpc.ServiceDefinition;
   health: Record<HealthApiVersion, grpc.ServiceDefinition>;
-  /** The raw package definitions (for clients and the field-number test). */
-  packages: Record<keyof typeof PROTO_FILES, protoLoader.PackageDefinition>;
 }
 
-function service(pkg: protoLoader.PackageDefinition, name: string): grpc.ServiceDefinition {
-  const def = pkg[name];
-  if (!def || !("NodePrepareResources" in def || "GetInfo" in def || "NodeWatchResources" in def)) throw new Error(`service ${name} missing from protos`);
-  return def as grpc.ServiceDefinition;
-}
-
-// Parsed once per decoding mode: `diag ping` (the liveness probe) builds two clients per run.
+// Built once per decoding mode: `diag ping` (the liveness probe) builds two clients per run.
 const loaded = new Map<boolean, KubeletProtos>();
 
 export function loadKubeletProtos(opts: { defaults?: boolean } = {}): KubeletProtos {
   const key = opts.defaults ?? true;
   let protos = loaded.get(key);
-  if (!protos) loaded.set(key, (protos = parseKubeletProtos({ defaults: key })));
+  if (!protos) loaded.set(key, (protos = kubeletServiceDefinitions(key)));
   return protos;
-}
-
-function parseKubeletProtos(opts: { defaults: boolean }): KubeletProtos {
-  const packages = {
-    registration: loadProto(PROTO_FILES.registration, opts),
-    v1: loadProto(PROTO_FILES.v1, opts),
-    v1beta1: loadProto(PROTO_FILES.v1beta1, opts),
-    healthV1: loadProto(PROTO_FILES.healthV1, opts),
-    healthV1alpha1: loadProto(PROTO_FILES.healthV1alpha1, opts),
-  };
-  return {
-    packages,
-    registration: service(packages.registration, REGISTRATION_SERVICE),
-    v1: service(packages.v1, DRA_V1_SERVICE),
-    v1beta1: service(packages.v1beta1, DRA_V1BETA1_SERVICE),
-    health: { v1: service(packages.healthV1, HEALTH_SERVICES.v1), v1alpha1: service(packages.healthV1alpha1, HEALTH_SERVICES.v1alpha1) },
-  };
 }
 
 // ---- a minimal client, used by `diag`, the bench and the tests (acting as the kubelet) ----------
