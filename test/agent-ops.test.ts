@@ -9,7 +9,7 @@ import { once } from "node:events";
 import { existsSync, promises as fsp, readFileSync, statSync, watch } from "node:fs";
 import * as net from "node:net";
 import { join } from "node:path";
-import { register as globalRegistry } from "prom-client";
+import { Counter as PromCounter, Gauge as PromGauge, Histogram as PromHistogram, Registry as PromRegistry } from "prom-client";
 import { captureIO } from "../agent/cli/io.js";
 import { main } from "../agent/cli/main.js";
 import { startAgent } from "../agent/cli/agent.js";
@@ -20,6 +20,8 @@ import { acquireStateLock, breakStale, LOCK_FILE } from "../agent/plugin/state-l
 import { createDraClient } from "../agent/plugin/protos.js";
 import { clusterEventSink, createEventRecorder, type EventSink } from "../agent/kube/events.js";
 import { createAgentMetrics } from "../agent/common/agent-metrics.js";
+import { formatValue, Registry, PROM_CONTENT_TYPE } from "../agent/common/prom-text.js";
+import { createRng } from "../bench/sim/prng.js";
 import { claim, inventory, nodeConfig, ref, startEnv, tempDir, uid, NODE } from "./support/kubelet-env.js";
 import { kubeConfigFor, startFakeApiServer } from "./support/fake-apiserver.js";
 
@@ -158,7 +160,7 @@ t.test("rolling update: two agents with --rolling-update-uid on one kubelet root
   const pick = (): "old" | "new" => ((seed = (seed * 1103515245 + 12345) & 0x7fffffff) % 2 === 0 ? "old" : "new");
   const failures: string[] = [];
   const counter = /tessera_checkpoint_writes_total\{outcome="ok"\} (\d+)/;
-  const writes = async (a: { metrics: { text(): Promise<string> } }): Promise<number> => Number(counter.exec(await a.metrics.text())?.[1] ?? 0);
+  const writes = (a: { metrics: { text(): string } }): number => Number(counter.exec(a.metrics.text())?.[1] ?? 0);
   /** The kubelet: prepare on one pod, unprepare on `other` (upstream: any call may go to either). */
   const cycle = async (i: number, first: "old" | "new", other: "old" | "new"): Promise<void> => {
     const c = claims[i] as (typeof claims)[number];
@@ -179,7 +181,7 @@ t.test("rolling update: two agents with --rolling-update-uid on one kubelet root
   // to the old one. Phase 3: both serve; each call goes to either.
   await run(0, 20, () => ["old", "old"]);
   let oldWritesAtHandover = -1;
-  void old.agent.lock.handedOver.then(async () => void (oldWritesAtHandover = await writes(old.agent)));
+  void old.agent.lock.handedOver.then(() => void (oldWritesAtHandover = writes(old.agent)));
   const starting = startAgent(newCfg, { log: createMemoryLogger(), inventory: inventory(), bootId: async () => "boot-1", toolkitDirs: [newCfg.cdiRoot] });
   const [newAgent] = await Promise.all([starting, run(20, 60, () => ["old", "old"])]);
   await run(60, 100, () => {
@@ -191,10 +193,10 @@ t.test("rolling update: two agents with --rolling-update-uid on one kubelet root
   t.equal((await old.agent.lock.handedOver).podUid, "pod-new", "the old agent handed the state dir over");
   t.equal(old.agent.plugin.registration.info.endpoint, old.config.draSocket);
   t.ok(oldWritesAtHandover >= 0, "handover seen");
-  t.equal(await writes(old.agent), oldWritesAtHandover, "the old agent wrote no checkpoint after the handover");
+  t.equal(writes(old.agent), oldWritesAtHandover, "the old agent wrote no checkpoint after the handover");
   const d = decodeCheckpoint(readFileSync(newCfg.checkpointFile, "utf8"));
   t.ok(d.ok && Object.keys(d.data.claims).length === 0, "every claim prepared and unprepared exactly: empty checkpoint");
-  const newWrites = await writes(newAgent);
+  const newWrites = writes(newAgent);
   t.ok(newWrites > 0, `the new agent writes the checkpoint (${newWrites} writes)`);
   await old.close();
   t.ok(existsSync(newCfg.draSocket) && existsSync(newCfg.registrationSocket), "the old pod's exit left the new pod's sockets alone");
@@ -294,14 +296,12 @@ t.test("HTTP: /healthz, /readyz and /metrics over real HTTP; own registry; healt
   t.match(m, /tessera_prepared_claims 0/);
   env.agent.metrics.setDeviceHealth("gpu-3", false);
   t.match((await get("/metrics")).body, /tessera_device_health\{device="gpu-3"\} 0/, "the health hook shows up");
-  t.notOk((await globalRegistry.metrics()).includes("tessera_"), "nothing in prom-client's global registry");
-  // Every metric is documented, with its labels.
+  // Every metric is documented, with every label it declares.
   const doc = readFileSync(join(ROOT, "docs", "operations.md"), "utf8");
-  for (const metric of await env.agent.metrics.registry.getMetricsAsJSON()) {
+  for (const metric of env.agent.metrics.registry.list()) {
     const row = doc.split("\n").find((l) => l.startsWith(`| \`${metric.name}\``));
     t.ok(row, `docs/operations.md lists ${metric.name}`);
-    const labels = new Set((metric.values ?? []).flatMap((v) => Object.keys(v.labels ?? {})).filter((l) => l !== "le"));
-    for (const l of labels) t.match(row ?? "", new RegExp(`\`${l}\``), `${metric.name}: label ${l} documented`);
+    for (const l of metric.labelNames) t.match(row ?? "", new RegExp(`\`${l}\``), `${metric.name}: label ${l} documented`);
   }
 
   await env.reg.notify({ plugin_registered: false, error: "bad versions" });
@@ -344,14 +344,14 @@ t.test("events: one Event per object and reason per minute, repeats counted and 
   rec.normal({ apiVersion: "v1", kind: "Node", name: NODE }, "DeviceTaintCleared", "gpu-0: gpu.tessera.dev/xid cleared");
   await rec.idle();
   t.match(events().find((e) => e.reason === "DeviceTaintCleared"), { type: "Normal", involvedObject: { kind: "Node", name: NODE } }, "a cleared taint is a Normal Event, not a Warning");
-  const m = await metrics.text();
+  const m = metrics.text();
   t.match(m, /tessera_events_total\{reason="PrepareFailed",outcome="suppressed"\} 4/);
   t.match(m, /tessera_events_total\{reason="PrepareFailed",outcome="emitted"\} 2/);
   // Forbidden: logged with the RBAC hint, counted, the caller unaffected.
   api.authorize = () => false;
   rec.warn(claimObj, "Other", "x");
   await rec.idle();
-  t.match(await metrics.text(), /tessera_events_total\{reason="Other",outcome="failed"\} 1/);
+  t.match(metrics.text(), /tessera_events_total\{reason="Other",outcome="failed"\} 1/);
   t.ok(log.records.some((r) => r.msg.includes("check RBAC: events create, patch") && r.status === 403));
   api.authorize = undefined;
 
@@ -367,4 +367,86 @@ t.test("events: one Event per object and reason per minute, repeats counted and 
   await env.v1.prepare({ claims: [{ namespace: "team-b", name: "gone", uid: uid(77) }] });
   await env.agent.stop(1000);
   t.same(sent, [{ ns: "team-b", reason: "PrepareFailed", name: "gone" }]);
+});
+
+// prom-client 15 is the oracle for agent/common/prom-text.ts: the same seeded operations on both
+// must give the same exposition text, byte for byte. Label values and help carry every character
+// that needs escaping; values cover integers, floats, negatives, -0, ±Inf, tiny and huge numbers,
+// bucket bounds hit exactly. NaN is left out on purpose (prom-client writes `Nan`, we `NaN`).
+t.test("metrics text: seeded operations on prom-client and on prom-text give the same exposition", async (t) => {
+  const labelPool = ["a", "", "back\\slash", "line\nbreak", 'q"uote', "\\n literal", "ü ✓", "x,y={}", "le", "1"];
+  const numbers = [0, 1, 2, 7, 0.5, 0.1 + 0.2, 1e-7, 0.00005, 2.5, 10, 1e21, 123456789.125, -3, -0, Infinity, -Infinity];
+  const buckets = [0.00005, 0.001, 0.5, 1, 2.5, 10, 1000];
+  const help = 'help with a \\ backslash,\na newline and "quotes"';
+  for (let seed = 1; seed <= 6; seed++) {
+    const rng = createRng(seed);
+    const pick = <T>(xs: readonly T[]): T => xs[rng.int(xs.length)] as T;
+    const ours = new Registry();
+    const theirs = new PromRegistry();
+    const registers = [theirs];
+    let scrapeState: { v: string; n: number }[] = [];
+    let plain = 0;
+    const oc0 = ours.counter({ name: "c_plain_total", help });
+    const tc0 = new PromCounter({ name: "c_plain_total", help, registers });
+    const oc2 = ours.counter({ name: "c_two_total", help: "two labels", labelNames: ["a", "b"] });
+    const tc2 = new PromCounter({ name: "c_two_total", help: "two labels", labelNames: ["a", "b"], registers });
+    const og1 = ours.gauge({ name: "g_one", help: "one label", labelNames: ["k"] });
+    const tg1 = new PromGauge({ name: "g_one", help: "one label", labelNames: ["k"], registers });
+    const og0 = ours.gauge({ name: "g_plain", help: "plain" });
+    const tg0 = new PromGauge({ name: "g_plain", help: "plain", registers });
+    ours.gauge({ name: "g_collect_plain", help: "read at scrape", collect: (g) => g.set(plain) });
+    new PromGauge({ name: "g_collect_plain", help: "read at scrape", registers, collect() {
+      this.set(plain);
+    } });
+    ours.gauge({ name: "g_collect", help: "reset and read at scrape", labelNames: ["endpoint"], collect(g) {
+      g.reset();
+      for (const s of scrapeState) g.labels(s.v).set(s.n);
+    } });
+    new PromGauge({ name: "g_collect", help: "reset and read at scrape", labelNames: ["endpoint"], registers, collect() {
+      this.reset();
+      for (const s of scrapeState) this.set({ endpoint: s.v }, s.n);
+    } });
+    const oh0 = ours.histogram({ name: "h_plain_seconds", help: "plain histogram", buckets });
+    const th0 = new PromHistogram({ name: "h_plain_seconds", help: "plain histogram", buckets, registers });
+    const oh2 = ours.histogram({ name: "h_two_seconds", help: "two-label histogram", labelNames: ["method", "outcome"], buckets });
+    const th2 = new PromHistogram({ name: "h_two_seconds", help: "two-label histogram", labelNames: ["method", "outcome"], buckets, registers });
+    const nonNegative = numbers.filter((n) => n >= 0 && Number.isFinite(n));
+    const finite = numbers.filter((n) => Number.isFinite(n));
+    let compared = 0;
+    for (let op = 0; op < 400; op++) {
+      const by = rng.next() < 0.3 ? undefined : pick(nonNegative);
+      switch (rng.int(9)) {
+        case 0: oc0.inc(by); tc0.inc(by); break;
+        case 1: { const [a, b] = [pick(labelPool), pick(labelPool)]; oc2.labels(a, b).inc(by); tc2.inc({ a, b }, by ?? 1); break; }
+        case 2: { const [k, v] = [pick(labelPool), pick(numbers)]; og1.labels(k).set(v); tg1.set({ k }, v); break; }
+        case 3: { const [k, v] = [pick(labelPool), pick(finite)]; if (rng.next() < 0.5) { og1.labels(k).inc(v); tg1.inc({ k }, v); } else { og1.labels(k).dec(v); tg1.dec({ k }, v); } break; }
+        case 4: { const v = pick(numbers); og0.set(v); tg0.set(v); break; }
+        case 5: plain = pick(numbers); break;
+        case 6: scrapeState = Array.from({ length: rng.int(4) }, () => ({ v: pick(labelPool), n: pick(numbers) })).filter((s, i, all) => all.findIndex((x) => x.v === s.v) === i); break;
+        case 7: { const v = rng.next() < 0.5 ? pick(finite) : rng.exp(2); oh0.observe(v); th0.observe(v); break; }
+        default: { const [method, outcome, v] = [pick(labelPool), pick(labelPool), rng.next() < 0.5 ? pick(finite) : rng.exp(0.5)]; oh2.labels(method, outcome).observe(v); th2.observe({ method, outcome }, v); }
+      }
+      if (op % 50 === 49) {
+        const want = await theirs.metrics();
+        const got = ours.text();
+        if (got !== want) {
+          t.equal(got, want, `seed ${seed}, after op ${op}`);
+          break;
+        }
+        compared++;
+      }
+    }
+    t.equal(compared, 8, `seed ${seed}: 8 scrapes, each the same text as prom-client's`);
+  }
+  t.equal(new Registry().contentType, PromRegistry.PROMETHEUS_CONTENT_TYPE);
+  t.equal(PROM_CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8");
+  t.same([NaN, Infinity, -Infinity, 3, 0.25, -0].map(formatValue), ["NaN", "+Inf", "-Inf", "3", "0.25", "0"], "Prometheus spellings (NaN, not prom-client's Nan)");
+  const r = new Registry();
+  const c = r.counter({ name: "x_total", help: "x", labelNames: ["a"] });
+  t.throws(() => c.labels("v").inc(-1), /counters only go up/);
+  t.throws(() => (c.labels as (...v: string[]) => unknown)("v", "w"), /2 label values for 1 labels/);
+  t.throws(() => r.counter({ name: "x_total", help: "again" }), /already registered/);
+  t.throws(() => r.histogram({ name: "h", help: "h", labelNames: ["le"], buckets: [1] }), /invalid label name/);
+  t.throws(() => r.histogram({ name: "h2", help: "h", buckets: [2, 1] }), /strictly increasing/);
+  t.equal(c.labels("v"), c.labels("v"), "the same label values give the same handle (nothing allocated per lookup)");
 });

@@ -352,7 +352,7 @@ t.test("cancelled streams: mid-body and after the decision; the picker stays up 
   const after = await duplex(client, "/v1/completions", completion("still serving"));
   t.ok(destination(after.first).header, "the next stream is served");
   await finish(after.stream);
-  const text = await epp.metrics.registry.metrics();
+  const text = epp.metrics.registry.text();
   t.match(text, /tessera_epp_client_aborts_total 1\b/, "the undecided cancel is counted as an abort");
 });
 

@@ -200,7 +200,7 @@ t.test("replay: a fatal XID taints the GPU NoExecute (its MIG devices too) and i
     w.cancel();
     w.close();
   }
-  t.match(await env.agent.metrics.text(), /tessera_device_health\{device="gpu-0"\} 0/, "metrics: gpu-0 unhealthy");
+  t.match(env.agent.metrics.text(), /tessera_device_health\{device="gpu-0"\} 0/, "metrics: gpu-0 unhealthy");
   t.ok(env.log.records.some((r) => r.msg === "event" && r.reason === "DeviceTainted" && String(r.message).includes("gpu-0")), "a DeviceTainted Event (logged in standalone mode)");
 });
 

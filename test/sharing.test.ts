@@ -366,8 +366,8 @@ t.test("MPS through the real seam: a daemon per claim with its limits, CDI mount
   const pid2 = daemonPid(dir, uid(11));
   t.ok(pid2 !== pid && isAlive(pid2), "a dead daemon is restarted");
   t.same(s.agent.mps.status().map((x) => [x.uid, x.state, x.restarts, x.pid]), [[uid(11), "running", 1, pid2]], "status: running, one restart");
-  t.match(await s.agent.metrics.text(), /tessera_mps_daemon_restarts_total 1\n/, "metrics count the restart");
-  t.match(await s.agent.metrics.text(), /tessera_mps_daemons\{state="running"\} 1\n/, "and the running daemon");
+  t.match(s.agent.metrics.text(), /tessera_mps_daemon_restarts_total 1\n/, "metrics count the restart");
+  t.match(s.agent.metrics.text(), /tessera_mps_daemons\{state="running"\} 1\n/, "and the running daemon");
   const io = captureIO({});
   const diagCode = await main(["diag", "prepare", "default/mps-a", "--kubelet-root", join(dir, "k"), "--state-dir", join(dir, "s"), "--node-name", "node-a", "--kube", `standalone:${join(dir, "store")}`, "-o", "json"], io);
   t.equal(diagCode, 0, io.err.join(""));

@@ -5,7 +5,7 @@
 //             or is not required yet (standalone mode, or within the grace period after start);
 //             503 when the kubelet rejected the plugin.
 //   /readyz   200 once the ResourceSlices were published at least once and the checkpoint is loaded.
-//   /metrics  the agent's own prom-client Registry (agent/common/agent-metrics.ts).
+//   /metrics  the agent's own metrics Registry (agent/common/agent-metrics.ts).
 // Bodies are one JSON object: {"ok":bool,"checks":{name: "ok" | reason}}.
 import * as http from "node:http";
 import type { AddressInfo } from "node:net";
@@ -52,7 +52,7 @@ export async function startAgentHttp(listen: HostPort, src: HealthSource, metric
     const serve = async (): Promise<void> => {
       if (path === "/healthz") answer(res, await healthChecks(src));
       else if (path === "/readyz") answer(res, src.readiness());
-      else if (path === "/metrics") res.writeHead(200, { "content-type": metrics.contentType }).end(await metrics.text());
+      else if (path === "/metrics") res.writeHead(200, { "content-type": metrics.contentType }).end(metrics.text());
       else res.writeHead(404, { "content-type": "application/json" }).end(JSON.stringify({ error: "not found; try /healthz, /readyz or /metrics" }) + "\n");
     };
     serve().catch((err: unknown) => {

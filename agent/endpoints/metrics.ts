@@ -2,7 +2,7 @@
 // and the simulator can run several routers in one process). One set of series for both
 // transports, named by prefix: `tessera_proxy_*` for the HTTP proxy, `tessera_epp_*` for the
 // Envoy ext_proc endpoint picker.
-import { Counter, Gauge, Histogram, Registry } from "prom-client";
+import { Registry, type Counter, type Histogram } from "../common/prom-text.js";
 import type { PickResult } from "../routing/pick.js";
 import type { EndpointState } from "../routing/types.js";
 
@@ -10,8 +10,8 @@ export type MetricsPrefix = "tessera_proxy" | "tessera_epp";
 
 export interface RouterMetrics {
   registry: Registry;
-  requests: Counter<"path" | "code">;
-  decisions: Counter<"reason">;
+  requests: Counter<readonly ["path", "code"]>;
+  decisions: Counter<readonly ["reason"]>;
   prefixHitBlocks: Counter;
   promptBlocks: Counter;
   addedLatency: Histogram;
@@ -21,26 +21,26 @@ export interface RouterMetrics {
 
 export function createRouterMetrics(prefix: MetricsPrefix, states: () => readonly EndpointState[], indexedBlocks: (id: string) => number): RouterMetrics {
   const registry = new Registry();
-  const requests = new Counter({ name: `${prefix}_requests_total`, help: "Requests answered, by routed path and status code", labelNames: ["path", "code"] as const, registers: [registry] });
-  const decisions = new Counter({ name: `${prefix}_decisions_total`, help: "Routing decisions by reason (prefix, load, guard, tie, only, header, cold)", labelNames: ["reason"] as const, registers: [registry] });
-  const prefixHitBlocks = new Counter({ name: `${prefix}_prefix_hit_blocks_total`, help: "Prompt blocks already indexed on the chosen endpoint", registers: [registry] });
-  const promptBlocks = new Counter({ name: `${prefix}_prompt_blocks_total`, help: "Prompt blocks hashed", registers: [registry] });
-  const addedLatency = new Histogram({
+  const requests = registry.counter({ name: `${prefix}_requests_total`, help: "Requests answered, by routed path and status code", labelNames: ["path", "code"] });
+  const decisions = registry.counter({ name: `${prefix}_decisions_total`, help: "Routing decisions by reason (prefix, load, guard, tie, only, header, cold)", labelNames: ["reason"] });
+  const prefixHitBlocks = registry.counter({ name: `${prefix}_prefix_hit_blocks_total`, help: "Prompt blocks already indexed on the chosen endpoint" });
+  const promptBlocks = registry.counter({ name: `${prefix}_prompt_blocks_total`, help: "Prompt blocks hashed" });
+  const addedLatency = registry.histogram({
     name: `${prefix}_added_latency_seconds`,
     help: prefix === "tessera_epp"
       ? "Time from the request body's end to the header answer: parse, hashing, scoring"
       : "Time the proxy adds before forwarding: body parse, hashing, scoring and dispatch",
     buckets: [0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05],
-    registers: [registry],
   });
-  const retries = new Counter({ name: `${prefix}_retries_total`, help: "Requests retried on another endpoint after a connection failure", registers: [registry] });
-  const aborts = new Counter({ name: `${prefix}_client_aborts_total`, help: "Client (or gateway stream) cancellations before the answer", registers: [registry] });
+  const retries = registry.counter({ name: `${prefix}_retries_total`, help: "Requests retried on another endpoint after a connection failure" });
+  const aborts = registry.counter({ name: `${prefix}_client_aborts_total`, help: "Client (or gateway stream) cancellations before the answer" });
   const gauge = (name: string, help: string, pick: (s: EndpointState) => number): void => {
-    new Gauge({
-      name: `${prefix}_${name}`, help, labelNames: ["endpoint"] as const, registers: [registry],
-      collect() {
-        this.reset();
-        for (const s of states()) this.set({ endpoint: s.id }, pick(s));
+    registry.gauge({
+      name: `${prefix}_${name}`, help, labelNames: ["endpoint"],
+      collect(g) {
+        // endpoints come and go: only the current ones are shown
+        g.reset();
+        for (const s of states()) g.labels(s.id).set(pick(s));
       },
     });
   };
@@ -56,7 +56,7 @@ export function createRouterMetrics(prefix: MetricsPrefix, states: () => readonl
 /** Counts one pick the same way for both transports (decision reason, prefix blocks). */
 export function recordPick(metrics: RouterMetrics, result: PickResult): void {
   if (result.kind !== "picked") return;
-  metrics.decisions.inc({ reason: result.reason });
+  metrics.decisions.labels(result.reason).inc();
   metrics.prefixHitBlocks.inc(result.matchedBlocks);
   metrics.promptBlocks.inc(result.totalBlocks);
 }

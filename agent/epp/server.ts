@@ -6,7 +6,6 @@
 import * as http from "node:http";
 import type { AddressInfo } from "node:net";
 import * as grpc from "@grpc/grpc-js";
-import { Gauge } from "prom-client";
 import { parseHttpListen } from "../common/config.js";
 import { TesseraError } from "../common/errors.js";
 import { silentLogger, type Logger } from "../common/log.js";
@@ -112,15 +111,13 @@ export async function startEpp(opts: EppOptions): Promise<RunningEpp> {
     observe(result, path, ms) {
       recordPick(metrics, result);
       const routed = path.split("?")[0] === "/v1/completions" || path.split("?")[0] === "/v1/chat/completions" ? (path.split("?")[0] as string) : "other";
-      metrics.requests.inc({ path: routed, code: String(result.kind === "picked" ? 200 : result.status) });
+      metrics.requests.labels(routed, String(result.kind === "picked" ? 200 : result.status)).inc();
       if (result.kind === "picked") metrics.addedLatency.observe(ms / 1000);
     },
   };
 
   let openStreams = 0;
-  new Gauge({ name: "tessera_epp_streams_open", help: "ext_proc Process streams open now", registers: [metrics.registry], collect() {
-    this.set(openStreams);
-  } });
+  metrics.registry.gauge({ name: "tessera_epp_streams_open", help: "ext_proc Process streams open now", collect: (g) => g.set(openStreams) });
   const onProcess = (call: grpc.ServerDuplexStream<ProcessingRequest, ProcessingResponse>): void => {
     const h = createStreamHandler(ctx);
     let over = false;
@@ -210,7 +207,7 @@ export async function startEpp(opts: EppOptions): Promise<RunningEpp> {
       web = http.createServer((req, res) => {
         const p = (req.url ?? "/").split("?")[0];
         if (req.method === "GET" && p === "/metrics") {
-          void metrics.registry.metrics().then((text) => res.writeHead(200, { "content-type": metrics.registry.contentType }).end(text));
+          res.writeHead(200, { "content-type": metrics.registry.contentType }).end(metrics.registry.text());
         } else if (req.method === "GET" && p === "/healthz") {
           const ok = readiness() === "SERVING";
           res.writeHead(ok ? 200 : 503, { "content-type": "text/plain" }).end(ok ? "ok\n" : "no ready endpoint\n");

@@ -102,7 +102,7 @@ export async function startProxy(opts: ProxyOptions): Promise<RunningProxy> {
     onCapacity: (id, blocks) => router.setCapacity(id, blocks),
   });
 
-  const count = (path: string, code: number): void => metrics.requests.inc({ path, code: String(code) });
+  const count = (path: string, code: number): void => metrics.requests.labels(path, String(code)).inc();
   const routedPath = (path: string): string => (path === "/v1/completions" || path === "/v1/chat/completions" ? path : "other");
   const expectsContinue = new WeakSet<http.IncomingMessage>();
   const flushIndex = (): void => void router.flush();
@@ -232,8 +232,7 @@ export async function startProxy(opts: ProxyOptions): Promise<RunningProxy> {
       return;
     }
     if (req.method === "GET" && path === "/metrics") {
-      const text = await metrics.registry.metrics();
-      res.writeHead(200, { "content-type": metrics.registry.contentType }).end(text);
+      res.writeHead(200, { "content-type": metrics.registry.contentType }).end(metrics.registry.text());
       return;
     }
     const kind = routedKind(req.method, path);
