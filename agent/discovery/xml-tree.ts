@@ -74,7 +74,6 @@ class Reader {
 
   document(): XmlElement {
     const s = this.s;
-    if (s.startsWith("<?xml", this.pos) && isSpaceOrEnd(s.charCodeAt(this.pos + 5))) this.pi();
     let root: XmlElement | undefined;
     for (;;) {
       this.spaces();
@@ -290,8 +289,4 @@ class Reader {
     }
     return new XmlSyntaxError(msg, line, at - lineStart + 1);
   }
-}
-
-function isSpaceOrEnd(c: number): boolean {
-  return Number.isNaN(c) || isSpace(c) || c === 0x3f /* ? */;
 }
