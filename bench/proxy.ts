@@ -33,7 +33,8 @@ const REPEATS = quick ? 1 : 3;
 const SIZES: [string, number][] = [["1KiB", 1024], ["10KiB", 10 * 1024], ["100KiB", 100 * 1024]];
 const NGINX = "nginx-light (1 worker, upstream keep-alive, buffering off)";
 
-interface Figures { p50: number; p99: number; rps: number; requests: number }
+/** `bad`: responses that were not 2xx plus socket errors; a run with any is not a measurement. */
+interface Figures { p50: number; p99: number; rps: number; requests: number; bad: number }
 interface Target { url: string; pids: () => number[] }
 
 // ---- child roles -------------------------------------------------------------------------------
@@ -59,18 +60,20 @@ async function nodeLoad(url: string, conns: number, seconds: number, bodiesFile:
   const lat: number[] = [];
   const end = Date.now() + seconds * 1000;
   let next = 0;
+  let bad = 0;
   await Promise.all(Array.from({ length: conns }, async () => {
     while (Date.now() < end) {
       const body = bodies[next++ % bodies.length] as Buffer;
       const t0 = process.hrtime.bigint();
-      const r = await pool.request({ path: u.pathname, method: "POST", body, headers: { "content-type": "application/json" } });
-      await r.body.dump();
+      const r = await pool.request({ path: u.pathname, method: "POST", body, headers: { "content-type": "application/json" } }).catch(() => undefined);
+      if (r) await r.body.dump();
+      if (!r || r.statusCode < 200 || r.statusCode > 299) bad++;
       lat.push(Number(process.hrtime.bigint() - t0) / 1000);
     }
   }));
   await pool.close();
   lat.sort((a, b) => a - b);
-  return { p50: lat[Math.floor(lat.length / 2)] ?? 0, p99: lat[Math.floor(lat.length * 0.99)] ?? 0, rps: lat.length / seconds, requests: lat.length };
+  return { p50: lat[Math.floor(lat.length / 2)] ?? 0, p99: lat[Math.floor(lat.length * 0.99)] ?? 0, rps: lat.length / seconds, requests: lat.length, bad };
 }
 
 // ---- orchestration -----------------------------------------------------------------------------
@@ -170,7 +173,12 @@ function parseWrk(out: string): Figures {
   };
   const rps = /Requests\/sec:\s+([\d.]+)/.exec(out);
   const n = /(\d+) requests in/.exec(out);
-  return { p50: pick("50"), p99: pick("99"), rps: rps ? Number(rps[1]) : NaN, requests: n ? Number(n[1]) : NaN };
+  // wrk counts error answers as requests: "Non-2xx or 3xx responses: N" and "Socket errors: connect
+  // A, read B, write C, timeout D" are printed only when there were any.
+  const non2xx = Number(/Non-2xx or 3xx responses:\s+(\d+)/.exec(out)?.[1] ?? 0);
+  const sock = /Socket errors:\s+connect (\d+), read (\d+), write (\d+), timeout (\d+)/.exec(out);
+  const socketErrors = sock ? sock.slice(1).reduce((a, v) => a + Number(v), 0) : 0;
+  return { p50: pick("50"), p99: pick("99"), rps: rps ? Number(rps[1]) : NaN, requests: n ? Number(n[1]) : NaN, bad: non2xx + socketErrors };
 }
 
 async function load(url: string, conns: number, bodiesFile: string, luaFile: string, useWrk: boolean, seconds = SECONDS): Promise<Figures> {
@@ -179,10 +187,35 @@ async function load(url: string, conns: number, bodiesFile: string, luaFile: str
     const r = spawnSync(cmd[0] as string, cmd.slice(1), { encoding: "utf8" });
     const f = parseWrk(r.stdout);
     if (!Number.isFinite(f.rps)) process.stderr.write(`wrk failed on ${url}: ${(r.stderr || r.stdout || String(r.error)).trim()}\n`);
-    return f;
+    return checked(url, conns, f);
   }
   const out = await child(pin(0, [process.execPath, self, "--role", "loadgen", "--url", `${url}/v1/completions`, "--conns", String(conns), "--seconds", String(seconds), "--bodies", bodiesFile]));
-  return JSON.parse(out.line) as Figures;
+  return checked(url, conns, JSON.parse(out.line) as Figures);
+}
+
+/** A run that got error answers measured the error path (an nginx 400 costs it almost nothing). */
+function checked(url: string, conns: number, f: Figures): Figures {
+  if (f.bad > 0) throw new Error(`TESSERA_BENCH: ${f.bad} of ${f.requests} requests to ${url} at ${conns} connections were not answered 2xx (or hit socket errors); the figures would measure the error path. Check the target with: curl -i -X POST -H 'content-type: application/json' --data '{"model":"m","prompt":"x"}' ${url}/v1/completions`);
+  return f;
+}
+
+/** One completion through `url` before it is measured: 200, the mock's JSON answer, the mock's header. */
+async function preflight(name: string, url: string): Promise<void> {
+  const pool = new Pool(new URL(url).origin, { connections: 1 });
+  try {
+    const r = await pool.request({ path: "/v1/completions", method: "POST", body: JSON.stringify({ model: "m", prompt: "preflight", max_tokens: 4 }), headers: { "content-type": "application/json" } });
+    const text = await r.body.text();
+    let choices: unknown;
+    try {
+      choices = (JSON.parse(text) as { choices?: unknown } | null)?.choices;
+    } catch {
+      choices = undefined; // not JSON: reported below with the answer's first bytes
+    }
+    const answered = r.statusCode === 200 && r.headers["x-mock-server"] !== undefined && Array.isArray(choices) && choices.length === 1;
+    if (!answered) throw new Error(`TESSERA_BENCH: ${name} at ${url} answered ${r.statusCode} ${text.slice(0, 120)}; expected the mock backend's completion`);
+  } finally {
+    await pool.close();
+  }
 }
 
 /** `count` distinct completion bodies of `size` bytes, one per line: a numbered prompt prefix, then shared text. */
@@ -232,6 +265,7 @@ async function main(): Promise<void> {
     if (await listening(ng.url, 5000)) targets.push(["nginx", ng]);
     else process.stderr.write(`baseline unavailable: nginx did not listen on ${ng.url} within 5 s (see ${dir}/logs/error.log)\n`);
   }
+  for (const [name, target] of targets) await preflight(name, target.url);
   const rows: string[] = [];
   const warmed = new Set<string>();
   const line = (c: string, metric: string, unit: string, value: number, baseValue: number | undefined): void => {
@@ -243,8 +277,10 @@ async function main(): Promise<void> {
     const bodiesFile = join(dir, `bodies-${label}.txt`);
     writeFileSync(bodiesFile, bodies(size, size > 64 * 1024 ? 256 : 512));
     const lua = join(dir, `post-${label}.lua`);
-    // every request a fresh prompt: pre-formatted requests cycled (no per-request work in wrk)
-    writeFileSync(lua, `local reqs = {}\nlocal n = 0\nlocal i = 0\nfor l in io.lines("${bodiesFile}") do\n  n = n + 1\n  reqs[n] = wrk.format("POST", nil, { ["Content-Type"] = "application/json" }, l)\nend\nrequest = function()\n  i = i % n + 1\n  return reqs[i]\nend\n`);
+    // every request a fresh prompt: pre-formatted requests cycled (no per-request work in wrk). The
+    // headers given to wrk.format are the whole header set: without Host every HTTP/1.1 server
+    // (nginx, Node) answers 400, which is what every figure before this check measured.
+    writeFileSync(lua, `local reqs = {}\nlocal n = 0\nlocal i = 0\nfor l in io.lines("${bodiesFile}") do\n  n = n + 1\n  reqs[n] = wrk.format("POST", nil, { ["Host"] = "bench", ["Content-Type"] = "application/json" }, l)\nend\nrequest = function()\n  i = i % n + 1\n  return reqs[i]\nend\n`);
     const runs = new Map<string, { p50: number[]; p99: number[]; rps: number[]; cpu: number[] }>(targets.map(([n]) => [n, { p50: [], p99: [], rps: [], cpu: [] }]));
     for (let rep = 0; rep < REPEATS; rep++) {
       for (const [name, target] of targets) {
@@ -282,6 +318,10 @@ if (r) await role(r);
 else {
   try {
     await main();
+  } catch (err) {
+    // one line, no stack: a bench that cannot measure says why and exits non-zero
+    process.stderr.write(`${err instanceof Error ? err.message : String(err)}\n`);
+    process.exitCode = 1;
   } finally {
     for (const c of children) if (c.exitCode === null) c.kill("SIGTERM");
   }
