@@ -279,7 +279,7 @@ async function main(): Promise<void> {
     const lua = join(dir, `post-${label}.lua`);
     // every request a fresh prompt: pre-formatted requests cycled (no per-request work in wrk). The
     // headers given to wrk.format are the whole header set: without Host every HTTP/1.1 server
-    // (nginx, Node) answers 400, which is what every figure before this check measured.
+    // (nginx, Node) answers 400, which is what every figure between 1e7289d and this check measured.
     writeFileSync(lua, `local reqs = {}\nlocal n = 0\nlocal i = 0\nfor l in io.lines("${bodiesFile}") do\n  n = n + 1\n  reqs[n] = wrk.format("POST", nil, { ["Host"] = "bench", ["Content-Type"] = "application/json" }, l)\nend\nrequest = function()\n  i = i % n + 1\n  return reqs[i]\nend\n`);
     const runs = new Map<string, { p50: number[]; p99: number[]; rps: number[]; cpu: number[] }>(targets.map(([n]) => [n, { p50: [], p99: [], rps: [], cpu: [] }]));
     for (let rep = 0; rep < REPEATS; rep++) {
