@@ -209,7 +209,7 @@ async function preflight(name: string, url: string): Promise<void> {
     try {
       choices = (JSON.parse(text) as { choices?: unknown } | null)?.choices;
     } catch {
-      choices = undefined; // not JSON: reported below with the answer's first bytes
+      // not JSON: choices stays undefined, reported below with the answer's first bytes
     }
     const answered = r.statusCode === 200 && r.headers["x-mock-server"] !== undefined && Array.isArray(choices) && choices.length === 1;
     if (!answered) throw new Error(`TESSERA_BENCH: ${name} at ${url} answered ${r.statusCode} ${text.slice(0, 120)}; expected the mock backend's completion`);
